@@ -1,0 +1,247 @@
+"""The wire contracts (DESIGN.md §3): every message on a topic is one of these, as UTF-8 JSON.
+
+Models are frozen and reject unknown fields; each carries a ``schema`` tag with its version, a
+time-ordered UUIDv7 id and timezone-aware times. Event time (``ts``) drives rules and windows.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from uuid6 import uuid7
+
+from gridwatch.errors import PayloadError
+
+
+def new_id() -> UUID:
+    """A time-ordered id (UUIDv7): sorts by creation time, indexes well."""
+    return uuid7()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Level(StrEnum):
+    """三色预警: yellow → grid worker, orange → community and department, red → command center."""
+
+    YELLOW = "yellow"
+    ORANGE = "orange"
+    RED = "red"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+    def raised(self, steps: int = 1) -> Level:
+        return _LEVELS[min(self.rank + steps, len(_LEVELS) - 1)]
+
+
+_LEVELS = (Level.YELLOW, Level.ORANGE, Level.RED)
+_LEVEL_RANK = {level: i for i, level in enumerate(_LEVELS)}
+
+
+class IncidentKind(StrEnum):
+    FOREST_FIRE = "forest_fire"
+    STRAW_BURNING = "straw_burning"
+    ILLEGAL_CONSTRUCTION = "illegal_construction"
+    FLOOD = "flood"
+    DEVICE_FAULT = "device_fault"
+
+
+class DetectionKind(StrEnum):
+    FIRE = "fire"
+    SMOKE = "smoke"
+    THERMAL_HOTSPOT = "thermal_hotspot"
+    CONSTRUCTION_CHANGE = "construction_change"
+    WATER_LEVEL = "water_level"
+    RAINFALL = "rainfall"
+    SMOKE_SENSOR = "smoke_sensor"
+    PM25 = "pm25"
+    DEVICE_OFFLINE = "device_offline"
+    CAMERA_HEALTH = "camera_health"
+
+
+class SourceType(StrEnum):
+    SENSOR = "sensor"
+    CAMERA = "camera"
+    WATCHTOWER = "watchtower"
+
+
+Lon = Annotated[float, Field(ge=-180, le=180)]
+Lat = Annotated[float, Field(ge=-90, le=90)]
+
+
+class Model(BaseModel):
+    """Base of every wire and config model: immutable, strict about unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Point(Model):
+    lon: Lon
+    lat: Lat
+
+
+class Event(Model):
+    """A message on a topic. Subclasses pin ``schema`` to their name and version."""
+
+    id: UUID = Field(default_factory=new_id)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class Reading(Event):
+    """One value of one metric of one device at one instant."""
+
+    schema_: Literal["gw.reading/1"] = Field(default="gw.reading/1", alias="schema")
+    device_id: str = Field(min_length=1, max_length=64)
+    metric: str = Field(min_length=1, max_length=64)
+    value: float
+    unit: str
+    ts: AwareDatetime
+    seq: int | None = None
+    received_at: AwareDatetime = Field(default_factory=utcnow)
+
+    @property
+    def dedup_key(self) -> tuple[str, str, datetime]:
+        """Readings are delivered at least once; this triple makes a redelivery a no-op."""
+        return (self.device_id, self.metric, self.ts)
+
+
+class SourceRef(Model):
+    type: SourceType
+    id: str
+
+
+class Detection(Event):
+    """Something a detector or a sensor rule saw, with the evidence for it."""
+
+    schema_: Literal["gw.detection/1"] = Field(default="gw.detection/1", alias="schema")
+    kind: DetectionKind
+    source: SourceRef
+    ts: AwareDatetime
+    confidence: float = Field(ge=0, le=1)
+    level: Level | None = Field(default=None, description="severity the rule itself observed")
+    location: Point | None = None
+    bearing_deg: float | None = Field(default=None, ge=0, lt=360)
+    bbox: tuple[int, int, int, int] | None = None
+    snapshot: str | None = None
+    rule: str | None = None
+    evidence: tuple[Reading, ...] = ()
+    cleared: bool = Field(default=False, description="the condition has ended")
+
+
+class Incident(Event):
+    """One real-world event, fused from detections of one kind close in space and time.
+
+    ``id`` is the incident's identity; ``revision`` counts its updates (each is a new message).
+    ``level`` is the severity observed by the detections; the alert engine grades the alert.
+    """
+
+    schema_: Literal["gw.incident/1"] = Field(default="gw.incident/1", alias="schema")
+    revision: int = Field(default=1, ge=1)
+    kind: IncidentKind
+    location: Point
+    community_code: str
+    grid_code: str
+    micro_grid_code: str | None
+    level: Level
+    confidence: float = Field(ge=0, le=1)
+    sources: tuple[SourceRef, ...]
+    detection_ids: tuple[UUID, ...]
+    departments: tuple[str, ...] = ()
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    ended: bool = False
+
+
+class Target(Model):
+    """Who an alert goes to: a grid worker, a community, a department or the command center."""
+
+    role: Literal["grid_worker", "community", "department", "command_center"]
+    id: str
+
+
+class Alert(Event):
+    schema_: Literal["gw.alert/1"] = Field(default="gw.alert/1", alias="schema")
+    fingerprint: str
+    incident_id: UUID
+    incident_revision: int
+    kind: IncidentKind
+    level: Level
+    state: Literal["firing", "resolved"]
+    targets: tuple[Target, ...]
+    summary: str
+    location: Point
+    grid_code: str
+    ts: AwareDatetime
+    reasons: tuple[str, ...] = ()
+
+
+class CaseEvent(Event):
+    schema_: Literal["gw.case-event/1"] = Field(default="gw.case-event/1", alias="schema")
+    case_id: str
+    seq: int = Field(ge=0)
+    from_state: str | None
+    to_state: str
+    actor: str
+    ts: AwareDatetime
+    note: str = ""
+
+
+class DeadLetter(Event):
+    """A message gridwatch could not accept, kept whole with the reason."""
+
+    schema_: Literal["gw.deadletter/1"] = Field(default="gw.deadletter/1", alias="schema")
+    source: str = Field(description="where it came from: an MQTT or Kafka topic")
+    reason: str
+    payload_b64: str
+    ts: AwareDatetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def of(cls, source: str, payload: bytes, reason: str) -> DeadLetter:
+        return cls(source=source, reason=reason, payload_b64=base64.b64encode(payload).decode())
+
+    @property
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+    @field_validator("reason")
+    @classmethod
+    def _short_reason(cls, value: str) -> str:
+        return value[:2000]
+
+
+E = TypeVar("E", bound=Event)
+
+
+def decode(model: type[E], data: bytes) -> E:
+    """Parse one message, turning any validation failure into a one-line PayloadError."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as err:
+        raise PayloadError(describe_validation_error(err)) from err
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """'field.path: problem; …' — short enough for a dead letter, precise enough to act on."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"]) or "<message>"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+

@@ -1,0 +1,265 @@
+"""The site: a street as configuration (DESIGN.md §4), loaded from YAML into frozen models.
+
+Unknown keys are rejected and every error names the file, the path inside it and the problem.
+Grid polygons are not stored: a grid is the union of its micro-grids, a community of its grids.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from gridwatch.errors import ConfigError
+from gridwatch.events import IncidentKind, Level, Model, Point
+
+Ring = tuple[tuple[float, float], ...]
+"""A closed polygon ring as (lon, lat) pairs; the first point is not repeated at the end."""
+
+class Street(Model):
+    name: str
+    code: str = Field(pattern=r"^\d{9}$", description="county 6 + street 3")
+    timezone: str = "Asia/Shanghai"
+    area_km2: float = Field(gt=0)
+    built_up_km2: float = Field(gt=0)
+
+
+class Community(Model):
+    code: str = Field(pattern=r"^\d{12}$", description="street code + community 3")
+    name: str
+    kind: Literal["urban", "rural"]
+
+
+class MicroGrid(Model):
+    code: str = Field(pattern=r"^\d{16}$", description="grid code + micro-grid 2")
+    name: str
+    polygon: Ring = Field(min_length=3)
+
+
+class Grid(Model):
+    code: str = Field(pattern=r"^\d{14}$", description="community code + grid 2")
+    name: str
+    worker: str = Field(description="id of the grid's full-time worker")
+    micro_grids: tuple[MicroGrid, ...] = Field(min_length=1)
+
+    @property
+    def community_code(self) -> str:
+        return self.code[:12]
+
+    @model_validator(mode="after")
+    def _micro_grids_belong(self) -> Grid:
+        for mg in self.micro_grids:
+            if not mg.code.startswith(self.code):
+                raise ValueError(f"micro-grid {mg.code} does not start with grid code {self.code}")
+        return self
+
+
+class Worker(Model):
+    id: str
+    name: str
+    phone: str | None = None
+
+
+class Department(Model):
+    id: str
+    name: str
+    handles: tuple[IncidentKind, ...] = Field(description="incident kinds routed to it")
+
+
+class MetricSpec(Model):
+    """What a device reports for one metric, and what values are physically plausible."""
+
+    unit: str
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MetricSpec:
+        if self.min >= self.max:
+            raise ValueError(f"min {self.min} must be below max {self.max}")
+        return self
+
+
+class ThresholdRule(Model):
+    """A level per threshold: the highest threshold the value reaches sets the level."""
+
+    type: Literal["threshold"] = "threshold"
+    metric: str
+    yellow: float
+    orange: float
+    red: float
+    hysteresis: float = Field(default=0.0, ge=0, description="drop below by this much to clear")
+
+    @model_validator(mode="after")
+    def _rising(self) -> ThresholdRule:
+        if not self.yellow < self.orange < self.red:
+            raise ValueError("thresholds must rise: yellow < orange < red")
+        return self
+
+    def level_of(self, value: float) -> Level | None:
+        for level, limit in ((Level.RED, self.red), (Level.ORANGE, self.orange)):
+            if value >= limit:
+                return level
+        return Level.YELLOW if value >= self.yellow else None
+
+
+SensorRule = ThresholdRule  # becomes a discriminated union as rule types are added
+
+
+class Sensor(Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["water_level", "rain_gauge", "smoke", "temperature", "pm25", "multi"]
+    location: Point
+    metrics: dict[str, MetricSpec] = Field(min_length=1)
+    rules: tuple[SensorRule, ...] = ()
+
+    @model_validator(mode="after")
+    def _rules_on_known_metrics(self) -> Sensor:
+        for rule in self.rules:
+            if rule.metric not in self.metrics:
+                raise ValueError(f"rule on metric {rule.metric!r} the sensor does not report")
+        return self
+
+
+class Zone(Model):
+    name: str
+    kind: Literal["forest", "farmland", "construction_watch", "school", "dense_housing"]
+    polygon: Ring = Field(min_length=3)
+
+
+class Camera(Model):
+    id: str
+    name: str
+    url: str
+    location: Point
+    height_m: float = Field(gt=0)
+    heading_deg: float = Field(ge=0, lt=360)
+    fov_deg: float = Field(gt=0, le=180)
+    sample_fps: float = Field(default=1.0, gt=0)
+
+
+class Preset(Model):
+    id: int = Field(ge=0)
+    pan_deg: float = Field(ge=0, lt=360)
+    tilt_deg: float = Field(ge=-90, le=90)
+    zoom: float = Field(default=1.0, gt=0)
+    fov_deg: float = Field(gt=0, le=180)
+
+
+class Watchtower(Model):
+    id: str
+    name: str
+    location: Point
+    height_m: float = Field(gt=0)
+    visible_url: str
+    thermal_url: str | None = None
+    presets: tuple[Preset, ...] = Field(min_length=1)
+
+
+class Escalation(Model):
+    """Minutes a case may wait for acceptance at each level before it escalates one level."""
+
+    accept_minutes: dict[Level, float] = Field(
+        default={Level.YELLOW: 30, Level.ORANGE: 15, Level.RED: 5}
+    )
+
+
+class Site(Model):
+    street: Street
+    communities: tuple[Community, ...] = Field(min_length=1)
+    grids: tuple[Grid, ...] = Field(min_length=1)
+    workers: tuple[Worker, ...] = ()
+    departments: tuple[Department, ...] = ()
+    sensors: tuple[Sensor, ...] = ()
+    cameras: tuple[Camera, ...] = ()
+    watchtowers: tuple[Watchtower, ...] = ()
+    zones: tuple[Zone, ...] = ()
+    escalation: Escalation = Escalation()
+
+    @field_validator("communities")
+    @classmethod
+    def _unique_communities(cls, v: tuple[Community, ...]) -> tuple[Community, ...]:
+        _require_unique("community code", (c.code for c in v))
+        return v
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Site:
+        _require_unique("grid code", (g.code for g in self.grids))
+        _require_unique("micro-grid code", (m.code for g in self.grids for m in g.micro_grids))
+        _require_unique("device id", (d for d in self.device_ids()))
+        communities = {c.code for c in self.communities}
+        workers = {w.id for w in self.workers}
+        for grid in self.grids:
+            if not grid.code.startswith(self.street.code):
+                raise ValueError(f"grid {grid.code} is not in street {self.street.code}")
+            if grid.community_code not in communities:
+                raise ValueError(f"grid {grid.code}: no community {grid.community_code}")
+            if workers and grid.worker not in workers:
+                raise ValueError(f"grid {grid.code}: no worker {grid.worker!r}")
+        return self
+
+    def device_ids(self) -> Iterator[str]:
+        yield from (s.id for s in self.sensors)
+        yield from (c.id for c in self.cameras)
+        yield from (t.id for t in self.watchtowers)
+
+    def sensor(self, device_id: str) -> Sensor | None:
+        return self._sensors.get(device_id)
+
+    @cached_property
+    def _sensors(self) -> dict[str, Sensor]:
+        return {s.id: s for s in self.sensors}
+
+    def departments_for(self, kind: IncidentKind) -> tuple[str, ...]:
+        return tuple(d.id for d in self.departments if kind in d.handles)
+
+
+def _require_unique(what: str, values: Iterator[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+def load_site(path: Path) -> Site:
+    """Read and validate a site file. Every problem becomes a ConfigError naming file and path."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
+    try:
+        return Site.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"{path}: {err.error_count()} problem(s)"]
+        for e in err.errors(include_url=False):
+            where = _path_text(e["loc"]) or "<top>"
+            lines.append(f"  {where}: {e['msg']}")
+        raise ConfigError("\n".join(lines)) from err
+
+
+_IDENT = re.compile(r"^[A-Za-z_]\w*$")
+
+
+def _path_text(loc: tuple[int | str, ...]) -> str:
+    """('grids', 3, 'micro_grids', 0, 'code') → 'grids[3].micro_grids[0].code'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENT.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
