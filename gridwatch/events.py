@@ -70,6 +70,7 @@ class DetectionKind(StrEnum):
     RAINFALL = "rainfall"
     SMOKE_SENSOR = "smoke_sensor"
     PM25 = "pm25"
+    TEMPERATURE = "temperature"
     DEVICE_OFFLINE = "device_offline"
     CAMERA_HEALTH = "camera_health"
 
@@ -244,4 +245,3 @@ def describe_validation_error(err: ValidationError) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "<message>"
         parts.append(f"{where}: {e['msg']}")
     return "; ".join(parts)
-

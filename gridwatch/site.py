@@ -16,10 +16,11 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gridwatch.errors import ConfigError
-from gridwatch.events import IncidentKind, Level, Model, Point
+from gridwatch.events import DetectionKind, IncidentKind, Level, Model, Point
 
 Ring = tuple[tuple[float, float], ...]
 """A closed polygon ring as (lon, lat) pairs; the first point is not repeated at the end."""
+
 
 class Street(Model):
     name: str
@@ -85,11 +86,24 @@ class MetricSpec(Model):
         return self
 
 
+# What a rule on a well-known metric detects, so site files need not repeat it.
+METRIC_DETECTS: dict[str, DetectionKind] = {
+    "water_level_m": DetectionKind.WATER_LEVEL,
+    "rainfall_mm_h": DetectionKind.RAINFALL,
+    "smoke_obscuration_pct": DetectionKind.SMOKE_SENSOR,
+    "pm25_ugm3": DetectionKind.PM25,
+    "temperature_c": DetectionKind.TEMPERATURE,
+}
+
+
 class ThresholdRule(Model):
     """A level per threshold: the highest threshold the value reaches sets the level."""
 
     type: Literal["threshold"] = "threshold"
     metric: str
+    detects: DetectionKind | None = Field(
+        default=None, description="detection kind; defaults by metric (METRIC_DETECTS)"
+    )
     yellow: float
     orange: float
     red: float
@@ -99,7 +113,16 @@ class ThresholdRule(Model):
     def _rising(self) -> ThresholdRule:
         if not self.yellow < self.orange < self.red:
             raise ValueError("thresholds must rise: yellow < orange < red")
+        if self.detects is None:
+            if self.metric not in METRIC_DETECTS:
+                raise ValueError(f"say what a rule on {self.metric!r} detects (detects: ...)")
+            object.__setattr__(self, "detects", METRIC_DETECTS[self.metric])
         return self
+
+    @property
+    def detection_kind(self) -> DetectionKind:
+        assert self.detects is not None  # set by the validator  # noqa: S101
+        return self.detects
 
     def level_of(self, value: float) -> Level | None:
         for level, limit in ((Level.RED, self.red), (Level.ORANGE, self.orange)):

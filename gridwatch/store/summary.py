@@ -1,0 +1,68 @@
+"""What a run produced, read back from the database: the figures of the demo's summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+COUNTS_SQL = """
+SELECT
+  (SELECT count(*) FROM readings)                                  AS readings_stored,
+  (SELECT count(*) FROM detections)                                AS detections,
+  (SELECT count(DISTINCT incident_id) FROM incidents)              AS incidents,
+  (SELECT count(*) FROM alerts WHERE state = 'firing')             AS alerts_firing,
+  (SELECT count(*) FROM alerts WHERE state = 'resolved')           AS alerts_resolved,
+  (SELECT count(*) FROM deadletters)                               AS deadletters
+"""
+
+ALERTS_BY_LEVEL_SQL = """
+SELECT level, count(*) FROM alerts WHERE state = 'firing' GROUP BY level
+"""
+
+# Sensor to database: when the device stamped the reading to when its row was committed.
+READING_LATENCY_SQL = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+FROM (SELECT extract(epoch FROM stored_at - ts) * 1000 AS ms FROM readings) AS l
+"""
+
+# Sensor to alert: from the reading that moved the incident to the alert's row being stored.
+ALERT_LATENCY_SQL = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+FROM (
+  SELECT extract(epoch FROM a.stored_at - i.ts) * 1000 AS ms
+  FROM alerts a
+  JOIN incidents i
+    ON i.incident_id = a.incident_id
+   AND i.revision = (a.payload ->> 'incident_revision')::int
+) AS l
+"""
+
+NEW_ALERTS_SQL = """
+SELECT stored_at, level, state, kind, grid_code, summary, payload -> 'reasons'
+FROM alerts WHERE stored_at > %s ORDER BY stored_at
+"""
+
+
+def counts(conn: psycopg.Connection) -> dict[str, int]:
+    cur = conn.execute(COUNTS_SQL)
+    row = cur.fetchone()
+    assert row is not None and cur.description is not None  # noqa: S101 - one row always
+    return {col.name: int(v) for col, v in zip(cur.description, row, strict=True)}
+
+
+def collect(conn: psycopg.Connection) -> dict[str, Any]:
+    summary: dict[str, Any] = dict(counts(conn))
+    summary["alerts_by_level"] = {
+        level: n for level, n in conn.execute(ALERTS_BY_LEVEL_SQL).fetchall()
+    }
+    for name, query in (("reading", READING_LATENCY_SQL), ("alert", ALERT_LATENCY_SQL)):
+        row = conn.execute(query).fetchone()
+        p50, p99 = row if row else (None, None)
+        summary[f"{name}_latency_ms"] = {
+            "p50": round(p50, 1) if p50 is not None else None,
+            "p99": round(p99, 1) if p99 is not None else None,
+        }
+    return summary

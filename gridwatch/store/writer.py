@@ -1,0 +1,226 @@
+"""Bulk, idempotent writes of events: binary COPY into a staging table, then INSERT … ON CONFLICT.
+
+Redelivered messages (at-least-once Kafka) hit the tables' unique keys and are skipped, so a
+batch can be written again after a crash without duplicating a row.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from gridwatch.events import Alert, CaseEvent, DeadLetter, Detection, Event, Incident, Reading
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    table: str
+    columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type) in COPY order
+    row: Callable[[Any], Row]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+
+def _payload(event: Event) -> Jsonb:
+    return Jsonb(event.model_dump(mode="json", by_alias=True))
+
+
+def _lonlat(event: Detection) -> tuple[float | None, float | None]:
+    return (event.location.lon, event.location.lat) if event.location else (None, None)
+
+
+SPECS: dict[type[Event], TableSpec] = {
+    Reading: TableSpec(
+        "readings",
+        (
+            ("ts", "timestamptz"),
+            ("device_id", "text"),
+            ("metric", "text"),
+            ("value", "float8"),
+            ("unit", "text"),
+            ("seq", "int8"),
+            ("id", "uuid"),
+            ("received_at", "timestamptz"),
+        ),
+        lambda r: (r.ts, r.device_id, r.metric, r.value, r.unit, r.seq, r.id, r.received_at),
+    ),
+    Detection: TableSpec(
+        "detections",
+        (
+            ("ts", "timestamptz"),
+            ("id", "uuid"),
+            ("kind", "text"),
+            ("source_type", "text"),
+            ("source_id", "text"),
+            ("confidence", "float4"),
+            ("level", "text"),
+            ("lon", "float8"),
+            ("lat", "float8"),
+            ("bearing_deg", "float8"),
+            ("rule", "text"),
+            ("cleared", "bool"),
+            ("snapshot", "text"),
+            ("payload", "jsonb"),
+        ),
+        lambda d: (
+            d.ts,
+            d.id,
+            d.kind.value,
+            d.source.type.value,
+            d.source.id,
+            d.confidence,
+            d.level.value if d.level else None,
+            *_lonlat(d),
+            d.bearing_deg,
+            d.rule,
+            d.cleared,
+            d.snapshot,
+            _payload(d),
+        ),
+    ),
+    Incident: TableSpec(
+        "incidents",
+        (
+            ("ts", "timestamptz"),
+            ("id", "uuid"),
+            ("incident_id", "uuid"),
+            ("revision", "int4"),
+            ("kind", "text"),
+            ("level", "text"),
+            ("confidence", "float4"),
+            ("lon", "float8"),
+            ("lat", "float8"),
+            ("community_code", "text"),
+            ("grid_code", "text"),
+            ("micro_grid_code", "text"),
+            ("first_seen", "timestamptz"),
+            ("ended", "bool"),
+            ("payload", "jsonb"),
+        ),
+        # Incident.id names the incident; each revision is its own row keyed by (id, revision).
+        lambda i: (
+            i.last_seen,
+            i.id,
+            i.id,
+            i.revision,
+            i.kind.value,
+            i.level.value,
+            i.confidence,
+            i.location.lon,
+            i.location.lat,
+            i.community_code,
+            i.grid_code,
+            i.micro_grid_code,
+            i.first_seen,
+            i.ended,
+            _payload(i),
+        ),
+    ),
+    Alert: TableSpec(
+        "alerts",
+        (
+            ("ts", "timestamptz"),
+            ("id", "uuid"),
+            ("fingerprint", "text"),
+            ("incident_id", "uuid"),
+            ("kind", "text"),
+            ("level", "text"),
+            ("state", "text"),
+            ("grid_code", "text"),
+            ("lon", "float8"),
+            ("lat", "float8"),
+            ("summary", "text"),
+            ("payload", "jsonb"),
+        ),
+        lambda a: (
+            a.ts,
+            a.id,
+            a.fingerprint,
+            a.incident_id,
+            a.kind.value,
+            a.level.value,
+            a.state,
+            a.grid_code,
+            a.location.lon,
+            a.location.lat,
+            a.summary,
+            _payload(a),
+        ),
+    ),
+    CaseEvent: TableSpec(
+        "case_events",
+        (
+            ("ts", "timestamptz"),
+            ("id", "uuid"),
+            ("case_id", "text"),
+            ("seq", "int4"),
+            ("from_state", "text"),
+            ("to_state", "text"),
+            ("actor", "text"),
+            ("note", "text"),
+        ),
+        lambda c: (c.ts, c.id, c.case_id, c.seq, c.from_state, c.to_state, c.actor, c.note),
+    ),
+    DeadLetter: TableSpec(
+        "deadletters",
+        (
+            ("ts", "timestamptz"),
+            ("id", "uuid"),
+            ("source", "text"),
+            ("reason", "text"),
+            ("payload", "bytea"),
+        ),
+        lambda d: (d.ts, d.id, d.source, d.reason, d.payload),
+    ),
+}
+
+
+def copy_insert(conn: psycopg.Connection, spec: TableSpec, rows: Iterable[Row]) -> int:
+    """COPY rows into a per-transaction staging table, then insert the new ones; rows inserted."""
+    staging = sql.Identifier(f"_stage_{spec.table}")
+    target = sql.Identifier(spec.table)
+    columns = sql.SQL(", ").join(sql.Identifier(n) for n in spec.names)
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(staging, target)
+    )
+    with conn.cursor() as cur:
+        with cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, columns)
+        ) as copy:
+            copy.set_types([t for _, t in spec.columns])
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                target, columns, columns, staging
+            )
+        )
+        inserted = cur.rowcount
+        # ON COMMIT DELETE ROWS empties it at commit; truncate now so a second call in the
+        # same transaction does not insert these rows twice.
+        cur.execute(sql.SQL("TRUNCATE {}").format(staging))
+    return inserted
+
+
+def write_events(conn: psycopg.Connection, events: Sequence[Event]) -> dict[str, int]:
+    """Write a mixed batch in the caller's transaction; returns rows inserted per table."""
+    by_type: dict[type[Event], list[Event]] = defaultdict(list)
+    for event in events:
+        by_type[type(event)].append(event)
+    inserted: dict[str, int] = {}
+    for event_type, batch in by_type.items():
+        spec = SPECS[event_type]
+        inserted[spec.table] = copy_insert(conn, spec, (spec.row(e) for e in batch))
+    return inserted

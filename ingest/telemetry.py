@@ -1,0 +1,106 @@
+"""Device telemetry as it arrives over MQTT (DESIGN.md §3), checked against the site's registry.
+
+Accepted shapes, on ``gw/<street>/<device_id>/telemetry``::
+
+    {"ts": 1764230400000, "seq": 7, "values": {"water_level_m": 2.31}}
+    [{"ts": "2026-11-27T08:00:00+08:00", "values": {...}}, ...]
+
+and on ``gw/<street>/gateway/telemetry``: ``{"<device_id>": [{"ts": ..., "values": {...}}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from gridwatch.errors import PayloadError, UnknownDeviceError
+from gridwatch.events import Reading, describe_validation_error, utcnow
+from gridwatch.site import Site
+
+GATEWAY = "gateway"
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class TelemetryPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ts: int | AwareDatetime = Field(description="epoch milliseconds or RFC 3339 with offset")
+    seq: int | None = None
+    values: dict[str, FiniteFloat] = Field(min_length=1)
+
+    @property
+    def time(self) -> datetime:
+        if isinstance(self.ts, datetime):
+            return self.ts.astimezone(UTC)
+        return datetime.fromtimestamp(self.ts / 1000, UTC)
+
+
+_points = TypeAdapter(TelemetryPoint | list[TelemetryPoint])
+_gateway = TypeAdapter(dict[str, list[TelemetryPoint]])
+
+
+def device_of(topic: str, street: str) -> str:
+    """The device id in a telemetry topic, or PayloadError if the topic is not ours."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "gw" or parts[3] != "telemetry" or not parts[2]:
+        raise PayloadError(f"topic {topic!r} is not gw/<street>/<device_id>/telemetry")
+    if parts[1] != street:
+        raise PayloadError(f"topic {topic!r} is for street {parts[1]!r}, not {street!r}")
+    return parts[2]
+
+
+def parse_telemetry(
+    site: Site, topic: str, payload: bytes, received_at: datetime | None = None
+) -> list[Reading]:
+    """Every reading in one MQTT message, or PayloadError with the reason (nothing partial)."""
+    device = device_of(topic, site.street.code)
+    try:
+        if device == GATEWAY:
+            batches = _gateway.validate_json(payload)
+        else:
+            parsed = _points.validate_json(payload)
+            batches = {device: parsed if isinstance(parsed, list) else [parsed]}
+    except ValidationError as err:
+        raise PayloadError(describe_validation_error(err)) from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PayloadError(f"not UTF-8 JSON: {err}") from err
+    received = received_at or utcnow()
+    return [
+        reading
+        for device_id, points in batches.items()
+        for point in points
+        for reading in _readings(site, device_id, point, received)
+    ]
+
+
+def _readings(
+    site: Site, device_id: str, point: TelemetryPoint, received: datetime
+) -> list[Reading]:
+    sensor = site.sensor(device_id)
+    if sensor is None:
+        raise UnknownDeviceError(f"unknown device {device_id!r}")
+    out = []
+    for metric, value in point.values.items():
+        spec = sensor.metrics.get(metric)
+        if spec is None:
+            raise PayloadError(f"device {device_id!r} does not report metric {metric!r}")
+        if not spec.min <= value <= spec.max:
+            raise PayloadError(
+                f"{device_id}.{metric}={value} outside plausible range [{spec.min}, {spec.max}]"
+            )
+        out.append(
+            Reading(
+                device_id=device_id,
+                metric=metric,
+                value=value,
+                unit=spec.unit,
+                ts=point.time,
+                seq=point.seq,
+                received_at=received,
+            )
+        )
+    return out
