@@ -81,14 +81,18 @@ async def run_engine(
     producer: KafkaProducer,
     stop: asyncio.Event,
     group_id: str = "gridwatch-alerts",
+    ready: asyncio.Event | None = None,
 ) -> None:
-    """Consume incidents until ``stop`` is set; commit only after the alerts are in Kafka."""
+    """Consume incidents until ``stop`` is set; commit only after the alerts are in Kafka.
+    ``ready`` is set once partitions are assigned."""
     engine = AlertEngine(site)
     consumer = kafka.consumer(bootstrap, group_id, topics.INCIDENTS)
     await consumer.start()
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            if ready is not None and consumer.assignment():
+                ready.set()
             for records in batches.values():
                 for record in records:
                     raw = record.value or b""

@@ -92,7 +92,9 @@ async def run_persist(
     group_id: str = "gridwatch-store",
     topic_names: Sequence[str] = topics.ALL,
     max_records: int = 5000,
+    ready: asyncio.Event | None = None,
 ) -> PersistStats:
+    """Store batches until ``stop`` is set; ``ready`` is set once partitions are assigned."""
     stats = PersistStats()
     writer = DatabaseWriter(database_url)
     consumer = kafka.consumer(bootstrap, group_id, *topic_names)
@@ -100,6 +102,8 @@ async def run_persist(
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+            if ready is not None and consumer.assignment():
+                ready.set()
             records = [(r.topic, r.value or b"") for rs in batches.values() for r in rs]
             if not records:
                 continue

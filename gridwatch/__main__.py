@@ -1,0 +1,3 @@
+from gridwatch.cli import app
+
+app(prog_name="gridwatch")

@@ -1,0 +1,84 @@
+"""The MQTT bridge on real brokers: good telemetry reaches gw.readings, bad goes to dead letters,
+and the bridge keeps going."""
+
+import asyncio
+import json
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gridwatch import kafka, topics
+from gridwatch.events import DeadLetter, Reading, decode
+from gridwatch.site import Site
+from ingest.mqtt_bridge import MqttBridge
+
+STREET = "520199003"
+
+
+def publish(host: str, port: int, items: list[tuple[str, bytes]]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        for topic, payload in items:
+            client.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def collect(bootstrap: str, topic: str, want: int, match: bytes) -> list[bytes]:
+    consumer = kafka.consumer(bootstrap, f"test-{uuid.uuid4().hex}", topic)
+    await consumer.start()
+    found: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(found) < want and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            found += [r.value for rs in batches.values() for r in rs if match in (r.value or b"")]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def test_bad_messages_are_dead_lettered_and_the_bridge_keeps_going(
+    tiny_site: Site, kafka_bootstrap: str, mqtt_address: tuple[str, int]
+) -> None:
+    host, port = mqtt_address
+    run = uuid.uuid4().hex[:8]
+    bridge = MqttBridge(
+        tiny_site, kafka.producer(kafka_bootstrap), host, port, client_id=f"bridge-{run}"
+    )
+    bridge.start()
+    try:
+        good = json.dumps(
+            {"ts": int(time.time() * 1000), "seq": 1, "values": {"water_level_m": 1.25}}
+        ).encode()
+        publish(
+            host,
+            port,
+            [
+                (f"gw/{STREET}/WL-1/telemetry", b'{"ts": 1, "values": ' + run.encode()),
+                (f"gw/{STREET}/GHOST-{run}/telemetry", b'{"ts": 1, "values": {"x": 1.0}}'),
+                (f"gw/{STREET}/WL-2/telemetry", good),
+            ],
+        )
+        letters = asyncio.run(collect(kafka_bootstrap, topics.DEADLETTER, 2, run.encode()))
+        assert len(letters) == 2
+        decoded = sorted((decode(DeadLetter, raw) for raw in letters), key=lambda d: d.source)
+        assert decoded[0].source == f"mqtt:gw/{STREET}/GHOST-{run}/telemetry"
+        assert "unknown device" in decoded[0].reason
+        assert decoded[1].payload == b'{"ts": 1, "values": ' + run.encode()
+        assert "JSON" in decoded[1].reason
+        # The good message after the bad ones made it through.
+        found = asyncio.run(collect(kafka_bootstrap, topics.READINGS, 1, b"1.25"))
+        reading = decode(Reading, found[0])
+        assert reading.device_id == "WL-2" and reading.value == 1.25
+        deadline = time.monotonic() + 10
+        while bridge.stats.acked < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bridge.stats.acked == 3 and bridge.stats.deadletters == 2
+    finally:
+        bridge.stop()
