@@ -1,0 +1,36 @@
+"""What every agent module needs: the Faust app, the site, raw topics and the dead-letter path."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from gridwatch import topics
+from gridwatch.events import DeadLetter
+from gridwatch.site import Site
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamContext:
+    app: faust.App
+    site: Site
+    _topics: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, name: str, *, internal: bool = False) -> Any:
+        """A bytes-in, bytes-out topic: agents decode with the pydantic models themselves, so a
+        bad message becomes a dead letter instead of a serializer crash."""
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(
+                name, key_serializer="raw", value_serializer="raw", internal=internal
+            )
+        return self._topics[name]
+
+    async def dead(self, source: str, payload: bytes, reason: str) -> None:
+        log.warning("dead-lettering %s message: %s", source, reason)
+        letter = DeadLetter.of(f"kafka:{source}", payload, reason)
+        await self.topic(topics.DEADLETTER).send(key=source.encode(), value=letter.to_bytes())
