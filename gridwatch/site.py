@@ -7,18 +7,29 @@ Grid polygons are not stored: a grid is the union of its micro-grids, a communit
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+import shapely
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gridwatch.errors import ConfigError
-from gridwatch.events import DetectionKind, IncidentKind, Level, Model, Point
+from gridwatch.events import DetectionKind, IncidentKind, Lat, Level, Lon, Model, Point
 
-Ring = tuple[tuple[float, float], ...]
+
+def _simple_polygon(ring: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    # A self-intersecting ring would make grid lookup and unions fail far from the file's mistake.
+    reason = shapely.is_valid_reason(shapely.Polygon(ring))
+    if reason != "Valid Geometry":
+        raise ValueError(f"not a simple polygon: {reason}")
+    return ring
+
+
+Ring = Annotated[tuple[tuple[Lon, Lat], ...], AfterValidator(_simple_polygon)]
 """A closed polygon ring as (lon, lat) pairs; the first point is not repeated at the end."""
 
 
@@ -207,23 +218,38 @@ class Site(Model):
     @field_validator("communities")
     @classmethod
     def _unique_communities(cls, v: tuple[Community, ...]) -> tuple[Community, ...]:
-        _require_unique("community code", (c.code for c in v))
+        _require_unique("community code", (((i, "code"), c.code) for i, c in enumerate(v)))
         return v
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Site:
-        _require_unique("grid code", (g.code for g in self.grids))
-        _require_unique("micro-grid code", (m.code for g in self.grids for m in g.micro_grids))
-        _require_unique("device id", (d for d in self.device_ids()))
+        grids = list(enumerate(self.grids))
+        _require_unique("grid code", ((("grids", i, "code"), g.code) for i, g in grids))
+        _require_unique(
+            "micro-grid code",
+            (
+                (("grids", i, "micro_grids", j, "code"), m.code)
+                for i, g in grids
+                for j, m in enumerate(g.micro_grids)
+            ),
+        )
+        _require_unique(
+            "device id",
+            (
+                ((section, i, "id"), device.id)
+                for section in ("sensors", "cameras", "watchtowers")
+                for i, device in enumerate(getattr(self, section))
+            ),
+        )
         communities = {c.code for c in self.communities}
         workers = {w.id for w in self.workers}
-        for grid in self.grids:
+        for i, grid in grids:
             if not grid.code.startswith(self.street.code):
-                raise ValueError(f"grid {grid.code} is not in street {self.street.code}")
+                raise _error_at(("grids", i, "code"), f"not in street {self.street.code}")
             if grid.community_code not in communities:
-                raise ValueError(f"grid {grid.code}: no community {grid.community_code}")
+                raise _error_at(("grids", i, "code"), f"no community {grid.community_code}")
             if workers and grid.worker not in workers:
-                raise ValueError(f"grid {grid.code}: no worker {grid.worker!r}")
+                raise _error_at(("grids", i, "worker"), f"no worker {grid.worker!r}")
         return self
 
     def device_ids(self) -> Iterator[str]:
@@ -242,24 +268,37 @@ class Site(Model):
         return tuple(d.id for d in self.departments if kind in d.handles)
 
 
-def _require_unique(what: str, values: Iterator[str]) -> None:
+Loc = tuple[int | str, ...]
+
+
+def _require_unique(what: str, entries: Iterable[tuple[Loc, str]]) -> None:
     seen: set[str] = set()
-    for value in values:
+    for loc, value in entries:
         if value in seen:
-            raise ValueError(f"duplicate {what} {value!r}")
+            raise _error_at(loc, f"duplicate {what} {value!r}")
         seen.add(value)
+
+
+def _error_at(loc: Loc, problem: str) -> ValidationError:
+    """An error placed on the entry at fault, so the message points there and not at the top."""
+    error = PydanticCustomError("site_reference", "{problem}", {"problem": problem})
+    return ValidationError.from_exception_data(
+        "Site", [InitErrorDetails(type=error, loc=loc, input=None)]
+    )
+
+
+# libyaml reads the bundled site several times faster; the pure-Python loader is the fallback.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_site(path: Path) -> Site:
     """Read and validate a site file. Every problem becomes a ConfigError naming file and path."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)  # noqa: S506
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: {_yaml_problem(err)}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
     try:
@@ -270,6 +309,18 @@ def load_site(path: Path) -> Site:
             where = _path_text(e["loc"]) or "<top>"
             lines.append(f"  {where}: {e['msg']}")
         raise ConfigError("\n".join(lines)) from err
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """'line 4, column 6: not valid YAML: did not find expected ',' or ']' (while parsing a flow
+    sequence at line 3, column 9)' — the parser's own text repeats a meaningless stream name."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return f"not valid YAML: {err}"
+    mark, context = err.problem_mark, err.context_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {err.problem}"
+    if err.context and context is not None:
+        text += f" ({err.context} at line {context.line + 1}, column {context.column + 1})"
+    return text
 
 
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
