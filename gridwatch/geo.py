@@ -145,3 +145,52 @@ class GridIndex:
 
 
 _LEVEL_NAMES = {12: "community", 14: "grid", 16: "micro-grid"}
+
+
+@dataclass(frozen=True)
+class Triangulation:
+    point: Point
+    error_m: float  # one-sigma position error from the bearings' uncertainty
+    ranges_m: tuple[float, float]  # distance from each observer
+    crossing_deg: float  # angle between the two rays; small angles give large errors
+
+
+MIN_CROSSING_DEG = 5.0  # nearly parallel rays fix no point worth reporting
+
+
+def triangulate_bearings(
+    a: Point,
+    bearing_a_deg: float,
+    b: Point,
+    bearing_b_deg: float,
+    sigma_deg: float = 0.5,
+) -> Triangulation | None:
+    """Where two bearings (clockwise from north) from two observers cross, or None when they do
+    not cross ahead of both observers or cross too flat to fix a point.
+
+    The error estimate propagates ``sigma_deg`` of each bearing: each ray's cross-track error is
+    range × σ, and the crossing turns both into a position error divided by sin(crossing).
+    """
+    projection = LocalProjection(Point(lon=(a.lon + b.lon) / 2, lat=(a.lat + b.lat) / 2))
+    ax, ay = projection.xy(a)
+    bx, by = projection.xy(b)
+    da = (math.sin(math.radians(bearing_a_deg)), math.cos(math.radians(bearing_a_deg)))
+    db = (math.sin(math.radians(bearing_b_deg)), math.cos(math.radians(bearing_b_deg)))
+    cross = da[0] * db[1] - da[1] * db[0]
+    crossing = math.degrees(math.asin(min(abs(cross), 1.0)))
+    if crossing < MIN_CROSSING_DEG:
+        return None
+    # Solve a + t·da = b + s·db for the ranges t and s (Cramer's rule).
+    rx, ry = bx - ax, by - ay
+    t = (rx * db[1] - ry * db[0]) / cross
+    s = (rx * da[1] - ry * da[0]) / cross
+    if t <= 0 or s <= 0:
+        return None
+    sigma = math.radians(sigma_deg)
+    error = math.hypot(t * sigma, s * sigma) / abs(cross)
+    return Triangulation(
+        point=projection.point(ax + t * da[0], ay + t * da[1]),
+        error_m=error,
+        ranges_m=(t, s),
+        crossing_deg=crossing,
+    )
