@@ -1,0 +1,89 @@
+"""Shared fixtures. The real services start once per session, on first use.
+
+``GRIDWATCH_*`` URLs in the environment (or ``.env``) point the tests at running services instead;
+whatever is left unset is started locally by ``EmbeddedServices``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from gridwatch.errors import ServiceError
+from gridwatch.services import EmbeddedServices, ServiceUrls
+from gridwatch.settings import Settings
+from gridwatch.site import Site, load_site
+
+
+@contextmanager
+def _run_dir() -> Iterator[Path]:
+    """A run directory outside pytest's temp root, kept when the body fails (logs to read).
+
+    As root, PostgreSQL runs as another account that must traverse the run directory's parents,
+    and every pytest session that starts meanwhile resets pytest's temp root to mode 0700.
+    """
+    path = Path(tempfile.mkdtemp(prefix="gridwatch-services-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A fresh run directory for a test that starts its own EmbeddedServices."""
+    with _run_dir() as path:
+        yield path
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[ServiceUrls]:
+    with _run_dir() as path, ExitStack() as stack:
+        try:
+            urls = stack.enter_context(EmbeddedServices(Settings(), path))
+        except ServiceError as err:
+            failure = str(err)  # the message is the diagnosis; a traceback adds nothing
+        else:
+            failure = ""
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def database_url(services: ServiceUrls) -> str:
+    return services.database_url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: ServiceUrls) -> str:
+    return services.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def mqtt_address(services: ServiceUrls) -> tuple[str, int]:
+    return services.mqtt_host, services.mqtt_port
+
+
+@pytest.fixture
+def fresh_database_url(database_url: str) -> Iterator[str]:
+    """A database of the test's own on the session's server, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(database_url, dbname=name)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def tiny_site() -> Site:
+    """Two micro-grids in one grid, a gauge in each, a school over the eastern one."""
+    return load_site(Path(__file__).parent / "fixtures" / "tiny_site.yaml")
