@@ -6,12 +6,18 @@ whatever is left unset is started locally by ``EmbeddedServices``.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -87,3 +93,56 @@ def fresh_database_url(database_url: str) -> Iterator[str]:
 def tiny_site() -> Site:
     """Two micro-grids in one grid, a gauge in each, a school over the eastern one."""
     return load_site(Path(__file__).parent / "fixtures" / "tiny_site.yaml")
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    database_url: str
+    summary: dict[str, Any]
+    stdout: str
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def demo_run(database_url: str) -> Iterator[DemoRun]:
+    """`gridwatch demo` run once, as a user runs it, into a database of its own.
+
+    The demo starts its own Kafka-API and MQTT brokers, as on a fresh machine; the database it
+    fills is what the end-to-end and dashboard tests read.
+    """
+    name = f"demo_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(database_url, dbname=name)
+    with _run_dir() as path:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}
+        env["GRIDWATCH_DATABASE_URL"] = url
+        summary_file = path / "summary.json"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gridwatch",
+                "demo",
+                "--summary-json",
+                str(summary_file),
+                "--run-dir",
+                str(path / "run"),
+                "--duration",
+                "12",
+                "--rate",
+                "4",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.fail(
+                f"gridwatch demo exited {proc.returncode}:\n{proc.stdout[-4000:]}"
+                f"\n{proc.stderr[-4000:]}",
+                pytrace=False,
+            )
+        yield DemoRun(url, json.loads(summary_file.read_text()), proc.stdout, path / "run")
