@@ -10,11 +10,19 @@ import re
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import shapely
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gridwatch.errors import ConfigError
@@ -107,14 +115,50 @@ METRIC_DETECTS: dict[str, DetectionKind] = {
 }
 
 
-class ThresholdRule(Model):
-    """A level per threshold: the highest threshold the value reaches sets the level."""
+class _MetricRule(Model):
+    """What every sensor rule shares: the metric it watches and the detection kind it raises."""
 
-    type: Literal["threshold"] = "threshold"
     metric: str
     detects: DetectionKind | None = Field(
         default=None, description="detection kind; defaults by metric (METRIC_DETECTS)"
     )
+
+    @model_validator(mode="after")
+    def _default_kind(self) -> _MetricRule:
+        if self.detects is None:
+            kind = self._default_detects()
+            if kind is None:
+                raise ValueError(f"say what a rule on {self.metric!r} detects (detects: ...)")
+            object.__setattr__(self, "detects", kind)
+        return self
+
+    def _default_detects(self) -> DetectionKind | None:
+        return METRIC_DETECTS.get(self.metric)
+
+    @property
+    def detection_kind(self) -> DetectionKind:
+        assert self.detects is not None  # set by the validator  # noqa: S101
+        return self.detects
+
+    @property
+    def window_s(self) -> float:
+        """How far back in event time the rule looks; 0 for rules on the newest value alone."""
+        return 0.0
+
+    @property
+    def samples(self) -> int:
+        """How many of the newest values the rule needs to see."""
+        return 1
+
+    @property
+    def name(self) -> str:
+        return f"{getattr(self, 'type')}:{self.metric}"
+
+
+class ThresholdRule(_MetricRule):
+    """A level per threshold: the highest threshold the value reaches sets the level."""
+
+    type: Literal["threshold"] = "threshold"
     yellow: float
     orange: float
     red: float
@@ -124,16 +168,7 @@ class ThresholdRule(Model):
     def _rising(self) -> ThresholdRule:
         if not self.yellow < self.orange < self.red:
             raise ValueError("thresholds must rise: yellow < orange < red")
-        if self.detects is None:
-            if self.metric not in METRIC_DETECTS:
-                raise ValueError(f"say what a rule on {self.metric!r} detects (detects: ...)")
-            object.__setattr__(self, "detects", METRIC_DETECTS[self.metric])
         return self
-
-    @property
-    def detection_kind(self) -> DetectionKind:
-        assert self.detects is not None  # set by the validator  # noqa: S101
-        return self.detects
 
     def level_of(self, value: float) -> Level | None:
         for level, limit in ((Level.RED, self.red), (Level.ORANGE, self.orange)):
@@ -142,7 +177,102 @@ class ThresholdRule(Model):
         return Level.YELLOW if value >= self.yellow else None
 
 
-SensorRule = ThresholdRule  # becomes a discriminated union as rule types are added
+class RateOfRiseRule(_MetricRule):
+    """Fires when the value rose by ``rise`` or more within ``window_s`` of event time."""
+
+    type: Literal["rate_of_rise"] = "rate_of_rise"
+    rise: float = Field(gt=0, description="rise within the window that fires the rule")
+    window: float = Field(gt=0, description="seconds of event time")
+    level: Level = Level.YELLOW
+    hysteresis: float = Field(default=0.0, ge=0, description="rise must fall this far below")
+
+    @property
+    def window_s(self) -> float:
+        return self.window
+
+
+class NOfMRule(_MetricRule):
+    """Confirmation: fires when ``n`` of the newest ``m`` values are at or above ``above``."""
+
+    type: Literal["n_of_m"] = "n_of_m"
+    above: float
+    n: int = Field(ge=1)
+    m: int = Field(ge=1)
+    level: Level = Level.YELLOW
+
+    @model_validator(mode="after")
+    def _n_within_m(self) -> NOfMRule:
+        if self.n > self.m:
+            raise ValueError(f"n ({self.n}) cannot exceed m ({self.m})")
+        return self
+
+    @property
+    def samples(self) -> int:
+        return self.m
+
+
+class FlatlineRule(_MetricRule):
+    """A stale sensor: every value within ``tolerance`` of each other for ``window`` seconds."""
+
+    type: Literal["flatline"] = "flatline"
+    window: float = Field(gt=0, description="seconds of event time")
+    tolerance: float = Field(default=0.0, ge=0)
+    level: Level = Level.YELLOW
+
+    def _default_detects(self) -> DetectionKind:
+        return DetectionKind.SENSOR_FAULT
+
+    @property
+    def window_s(self) -> float:
+        return self.window
+
+
+class OutOfRangeRule(_MetricRule):
+    """A plausible value outside the operating range the sensor is installed for."""
+
+    type: Literal["out_of_range"] = "out_of_range"
+    low: float
+    high: float
+    level: Level = Level.YELLOW
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutOfRangeRule:
+        if self.low >= self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        return self
+
+    def _default_detects(self) -> DetectionKind:
+        return DetectionKind.SENSOR_FAULT
+
+
+def _rule_type(value: object) -> str | None:
+    # Site files written before rule types existed name no type: those are threshold rules.
+    if isinstance(value, dict):
+        return str(value.get("type", "threshold"))
+    return getattr(value, "type", None)
+
+
+SensorRule = Annotated[
+    Annotated[ThresholdRule, Tag("threshold")]
+    | Annotated[RateOfRiseRule, Tag("rate_of_rise")]
+    | Annotated[NOfMRule, Tag("n_of_m")]
+    | Annotated[FlatlineRule, Tag("flatline")]
+    | Annotated[OutOfRangeRule, Tag("out_of_range")],
+    Discriminator(_rule_type),
+]
+
+
+class TelemetryPolicy(Model):
+    """Event-time handling of sensor readings, for every sensor unless it overrides a value."""
+
+    allowed_lateness_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="how long rules wait for out-of-order readings before judging one",
+    )
+    heartbeat_s: float = Field(
+        default=300.0, gt=0, description="a device silent this long is raised as offline"
+    )
 
 
 class Sensor(Model):
@@ -151,6 +281,9 @@ class Sensor(Model):
     location: Point
     metrics: dict[str, MetricSpec] = Field(min_length=1)
     rules: tuple[SensorRule, ...] = ()
+    heartbeat_s: float | None = Field(
+        default=None, gt=0, description="overrides the site's telemetry.heartbeat_s"
+    )
 
     @model_validator(mode="after")
     def _rules_on_known_metrics(self) -> Sensor:
@@ -166,6 +299,44 @@ class Zone(Model):
     polygon: Ring = Field(min_length=3)
 
 
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class ImageZone(Model):
+    """A region of a camera image in fractions of its width and height, (0, 0) at the top left.
+
+    ``mask`` regions are never analysed (a chimney, a road with headlights, a flag); the other
+    kinds say what the ground there is, so a fire in ``farmland`` is straw burning and change is
+    only sought in ``construction_watch``.
+    """
+
+    kind: Literal["mask", "farmland", "forest", "construction_watch"]
+    polygon: tuple[tuple[Fraction, Fraction], ...] = Field(min_length=3)
+    preset: int | None = Field(default=None, description="watchtower preset; None: every view")
+    name: str = ""
+
+
+class Vision(Model):
+    """Per-camera detector settings; the defaults suit a 1-2 km view from 10-40 m up."""
+
+    horizon: Fraction | None = Field(
+        default=None, description="image row (fraction of height) above which there is only sky"
+    )
+    zones: tuple[ImageZone, ...] = ()
+    confirm_hits: int = Field(default=5, ge=2, description="consecutive hits that confirm")
+    clear_misses: int = Field(default=8, ge=1, description="consecutive misses that clear")
+    burst_fps: float = Field(default=5.0, gt=0, description="sampling rate around a candidate")
+    burst_s: float = Field(default=6.0, ge=0, description="how long a burst lasts")
+    fire_min_area: float = Field(default=0.00015, gt=0, description="fraction of the frame")
+    smoke_min_area: float = Field(default=0.0006, gt=0, description="fraction of the frame")
+    thermal_range_c: tuple[float, float] = Field(
+        default=(-20.0, 300.0), description="temperatures of grey level 0 and 255"
+    )
+    thermal_threshold_c: float = Field(default=90.0, description="hotspot temperature")
+    thermal_min_px: int = Field(default=4, ge=1, description="smallest hotspot, working pixels")
+    construction_days: int = Field(default=3, ge=1, description="days a change must persist")
+
+
 class Camera(Model):
     id: str
     name: str
@@ -175,6 +346,8 @@ class Camera(Model):
     heading_deg: float = Field(ge=0, lt=360)
     fov_deg: float = Field(gt=0, le=180)
     sample_fps: float = Field(default=1.0, gt=0)
+    tilt_deg: float = Field(default=-8.0, ge=-90, le=90, description="optical axis, up positive")
+    vision: Vision = Vision()
 
 
 class Preset(Model):
@@ -193,6 +366,13 @@ class Watchtower(Model):
     visible_url: str
     thermal_url: str | None = None
     presets: tuple[Preset, ...] = Field(min_length=1)
+    ptz_url: str | None = Field(
+        default=None, description="HTTP template that moves to a preset, with {preset}"
+    )
+    settle_s: float = Field(default=2.0, ge=0, description="wait after a move before analysing")
+    dwell_s: float = Field(default=30.0, gt=0, description="time spent on each preset")
+    sample_fps: float = Field(default=1.0, gt=0)
+    vision: Vision = Vision()
 
 
 class Escalation(Model):
@@ -214,6 +394,7 @@ class Site(Model):
     watchtowers: tuple[Watchtower, ...] = ()
     zones: tuple[Zone, ...] = ()
     escalation: Escalation = Escalation()
+    telemetry: TelemetryPolicy = TelemetryPolicy()
 
     @field_validator("communities")
     @classmethod
@@ -264,6 +445,9 @@ class Site(Model):
     def _sensors(self) -> dict[str, Sensor]:
         return {s.id: s for s in self.sensors}
 
+    def heartbeat_s(self, sensor: Sensor) -> float:
+        return sensor.heartbeat_s or self.telemetry.heartbeat_s
+
     def departments_for(self, kind: IncidentKind) -> tuple[str, ...]:
         return tuple(d.id for d in self.departments if kind in d.handles)
 
@@ -288,7 +472,20 @@ def _error_at(loc: Loc, problem: str) -> ValidationError:
 
 
 # libyaml reads the bundled site several times faster; the pure-Python loader is the fallback.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Rejects a key given twice in one mapping: YAML would silently keep only the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def load_site(path: Path) -> Site:

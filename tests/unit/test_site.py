@@ -244,3 +244,13 @@ def test_sample_reloads_unchanged_through_yaml(tmp_path: Path, raw_sample: dict[
     # The error tests above edit a round-tripped copy; an unedited copy must load cleanly,
     # or they would pass for the wrong reason.
     assert load_site(_write(tmp_path, copy.deepcopy(raw_sample))) == load_site(SAMPLE_SITE)
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    text = SAMPLE_SITE.read_text(encoding="utf-8")
+    path.write_text(text + "\nsensors: []\n", encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"twice\.yaml: line \d+, column 1: .*duplicate key 'sensors'"
+    ):
+        load_site(path)
