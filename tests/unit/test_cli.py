@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gridwatch.cli import app
+from gridwatch.settings import SAMPLE_SITE
+
+runner = CliRunner()
+
+
+def test_check_config_describes_the_sample_street() -> None:
+    result = runner.invoke(app, ["check-config", str(SAMPLE_SITE)])
+    assert result.exit_code == 0, result.output
+    assert "5 communities, 47 grids, 233 micro-grids, 47 workers" in result.output
+
+
+def test_check_config_reports_the_problem_and_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        SAMPLE_SITE.read_text(encoding="utf-8").replace("code: '520199003'", "code: '52'", 1)
+    )
+    result = runner.invoke(app, ["check-config", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "street.code" in result.output
+
+
+def test_roles_refuse_to_start_without_service_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GRIDWATCH_DATABASE_URL", "GRIDWATCH_KAFKA_BOOTSTRAP", "GRIDWATCH_MQTT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir("/")  # no .env file supplies them either
+    result = runner.invoke(app, ["store", "writer"])
+    assert result.exit_code == 2
+    assert "GRIDWATCH_DATABASE_URL" in result.output
