@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gridwatch.errors import GridwatchError
-from gridwatch.services import EmbeddedServices, ServiceUrls, create_topics
+from gridwatch.services import EmbeddedServices, ServiceUrls, create_topics, parse_mqtt_url
 from gridwatch.settings import Settings
 from gridwatch.site import Site, load_site
 from gridwatch.store.schema import ensure_schema
@@ -137,12 +137,15 @@ def _required(settings: Settings) -> ServiceUrls:
     if missing:
         raise _fail(f"set {', '.join(missing)} (or run `gridwatch demo` for embedded services)")
     assert settings.database_url and settings.kafka_bootstrap and settings.mqtt_url  # noqa: S101
-    mqtt = urlsplit(settings.mqtt_url)
+    try:
+        mqtt_host, mqtt_port = parse_mqtt_url(settings.mqtt_url)
+    except GridwatchError as err:
+        raise _fail(str(err)) from err
     return ServiceUrls(
         database_url=settings.database_url.get_secret_value(),
         kafka_bootstrap=settings.kafka_bootstrap,
-        mqtt_host=mqtt.hostname or "localhost",
-        mqtt_port=mqtt.port or 1883,
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
     )
 
 
