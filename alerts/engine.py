@@ -1,114 +1,187 @@
-"""The alert engine: graded incidents in, deduplicated alerts out (Alertmanager semantics).
+"""The alert engine: graded incidents in, notifications out, with Alertmanager's semantics.
 
-One fingerprint per incident; a new alert message only when its level or state changes, and a
-"resolved" whenever a firing incident ends.
+- One alert per (incident, colour): an incident graded red fires its yellow, orange and red
+  alerts; a fingerprint names each, so redelivered incidents change nothing (dedup).
+- Inhibition: a firing alert of an incident inhibits that incident's lower colours.
+- Grouping: alerts of one colour, kind and grid form a group; a new group waits ``group_wait``
+  before its first notification, later changes wait ``group_interval``; red never waits.
+- Silences mute matching firing alerts; ``repeat_interval`` re-sends what is still firing.
+- "Resolved" is always delivered for an alert whose firing was delivered, even if it has been
+  silenced or inhibited since (Alertmanager loses those).
+Time is whatever ``now`` the caller passes, so tests drive the engine with a fake clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from kafka import KafkaProducer
+from datetime import datetime, timedelta
+from uuid import UUID
 
 from alerts.grading import Grader
-from gridwatch import kafka, topics
-from gridwatch.errors import PayloadError
-from gridwatch.events import Alert, DeadLetter, Incident, Level, decode
+from alerts.silences import Silence
+from gridwatch.events import Alert, Incident, IncidentKind, Level, new_id
 from gridwatch.site import Site
 
-log = logging.getLogger(__name__)
-
 KIND_LABEL = {
-    "forest_fire": "森林火情",
-    "straw_burning": "秸秆焚烧",
-    "illegal_construction": "违法建设",
-    "flood": "防汛风险",
-    "device_fault": "设备故障",
+    IncidentKind.FOREST_FIRE: "森林火情",
+    IncidentKind.STRAW_BURNING: "秸秆焚烧",
+    IncidentKind.ILLEGAL_CONSTRUCTION: "违法建设",
+    IncidentKind.FLOOD: "防汛风险",
+    IncidentKind.DEVICE_FAULT: "设备故障",
 }
 LEVEL_LABEL = {Level.YELLOW: "黄色预警", Level.ORANGE: "橙色预警", Level.RED: "红色预警"}
 
 
-def fingerprint(incident: Incident) -> str:
-    return hashlib.sha256(f"{incident.kind.value}|{incident.id}".encode()).hexdigest()[:16]
+def fingerprint(incident_id: UUID, kind: IncidentKind, level: Level) -> str:
+    return hashlib.sha256(f"{kind.value}|{incident_id}|{level.value}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Tracked:
+    alert: Alert
+    notified: bool = False  # its firing was delivered
+    last_sent: datetime | None = None
+
+
+@dataclass
+class _Group:
+    level: Level
+    flush_at: datetime | None = None
+    flushed: bool = False
+    last_flush: datetime | None = None
+    members: set[str] = field(default_factory=set)
 
 
 @dataclass
 class AlertEngine:
     site: Site
+    silences: list[Silence] = field(default_factory=list)
     grader: Grader = field(init=False)
-    _sent: dict[str, tuple[Level, str]] = field(default_factory=dict)
+    _alerts: dict[str, _Tracked] = field(default_factory=dict)
+    _groups: dict[str, _Group] = field(default_factory=dict)
+    _by_incident: dict[UUID, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.grader = Grader(self.site)
 
-    def on_incident(self, incident: Incident) -> Alert | None:
-        """The alert to send for this incident revision, or None if it would repeat itself."""
-        fp = fingerprint(incident)
+    def on_incident(self, incident: Incident, now: datetime) -> list[Alert]:
+        """Update the alerts of this incident revision; returns what is due at once."""
         grade = self.grader.grade(incident)
-        state = "resolved" if incident.ended else "firing"
-        last = self._sent.get(fp)
-        if last == (grade.level, state) or (last is None and state == "resolved"):
-            return None
-        self._sent[fp] = (grade.level, state)
-        return Alert(
-            fingerprint=fp,
-            incident_id=incident.id,
-            incident_revision=incident.revision,
-            kind=incident.kind,
-            level=grade.level,
-            state=state,
-            targets=self.grader.targets(incident, grade.level),
-            summary=_summary(incident, grade.level, state),
-            location=incident.location,
-            grid_code=incident.grid_code,
-            ts=incident.last_seen,
-            reasons=grade.reasons,
+        fps = self._by_incident.setdefault(incident.id, set())
+        for level in Level:
+            fp = fingerprint(incident.id, incident.kind, level)
+            firing = not incident.ended and level.rank <= grade.level.rank
+            tracked = self._alerts.get(fp)
+            if firing and tracked is None:
+                alert = self._alert(incident, level, fp, "firing", grade.reasons, now)
+                self._alerts[fp] = _Tracked(alert)
+                fps.add(fp)
+                self._touch(alert, now)
+            elif not firing and tracked is not None and tracked.alert.state == "firing":
+                resolved = self._alert(incident, level, fp, "resolved", grade.reasons, now)
+                tracked.alert = resolved
+                self._touch(resolved, now)
+        return self.tick(now)
+
+    def tick(self, now: datetime) -> list[Alert]:
+        """Flush every group that is due and re-send what is due for a repeat."""
+        out: list[Alert] = []
+        for key, group in list(self._groups.items()):
+            if group.flush_at is not None and group.flush_at <= now:
+                out += self._flush(group, now)
+            out += self._repeats(group, now)
+            if not group.members:
+                del self._groups[key]
+        return out
+
+    def suppressed(self, alert: Alert, now: datetime) -> str | None:
+        """Why a firing alert is not notified now (inhibited or silenced), or None."""
+        for fp in self._by_incident.get(alert.incident_id, ()):
+            other = self._alerts[fp].alert
+            if other.state == "firing" and other.level.rank > alert.level.rank:
+                return f"inhibited by {other.level.value}"
+        for silence in self.silences:
+            if silence.active(now) and silence.matches(alert):
+                return f"silenced by {silence.author}: {silence.comment}"
+        return None
+
+    def _touch(self, alert: Alert, now: datetime) -> None:
+        key = f"{alert.level.value}|{alert.kind.value}|{alert.grid_code}"
+        group = self._groups.setdefault(key, _Group(alert.level))
+        group.members.add(alert.fingerprint)
+        if group.flush_at is None:
+            timers = self.site.policy.timers
+            if not group.flushed:
+                group.flush_at = now + timedelta(seconds=timers.group_wait_s[group.level])
+            else:
+                assert group.last_flush is not None  # noqa: S101 - set by every flush
+                interval = timedelta(seconds=timers.group_interval_s[group.level])
+                group.flush_at = max(now, group.last_flush + interval)
+
+    def _flush(self, group: _Group, now: datetime) -> list[Alert]:
+        group.flush_at, group.flushed, group.last_flush = None, True, now
+        out = []
+        for fp in sorted(group.members):
+            tracked = self._alerts[fp]
+            if tracked.alert.state == "resolved":
+                if tracked.notified:
+                    out.append(tracked.alert)  # always: silences and inhibition do not apply
+                self._forget(group, fp)
+            elif not tracked.notified and self.suppressed(tracked.alert, now) is None:
+                tracked.notified, tracked.last_sent = True, now
+                out.append(tracked.alert)
+        return out
+
+    def _repeats(self, group: _Group, now: datetime) -> list[Alert]:
+        repeat = timedelta(seconds=self.site.policy.timers.repeat_interval_s[group.level])
+        out = []
+        for fp in sorted(group.members):
+            tracked = self._alerts[fp]
+            due = tracked.last_sent is not None and now - tracked.last_sent >= repeat
+            if tracked.notified and tracked.alert.state == "firing" and due:
+                if self.suppressed(tracked.alert, now) is None:
+                    tracked.last_sent = now
+                    out.append(tracked.alert.model_copy(update={"id": new_id(), "ts": now}))
+        return out
+
+    def _forget(self, group: _Group, fp: str) -> None:
+        group.members.discard(fp)
+        incident_id = self._alerts.pop(fp).alert.incident_id
+        fps = self._by_incident.get(incident_id, set())
+        fps.discard(fp)
+        if not fps:
+            self._by_incident.pop(incident_id, None)
+
+    def _alert(
+        self,
+        incident: Incident,
+        level: Level,
+        fp: str,
+        state: str,
+        reasons: Iterable[str],
+        now: datetime,
+    ) -> Alert:
+        return Alert.model_validate(
+            {
+                "fingerprint": fp,
+                "incident_id": incident.id,
+                "incident_revision": incident.revision,
+                "kind": incident.kind,
+                "level": level,
+                "state": state,
+                "targets": self.grader.targets(incident, level),
+                "summary": _summary(incident, level, state),
+                "location": incident.location,
+                "grid_code": incident.grid_code,
+                "ts": max(incident.last_seen, now) if state == "resolved" else incident.last_seen,
+                "reasons": tuple(reasons),
+            }
         )
 
 
 def _summary(incident: Incident, level: Level, state: str) -> str:
-    what = KIND_LABEL.get(incident.kind.value, incident.kind.value)
+    what = KIND_LABEL.get(incident.kind, incident.kind.value)
     done = "（已解除）" if state == "resolved" else ""
     return f"{LEVEL_LABEL[level]}：{what}，网格 {incident.grid_code}{done}"
-
-
-async def run_engine(
-    site: Site,
-    bootstrap: str,
-    producer: KafkaProducer,
-    stop: asyncio.Event,
-    group_id: str = "gridwatch-alerts",
-    ready: asyncio.Event | None = None,
-) -> None:
-    """Consume incidents until ``stop`` is set; commit only after the alerts are in Kafka.
-    ``ready`` is set once partitions are assigned."""
-    engine = AlertEngine(site)
-    consumer = kafka.consumer(bootstrap, group_id, topics.INCIDENTS)
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=500)
-            if ready is not None and consumer.assignment():
-                ready.set()
-            for records in batches.values():
-                for record in records:
-                    raw = record.value or b""
-                    try:
-                        alert = engine.on_incident(decode(Incident, raw))
-                    except PayloadError as err:
-                        letter = DeadLetter.of(f"kafka:{topics.INCIDENTS}", raw, str(err))
-                        producer.send(topics.DEADLETTER, value=letter.to_bytes())
-                        continue
-                    if alert is not None:
-                        log.info("alert %s %s %s", alert.fingerprint, alert.level, alert.state)
-                        producer.send(
-                            topics.ALERTS, key=alert.fingerprint.encode(), value=alert.to_bytes()
-                        )
-            if batches:
-                await asyncio.to_thread(producer.flush)
-                await consumer.commit()
-    finally:
-        await consumer.stop()

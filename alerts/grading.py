@@ -1,7 +1,9 @@
 """Three-colour grading (三色预警) of an incident, and who each colour goes to (DESIGN.md §5).
 
-Start from the severity the detections observed; corroboration by independent sources and a
-sensitive zone (school, dense housing, forest for a fire) each raise one level, capped at red.
+The rules are data (the site's ``policy.grading``): start from the severity the detections
+observed, or the kind's floor if higher; corroboration by independent sources, grown evidence
+and a sensitive zone (school, dense housing, forest for a fire) each raise one level, a low
+fused confidence lowers one; the result stays within yellow..red.
 """
 
 from __future__ import annotations
@@ -12,15 +14,8 @@ from functools import cached_property
 from shapely import Point as ShapelyPoint
 from shapely import Polygon, STRtree
 
-from gridwatch.events import Incident, IncidentKind, Level, Target
+from gridwatch.events import Incident, Level, Target
 from gridwatch.site import Site
-
-CORROBORATION_SOURCES = 2
-SENSITIVE: dict[str, frozenset[IncidentKind]] = {
-    "school": frozenset(IncidentKind),
-    "dense_housing": frozenset(IncidentKind),
-    "forest": frozenset({IncidentKind.FOREST_FIRE}),
-}
 
 
 @dataclass(frozen=True)
@@ -35,27 +30,41 @@ class Grader:
 
     @cached_property
     def _zones(self) -> tuple[STRtree, list[tuple[str, str]]]:
-        zones = [z for z in self.site.zones if z.kind in SENSITIVE]
+        sensitive = self.site.policy.grading.sensitive_zones
+        zones = [z for z in self.site.zones if z.kind in sensitive]
         return STRtree([Polygon(z.polygon) for z in zones]), [(z.kind, z.name) for z in zones]
 
     def sensitive_zones(self, incident: Incident) -> list[str]:
         tree, meta = self._zones
         point = ShapelyPoint(incident.location.lon, incident.location.lat)
         hits = tree.query(point, predicate="intersects")
+        sensitive = self.site.policy.grading.sensitive_zones
         return [
-            f"{meta[i][0]} {meta[i][1]}" for i in hits if incident.kind in SENSITIVE[meta[i][0]]
+            f"{meta[i][0]} {meta[i][1]}" for i in hits if incident.kind in sensitive[meta[i][0]]
         ]
 
     def grade(self, incident: Incident) -> Grade:
+        rules = self.site.policy.grading
         level = incident.level
         reasons = [f"observed {incident.level.value}"]
-        if len(set(incident.sources)) >= CORROBORATION_SOURCES:
+        floor = rules.floor.get(incident.kind)
+        if floor is not None and floor.rank > level.rank:
+            level = floor
+            reasons.append(f"{incident.kind.value} is at least {floor.value}")
+        sources = len(set(incident.sources))
+        if sources >= rules.corroboration_sources:
             level = level.raised()
-            reasons.append(f"corroborated by {len(set(incident.sources))} independent sources")
+            reasons.append(f"corroborated by {sources} independent sources")
+        if incident.growth >= rules.growth_ratio:
+            level = level.raised()
+            reasons.append(f"grew {incident.growth:.1f}x")
         zones = self.sensitive_zones(incident)
         if zones:
             level = level.raised()
             reasons.append("in sensitive zone: " + ", ".join(zones))
+        if incident.confidence < rules.low_confidence:
+            level = level.raised(-1)
+            reasons.append(f"low confidence {incident.confidence:.2f}")
         return Grade(level, tuple(reasons))
 
     def targets(self, incident: Incident, level: Level) -> tuple[Target, ...]:

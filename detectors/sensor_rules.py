@@ -1,29 +1,25 @@
-"""Sensor rules as pure functions: a reading and the rule's state in, new state and detection out.
+"""Sensor rules as pure functions: the readings a rule can see and its previous level in, the new
+level out. ``None`` means the condition is clear.
 
-State is a small frozen model so a stream processor can keep it in a changelogged table.
+Every rule kind decides from the event-time-ordered history of one metric of one device, so the
+same readings give the same levels whatever order or how often they arrived (the ordering and
+deduplication happen in ``detectors.sensor_state``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import timedelta
 
-from gridwatch.events import (
-    Detection,
-    Level,
-    Model,
-    Reading,
-    SourceRef,
-    SourceType,
+from gridwatch.events import Level, Reading
+from gridwatch.site import (
+    FlatlineRule,
+    NOfMRule,
+    OutOfRangeRule,
+    RateOfRiseRule,
+    SensorRule,
+    ThresholdRule,
 )
-from gridwatch.site import Sensor, ThresholdRule
-
-# A calibrated gauge measures the hazard directly; camera detectors earn their confidence.
-MEASURED_CONFIDENCE = 0.9
-
-
-class ThresholdState(Model):
-    level: Level | None = None
-    ts: datetime | None = None
 
 
 def threshold_level(rule: ThresholdRule, current: Level | None, value: float) -> Level | None:
@@ -37,26 +33,55 @@ def threshold_level(rule: ThresholdRule, current: Level | None, value: float) ->
     return current
 
 
-def apply_threshold(
-    sensor: Sensor, rule: ThresholdRule, state: ThresholdState, reading: Reading
-) -> tuple[ThresholdState, Detection | None]:
-    """Advance the rule by one reading. A reading not newer than the last one seen (a duplicate
-    or a late arrival) does not move the state: the newest reading decides the level."""
-    if state.ts is not None and reading.ts <= state.ts:
-        return state, None
-    level = threshold_level(rule, state.level, reading.value)
-    new_state = ThresholdState(level=level, ts=reading.ts)
-    if level == state.level:
-        return new_state, None
-    detection = Detection(
-        kind=rule.detection_kind,
-        source=SourceRef(type=SourceType.SENSOR, id=sensor.id),
-        ts=reading.ts,
-        confidence=MEASURED_CONFIDENCE,
-        level=level,
-        location=sensor.location,
-        rule=f"threshold:{rule.metric}",
-        evidence=(reading,),
-        cleared=level is None,
-    )
-    return new_state, detection
+def in_window(history: Sequence[Reading], seconds: float) -> list[Reading]:
+    """The readings at most ``seconds`` older than the newest, plus the one just before that
+    boundary: the value the metric held when the window opened."""
+    boundary = history[-1].ts - timedelta(seconds=seconds)
+    inside = [r for r in history if r.ts > boundary]
+    before = [r for r in history if r.ts <= boundary]
+    return before[-1:] + inside
+
+
+def _rate_of_rise(rule: RateOfRiseRule, history: Sequence[Reading], current: Level | None) -> bool:
+    window = in_window(history, rule.window)
+    rise = window[-1].value - min(r.value for r in window)
+    return rise >= (rule.rise if current is None else rule.rise - rule.hysteresis)
+
+
+def _n_of_m(rule: NOfMRule, history: Sequence[Reading]) -> bool:
+    return sum(r.value >= rule.above for r in history[-rule.m :]) >= rule.n
+
+
+def _flatline(rule: FlatlineRule, history: Sequence[Reading]) -> bool:
+    window = in_window(history, rule.window)
+    covered = window[0].ts <= history[-1].ts - timedelta(seconds=rule.window)
+    values = [r.value for r in window]
+    return covered and max(values) - min(values) <= rule.tolerance
+
+
+def _out_of_range(rule: OutOfRangeRule, history: Sequence[Reading]) -> bool:
+    return not rule.low <= history[-1].value <= rule.high
+
+
+def rule_level(rule: SensorRule, history: Sequence[Reading], current: Level | None) -> Level | None:
+    """The rule's level after the newest reading of ``history`` (oldest first, never empty)."""
+    if isinstance(rule, ThresholdRule):
+        return threshold_level(rule, current, history[-1].value)
+    if isinstance(rule, RateOfRiseRule):
+        active = _rate_of_rise(rule, history, current)
+    elif isinstance(rule, NOfMRule):
+        active = _n_of_m(rule, history)
+    elif isinstance(rule, FlatlineRule):
+        active = _flatline(rule, history)
+    else:
+        active = _out_of_range(rule, history)
+    return rule.level if active else None
+
+
+def evidence(rule: SensorRule, history: Sequence[Reading]) -> tuple[Reading, ...]:
+    """The readings that decided the rule's level: what an operator checks the detection by."""
+    if isinstance(rule, RateOfRiseRule | FlatlineRule):
+        return tuple(in_window(history, rule.window))
+    if isinstance(rule, NOfMRule):
+        return tuple(history[-rule.m :])
+    return (history[-1],)

@@ -46,7 +46,7 @@ class Level(StrEnum):
         return _LEVEL_RANK[self]
 
     def raised(self, steps: int = 1) -> Level:
-        return _LEVELS[min(self.rank + steps, len(_LEVELS) - 1)]
+        return _LEVELS[max(0, min(self.rank + steps, len(_LEVELS) - 1))]
 
 
 _LEVELS = (Level.YELLOW, Level.ORANGE, Level.RED)
@@ -72,6 +72,7 @@ class DetectionKind(StrEnum):
     PM25 = "pm25"
     TEMPERATURE = "temperature"
     DEVICE_OFFLINE = "device_offline"
+    SENSOR_FAULT = "sensor_fault"
     CAMERA_HEALTH = "camera_health"
 
 
@@ -123,6 +124,17 @@ class Reading(Event):
         return (self.device_id, self.metric, self.ts)
 
 
+class DeviceStatus(Event):
+    """A device's liveness: its retained MQTT status (and last will), a missed heartbeat, or a
+    tick (``watermark``) that lets rules judge the readings of a device that went quiet."""
+
+    schema_: Literal["gw.device-status/1"] = Field(default="gw.device-status/1", alias="schema")
+    device_id: str = Field(min_length=1, max_length=64)
+    online: bool
+    ts: AwareDatetime
+    cause: Literal["status", "heartbeat", "watermark"] = "status"
+
+
 class SourceRef(Model):
     type: SourceType
     id: str
@@ -168,6 +180,10 @@ class Incident(Event):
     first_seen: AwareDatetime
     last_seen: AwareDatetime
     ended: bool = False
+    location_error_m: float | None = Field(
+        default=None, ge=0, description="one-sigma error of a triangulated location"
+    )
+    growth: float = Field(default=1.0, gt=0, description="largest growth of one source's evidence")
 
 
 class Target(Model):
@@ -202,6 +218,9 @@ class CaseEvent(Event):
     actor: str
     ts: AwareDatetime
     note: str = ""
+    action: str | None = Field(
+        default=None, description="what the actor did (accept, rework, …); None: a state report"
+    )
 
 
 class DeadLetter(Event):

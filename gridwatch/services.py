@@ -245,7 +245,9 @@ class EmbeddedServices:
             config = self.run_dir / "mosquitto.conf"
             config.write_text(
                 f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
-                "log_dest stdout\n"
+                # The default (1000) drops a persistent session's messages while its bridge
+                # restarts; at-least-once needs the broker to hold them all.
+                "max_queued_messages 0\nlog_dest stdout\n"
             )
             self._spawn("mqtt", "MQTT (mosquitto)", [mosquitto, "-c", config])
             return

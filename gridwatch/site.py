@@ -27,6 +27,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gridwatch.errors import ConfigError
 from gridwatch.events import DetectionKind, IncidentKind, Lat, Level, Lon, Model, Point
+from gridwatch.policy import SitePolicy
 
 
 def _simple_polygon(ring: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
@@ -394,6 +395,7 @@ class Site(Model):
     watchtowers: tuple[Watchtower, ...] = ()
     zones: tuple[Zone, ...] = ()
     escalation: Escalation = Escalation()
+    policy: SitePolicy = SitePolicy()
     telemetry: TelemetryPolicy = TelemetryPolicy()
 
     @field_validator("communities")

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from gridwatch.events import Alert, CaseEvent, DeadLetter, Detection, Event, Incident, Reading
+from gridwatch.events import (
+    Alert,
+    CaseEvent,
+    DeadLetter,
+    Detection,
+    DeviceStatus,
+    Event,
+    Incident,
+    Reading,
+)
 
 READINGS = "gw.readings"
 DETECTIONS = "gw.detections"
@@ -10,6 +19,7 @@ INCIDENTS = "gw.incidents"
 ALERTS = "gw.alerts"
 CASE_EVENTS = "gw.case-events"
 DEADLETTER = "gw.deadletter"
+DEVICE_STATUS = "gw.device-status"
 
 MODELS: dict[str, type[Event]] = {
     READINGS: Reading,
@@ -18,6 +28,7 @@ MODELS: dict[str, type[Event]] = {
     ALERTS: Alert,
     CASE_EVENTS: CaseEvent,
     DEADLETTER: DeadLetter,
+    DEVICE_STATUS: DeviceStatus,
 }
 ALL = tuple(MODELS)
 

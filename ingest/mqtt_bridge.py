@@ -1,4 +1,5 @@
-"""MQTT → Kafka bridge: device telemetry in, validated readings out to ``gw.readings``.
+"""MQTT → Kafka bridge: device telemetry and status in, validated readings out to
+``gw.readings`` and status changes to ``gw.device-status``, both keyed by device id.
 
 At-least-once end to end: the bridge subscribes with QoS 1 and a persistent session, and
 acknowledges an MQTT message only after Kafka has acknowledged everything made from it. A bridge
@@ -21,7 +22,7 @@ from gridwatch import topics
 from gridwatch.errors import PayloadError, ServiceError
 from gridwatch.events import DeadLetter
 from gridwatch.site import Site
-from ingest.telemetry import parse_telemetry
+from ingest.telemetry import parse_status, parse_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class MqttBridge:
         self.site = site
         self.producer = producer
         self.host, self.port = host, port
-        self.subscription = f"gw/{site.street.code}/+/telemetry"
+        self.subscriptions = [(f"gw/{site.street.code}/+/{c}", 1) for c in ("telemetry", "status")]
         self.stats = BridgeStats()
         self._subscribed = threading.Event()
         # A persistent session (clean_session=False) makes the broker keep QoS 1 messages for
@@ -82,7 +83,7 @@ class MqttBridge:
         if not self._subscribed.wait(timeout):
             self.stop()
             raise ServiceError(f"MQTT broker {self.host}:{self.port}: no SUBACK in {timeout}s")
-        log.info("bridge subscribed to %s", self.subscription)
+        log.info("bridge subscribed to %s", [t for t, _ in self.subscriptions])
 
     def stop(self) -> None:
         self.producer.flush(timeout=10)
@@ -93,7 +94,7 @@ class MqttBridge:
         if reason.is_failure:
             log.error("MQTT connect refused: %s", reason)
             return
-        client.subscribe(self.subscription, qos=1)
+        client.subscribe(self.subscriptions)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, _codes: Any, _p: Any) -> None:
         self._subscribed.set()
@@ -102,15 +103,19 @@ class MqttBridge:
         self.stats.add(messages=1)
         payload = bytes(msg.payload)
         try:
-            readings = parse_telemetry(self.site, msg.topic, payload)
+            if msg.topic.endswith("/status"):
+                status = parse_status(self.site, msg.topic, payload)
+                key = status.device_id.encode()
+                records = [(topics.DEVICE_STATUS, key, status.to_bytes())]
+            else:
+                readings = parse_telemetry(self.site, msg.topic, payload)
+                records = [(topics.READINGS, r.device_id.encode(), r.to_bytes()) for r in readings]
+                self.stats.add(readings=len(readings))
         except PayloadError as err:
             log.warning("dead-lettering message on %s: %s", msg.topic, err)
             letter = DeadLetter.of(f"mqtt:{msg.topic}", payload, str(err))
             records = [(topics.DEADLETTER, msg.topic.encode(), letter.to_bytes())]
             self.stats.add(deadletters=1)
-        else:
-            records = [(topics.READINGS, r.device_id.encode(), r.to_bytes()) for r in readings]
-            self.stats.add(readings=len(readings))
         self._send_then_ack(client, msg, records)
 
     def _send_then_ack(

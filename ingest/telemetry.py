@@ -6,18 +6,20 @@ Accepted shapes, on ``gw/<street>/<device_id>/telemetry``::
     [{"ts": "2026-11-27T08:00:00+08:00", "values": {...}}, ...]
 
 and on ``gw/<street>/gateway/telemetry``: ``{"<device_id>": [{"ts": ..., "values": {...}}]}``.
+A device's retained ``gw/<street>/<device_id>/status`` is ``online`` or ``offline`` (its last
+will), plain or as ``{"state": "offline", "ts": ...}``.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gridwatch.errors import PayloadError, UnknownDeviceError
-from gridwatch.events import Reading, describe_validation_error, utcnow
+from gridwatch.events import DeviceStatus, Reading, describe_validation_error, utcnow
 from gridwatch.site import Site
 
 GATEWAY = "gateway"
@@ -34,23 +36,53 @@ class TelemetryPoint(BaseModel):
 
     @property
     def time(self) -> datetime:
-        if isinstance(self.ts, datetime):
-            return self.ts.astimezone(UTC)
-        return datetime.fromtimestamp(self.ts / 1000, UTC)
+        return _epoch_or_aware(self.ts)
+
+
+class StatusPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Literal["online", "offline"]
+    ts: int | AwareDatetime | None = None
 
 
 _points = TypeAdapter(TelemetryPoint | list[TelemetryPoint])
 _gateway = TypeAdapter(dict[str, list[TelemetryPoint]])
 
 
-def device_of(topic: str, street: str) -> str:
-    """The device id in a telemetry topic, or PayloadError if the topic is not ours."""
+def device_of(topic: str, street: str, channel: str = "telemetry") -> str:
+    """The device id in a ``gw/<street>/<device_id>/<channel>`` topic, or PayloadError."""
     parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "gw" or parts[3] != "telemetry" or not parts[2]:
-        raise PayloadError(f"topic {topic!r} is not gw/<street>/<device_id>/telemetry")
+    if len(parts) != 4 or parts[0] != "gw" or parts[3] != channel or not parts[2]:
+        raise PayloadError(f"topic {topic!r} is not gw/<street>/<device_id>/{channel}")
     if parts[1] != street:
         raise PayloadError(f"topic {topic!r} is for street {parts[1]!r}, not {street!r}")
     return parts[2]
+
+
+def _epoch_or_aware(ts: int | datetime) -> datetime:
+    if isinstance(ts, datetime):
+        return ts.astimezone(UTC)
+    return datetime.fromtimestamp(ts / 1000, UTC)
+
+
+def parse_status(
+    site: Site, topic: str, payload: bytes, received_at: datetime | None = None
+) -> DeviceStatus:
+    """A device's status message; a last will carries no time, so it takes the arrival time."""
+    device = device_of(topic, site.street.code, "status")
+    if site.sensor(device) is None:
+        raise UnknownDeviceError(f"unknown device {device!r}")
+    text = payload.strip()
+    try:
+        if text in (b"online", b"offline"):
+            parsed = StatusPayload(state=text.decode())
+        else:
+            parsed = StatusPayload.model_validate_json(text)
+    except ValidationError as err:
+        raise PayloadError(describe_validation_error(err)) from err
+    ts = _epoch_or_aware(parsed.ts) if parsed.ts is not None else received_at or utcnow()
+    return DeviceStatus(device_id=device, online=parsed.state == "online", ts=ts)
 
 
 def parse_telemetry(

@@ -1,17 +1,21 @@
 """Simulated IoT sensors that publish over MQTT exactly like real devices (DESIGN.md §3).
 
-A scenario is deterministic from its seed: every sensor reports at a fixed rate with noise
-around a quiet baseline, one gauge rises through all three thresholds (the ground truth), and
-a few bad messages (malformed, unknown device) test the dead-letter path.
+A scenario is deterministic from its seed. Every sensor reports at a fixed rate: a diurnal cycle
+around a quiet baseline, noise, a slow drift, dropouts, and now and then a message sent twice or
+late. Scripted events give the ground truth — a flood rise on a water gauge (through every
+threshold), a smoke spike, a PM2.5 plume — and one device goes offline: its connection drops and
+the broker publishes its last will. A few bad messages (malformed, unknown device) test the
+dead-letter path.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -23,10 +27,12 @@ from gridwatch.site import Sensor, Site, ThresholdRule
 
 @dataclass(frozen=True)
 class Message:
-    at_s: float  # offset from the scenario start
+    at_s: float  # when it is sent, from the scenario start
     topic: str
-    payload: bytes
-    readings: int  # valid readings it carries (0 for a bad message)
+    payload: bytes  # ``"ts":null`` is stamped with the event time when it is sent
+    readings: int  # valid readings it carries (0 for a bad or repeated message)
+    ts_s: float | None = None  # event time, from the scenario start; None: the send time
+    vanish: bool = False  # the device's connection drops here (its last will fires)
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,26 @@ class Scenario:
     duration_s: float = 20.0
     rate_hz: float = 2.0
     seed: int = 7
-    rise_start: float = 0.2  # the flood rise starts and ends at these fractions of the run
+    rise_start: float = 0.2  # scripted events start and peak at these fractions of the run
     rise_end: float = 0.7
     bad_messages: bool = True
+    dropout: float = 0.0  # share of reports a device fails to send
+    duplicate: float = 0.0  # share of reports sent twice
+    late: float = 0.0  # share of reports sent late, after newer ones
+    late_s: float = 1.0
+    offline_at: float | None = None  # fraction of the run at which one device vanishes
+
+
+@dataclass(frozen=True)
+class Event:
+    """A scripted event: what should be detected, on which device, from when."""
+
+    name: str
+    sensor_id: str
+    metric: str
+    start_s: float
+    peak_s: float
+    peak_level: Level
 
 
 @dataclass
@@ -45,50 +68,98 @@ class Truth:
 
     rising_sensor: str | None = None
     levels: list[Level] = field(default_factory=list)
-    readings_sent: int = 0
+    events: list[Event] = field(default_factory=list)
+    offline_sensor: str | None = None
+    readings_sent: int = 0  # unique valid readings
     bad_sent: int = 0
 
 
-def _rising(site: Site) -> tuple[Sensor, ThresholdRule] | None:
-    for sensor in site.sensors:
-        for rule in sensor.rules:
-            return sensor, rule
-    return None
+# Which scripted event a metric's first thresholded sensor plays.
+EVENTS = {"water_level_m": "flood rise", "smoke_obscuration_pct": "smoke spike",
+          "pm25_ugm3": "PM2.5 plume"}  # fmt: skip
+
+
+def _threshold(sensor: Sensor, metric: str) -> ThresholdRule | None:
+    return next(
+        (r for r in sensor.rules if isinstance(r, ThresholdRule) and r.metric == metric), None
+    )
 
 
 def _baseline(sensor: Sensor, metric: str) -> float:
     spec = sensor.metrics[metric]
-    rule = next((r for r in sensor.rules if r.metric == metric), None)
+    rule = _threshold(sensor, metric)
     if rule is not None:
         return max(spec.min, rule.yellow * 0.6)
     return spec.min + (spec.max - spec.min) * 0.1
 
 
+def plan_events(site: Site, scenario: Scenario) -> list[Event]:
+    chosen: dict[str, Event] = {}
+    start, peak = scenario.rise_start * scenario.duration_s, scenario.rise_end * scenario.duration_s
+    for sensor in site.sensors:
+        for metric in sensor.metrics:
+            if metric in EVENTS and metric not in chosen and _threshold(sensor, metric):
+                chosen[metric] = Event(EVENTS[metric], sensor.id, metric, start, peak, Level.RED)
+    return list(chosen.values())
+
+
+def _event_value(event: Event, rule: ThresholdRule, base: float, t: float) -> float:
+    """Rises to just over red at the peak; a smoke spike falls back as fast as it rose."""
+    span = min(max((t - event.start_s) / (event.peak_s - event.start_s), 0.0), 1.0)
+    if event.name == "smoke spike" and t > event.peak_s:
+        span = max(0.0, 1.0 - (t - event.peak_s) / (event.peak_s - event.start_s))
+    return base + span * (rule.red * 1.05 - base)
+
+
 def messages(site: Site, scenario: Scenario, truth: Truth) -> Iterator[Message]:
-    """The scenario's messages in time order; fills ``truth`` as it goes."""
+    """The scenario's messages in send order; fills ``truth`` as it goes."""
     rng = random.Random(scenario.seed)
     street = site.street.code
-    rising = _rising(site)
-    if rising:
-        truth.rising_sensor = rising[0].id
+    truth.events = plan_events(site, scenario)
+    flood = next((e for e in truth.events if e.metric == "water_level_m"), None)
+    if flood:
+        truth.rising_sensor = flood.sensor_id
         truth.levels = [Level.YELLOW, Level.ORANGE, Level.RED]
+    by_device = {(e.sensor_id, e.metric): e for e in truth.events}
+    truth.offline_sensor = vanishing(site, scenario)
+    drift = {s.id: rng.uniform(-1, 1) for s in site.sensors}
     steps = int(scenario.duration_s * scenario.rate_hz)
+    held: list[Message] = []  # late messages, sent once their delay has passed
     for step in range(steps):
         at = step / scenario.rate_hz
         frac = step / max(steps - 1, 1)
+        yield from _due(held, at)
         for sensor in site.sensors:
+            if sensor.id == truth.offline_sensor and scenario.offline_at is not None:
+                if frac >= scenario.offline_at:
+                    continue
+                if (step + 1) / max(steps - 1, 1) >= scenario.offline_at:
+                    yield Message(at, f"gw/{street}/{sensor.id}/status", b"", 0, vanish=True)
+            scripted_now = any((sensor.id, m) in by_device for m in sensor.metrics)
+            if not scripted_now and rng.random() < scenario.dropout:
+                continue
             values = {}
             for metric, spec in sensor.metrics.items():
+                span = spec.max - spec.min
                 base = _baseline(sensor, metric)
-                value = base + rng.gauss(0, (spec.max - spec.min) * 0.002)
-                if rising and sensor.id == rising[0].id and metric == rising[1].metric:
-                    rule = rising[1]
-                    span = (frac - scenario.rise_start) / (scenario.rise_end - scenario.rise_start)
-                    value = base + min(max(span, 0.0), 1.0) * (rule.red * 1.05 - base)
+                diurnal = 0.02 * span * math.sin(2 * math.pi * frac)
+                value = base + diurnal + drift[sensor.id] * 0.01 * span * frac
+                value += rng.gauss(0, span * 0.002)
+                event = by_device.get((sensor.id, metric))
+                rule = _threshold(sensor, metric)
+                if event is not None and rule is not None:
+                    value = _event_value(event, rule, base, at)
                 values[metric] = round(min(max(value, spec.min), spec.max), 4)
-            payload = {"ts": None, "seq": step, "values": values}
+            payload = _json({"ts": None, "seq": step, "values": values})
+            topic = f"gw/{street}/{sensor.id}/telemetry"
             truth.readings_sent += len(values)
-            yield Message(at, f"gw/{street}/{sensor.id}/telemetry", _json(payload), len(values))
+            msg = Message(at, topic, payload, len(values), ts_s=at)
+            if rng.random() < scenario.late:
+                held.append(Message(at + scenario.late_s, topic, payload, len(values), ts_s=at))
+                continue
+            yield msg
+            if rng.random() < scenario.duplicate:
+                yield Message(at, topic, payload, 0, ts_s=at)
         if scenario.bad_messages and step == steps // 2:
             truth.bad_sent += 2
             yield Message(at, f"gw/{street}/{site.sensors[0].id}/telemetry", b'{"ts": "soon"', 0)
@@ -98,19 +169,31 @@ def messages(site: Site, scenario: Scenario, truth: Truth) -> Iterator[Message]:
                 _json({"ts": None, "values": {"water_level_m": 1.0}}),
                 0,
             )
+    yield from _due(held, math.inf)
+
+
+def _due(held: list[Message], now: float) -> Iterable[Message]:
+    due = [m for m in held if m.at_s <= now]
+    for m in due:
+        held.remove(m)
+    return due
 
 
 def _json(payload: Mapping[str, object]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def stamp(payload: bytes, now_ms: int) -> bytes:
-    """Devices stamp their readings when they send them."""
-    return payload.replace(b'"ts":null', f'"ts":{now_ms}'.encode(), 1)
+def stamp(payload: bytes, ts_ms: int) -> bytes:
+    """Devices stamp their readings with the time they were taken."""
+    return payload.replace(b'"ts":null', f'"ts":{ts_ms}'.encode(), 1)
 
 
 class MqttPublisher:
-    """Publishes scenario messages at their scenario times with QoS 1, like a fleet of devices."""
+    """Publishes scenario messages at their scenario times with QoS 1, like a fleet of devices.
+
+    A device that vanishes in the scenario has a connection of its own, with a retained last
+    will "offline" and a retained "online" status, and its socket is dropped without a
+    DISCONNECT, so the broker itself announces it offline."""
 
     def __init__(
         self,
@@ -121,23 +204,42 @@ class MqttPublisher:
         password: str | None = None,
         client_id: str = "gridwatch-sim",
     ) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        if username:
-            self.client.username_pw_set(username, password)
-        self.client.max_inflight_messages_set(1000)
         self.host, self.port = host, port
+        self.credentials = (username, password)
+        self.client_id = client_id
+        self.client = self._client(client_id)
+        self.client.max_inflight_messages_set(1000)
+
+    def _client(self, client_id: str) -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if self.credentials[0]:
+            client.username_pw_set(*self.credentials)
+        return client
+
+    def device(self, status_topic: str) -> mqtt.Client:
+        """A device's own connection: retained last will "offline", then "online"."""
+        client = self._client(f"{self.client_id}-{status_topic.split('/')[2]}")
+        client.will_set(status_topic, b"offline", qos=1, retain=True)
+        client.connect(self.host, self.port, keepalive=30)
+        client.loop_start()
+        client.publish(status_topic, b"online", qos=1, retain=True).wait_for_publish(10)
+        return client
 
     def play(
         self,
         msgs: Iterator[Message],
         stop: threading.Event | None = None,
         on_sent: Callable[[Message], None] | None = None,
+        devices: Iterable[str] = (),
     ) -> int:
-        """Send every message at its time; returns how many the broker acknowledged."""
+        """Send every message at its time; returns how many the broker acknowledged.
+        ``devices`` are the status topics of devices with a connection of their own."""
+        connections = {topic: self.device(topic) for topic in devices}
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         infos = []
         start = time.monotonic()
+        start_ms = time.time_ns() // 1_000_000
         try:
             for msg in msgs:
                 if stop is not None and stop.is_set():
@@ -145,8 +247,11 @@ class MqttPublisher:
                 delay = msg.at_s - (time.monotonic() - start)
                 if delay > 0:
                     time.sleep(delay)
-                payload = stamp(msg.payload, time.time_ns() // 1_000_000)
-                infos.append(self.client.publish(msg.topic, payload, qos=1))
+                if msg.vanish:
+                    _drop(connections.pop(msg.topic, None))
+                    continue
+                ts_ms = start_ms + int((msg.ts_s if msg.ts_s is not None else msg.at_s) * 1000)
+                infos.append(self.client.publish(msg.topic, stamp(msg.payload, ts_ms), qos=1))
                 if on_sent:
                     on_sent(msg)
             for info in infos:
@@ -155,3 +260,31 @@ class MqttPublisher:
         finally:
             self.client.disconnect()
             self.client.loop_stop()
+            for client in connections.values():
+                client.disconnect()
+                client.loop_stop()
+
+
+def _drop(client: mqtt.Client | None) -> None:
+    """Lose the connection the way a device losing power does: no DISCONNECT packet."""
+    if client is None:
+        return
+    client.loop_stop()
+    sock = client.socket()
+    if sock is not None:
+        sock.close()
+
+
+def vanishing(site: Site, scenario: Scenario) -> str | None:
+    """The device that goes offline in the scenario: the last one no event is scripted on."""
+    if scenario.offline_at is None:
+        return None
+    scripted = {e.sensor_id for e in plan_events(site, scenario)}
+    quiet = [s.id for s in site.sensors if s.id not in scripted]
+    return quiet[-1] if quiet else None
+
+
+def status_topics(site: Site, scenario: Scenario) -> list[str]:
+    """Status topics of the devices that need a connection of their own."""
+    device = vanishing(site, scenario)
+    return [f"gw/{site.street.code}/{device}/status"] if device else []

@@ -15,10 +15,17 @@ from gridwatch.site import Site
 from streams.context import StreamContext
 from streams.fusion_agents import register_fusion
 from streams.sensor_agents import register_sensor_rules
+from streams.transport import Transport
 
 
 def build_app(
-    site: Site, bootstrap: str, datadir: Path, *, app_id: str = "gridwatch-streams"
+    site: Site,
+    bootstrap: str,
+    datadir: Path,
+    *,
+    app_id: str = "gridwatch-streams",
+    heartbeat_check_s: float = 5.0,
+    offset_reset: str = "earliest",
 ) -> faust.App:
     app = faust.App(
         app_id,
@@ -28,14 +35,15 @@ def build_app(
         web_enabled=False,
         topic_partitions=1,
         topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=offset_reset,
         # Short rebalance and session timeouts keep group joins quick on small clusters.
         broker_rebalance_timeout=3,
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
         producer_acks=-1,
     )
+    app.transport = Transport(app.conf.broker_consumer, app)
     ctx = StreamContext(app, site)
-    register_sensor_rules(ctx)
+    register_sensor_rules(ctx, heartbeat_check_s=heartbeat_check_s)
     register_fusion(ctx)
     return app

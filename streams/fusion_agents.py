@@ -1,4 +1,8 @@
-"""Placement of detections in the grid, then fusion into incidents, keyed by (kind, grid)."""
+"""Fusion agents: check each detection and re-key it by incident kind, then fuse per kind.
+
+Keying by kind (not by grid) lets one incident span grid and community borders and lets tower
+bearings, which have no location until triangulated, meet the detections they belong with.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ import faust
 
 from gridwatch import topics
 from gridwatch.errors import PayloadError
-from gridwatch.events import Detection, decode
+from gridwatch.events import Detection, SourceType, decode
 from gridwatch.geo import GridIndex
 from streams.context import StreamContext
-from streams.fusion import INCIDENT_OF, FusionState, Placed, fuse
+from streams.fusion import INCIDENT_OF, FusionContext, FusionState, fuse
 
 log = logging.getLogger(__name__)
 
@@ -21,30 +25,34 @@ PLACED_TOPIC = "gw.detections-placed"
 def register_fusion(ctx: StreamContext) -> None:
     site = ctx.site
     grid_index = GridIndex(site)
+    fusion_ctx = FusionContext(
+        locate=grid_index.locate,
+        projection=grid_index.projection,
+        towers={t.id: t.location for t in site.watchtowers},
+        departments=site.departments_for,
+    )
     placed_topic = ctx.topic(PLACED_TOPIC, internal=True)
     incidents = ctx.topic(topics.INCIDENTS)
     fusion_state = ctx.app.Table("fusion-state", default=str)
 
     @ctx.app.agent(ctx.topic(topics.DETECTIONS), concurrency=1)
     async def place(stream: faust.StreamT[bytes]) -> None:
-        """Put each detection in its grid and re-key it by (incident kind, grid) for fusion."""
+        """Accept a detection that can be placed, directly or by triangulation; key it by kind."""
         async for _key, raw in stream.items():
             try:
                 detection = decode(Detection, raw)
-                if detection.location is None:
-                    raise PayloadError("detection has no location to place it in a grid")
                 if detection.kind not in INCIDENT_OF:
                     raise PayloadError(f"no incident kind for detection kind {detection.kind}")
-                match = grid_index.locate(detection.location)
-                placed = Placed(
-                    detection=detection,
-                    community_code=match.community_code,
-                    grid_code=match.grid_code,
-                    micro_grid_code=match.micro_grid_code if match.inside else None,
-                )
-                await placed_topic.send(
-                    key=placed.fusion_key.encode(), value=placed.model_dump_json().encode()
-                )
+                if detection.location is None:
+                    if detection.bearing_deg is None:
+                        raise PayloadError("detection has neither a location nor a bearing")
+                    if (
+                        detection.source.type is not SourceType.WATCHTOWER
+                        or detection.source.id not in fusion_ctx.towers
+                    ):
+                        raise PayloadError(f"bearing from unknown tower {detection.source.id!r}")
+                kind = INCIDENT_OF[detection.kind]
+                await placed_topic.send(key=kind.value.encode(), value=raw)
             except PayloadError as err:
                 await ctx.dead(topics.DETECTIONS, raw, str(err))
             except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
@@ -55,14 +63,20 @@ def register_fusion(ctx: StreamContext) -> None:
     async def fusion(stream: faust.StreamT[bytes]) -> None:
         async for key, raw in stream.items():
             try:
-                placed = Placed.model_validate_json(raw)
+                detection = decode(Detection, raw)
                 stored = fusion_state[key.decode()]
                 state = FusionState.model_validate_json(stored) if stored else FusionState()
-                new_state, incident = fuse(
-                    state, placed, site.departments_for(placed.incident_kind)
-                )
+                new_state, incident = fuse(state, detection, fusion_ctx)
                 fusion_state[key.decode()] = new_state.model_dump_json()
                 if incident is not None:
+                    log.info(
+                        "incident %s rev %d %s at %s (±%s m)",
+                        incident.id,
+                        incident.revision,
+                        incident.kind,
+                        incident.location,
+                        incident.location_error_m,
+                    )
                     await incidents.send(key=str(incident.id).encode(), value=incident.to_bytes())
             except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
                 log.exception("fusion failed")

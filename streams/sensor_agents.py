@@ -1,48 +1,97 @@
-"""Sensor rules on ``gw.readings``: each rule's state lives in a changelogged table."""
+"""Sensor rules on ``gw.readings`` and ``gw.device-status``: one agent, one state per device.
+
+Readings and status changes of a device share its key, so they reach the same partition and are
+judged in order by one agent (concurrency 1). The device's whole state is one entry of a
+changelogged table, rebuilt from the changelog when a worker restarts. The heartbeat timer only
+reads that table: a silent device, or one whose buffered readings have waited out the allowed
+lateness, gets a ``DeviceStatus`` message keyed like its readings, so the agent, not the timer,
+changes state.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import faust
 
-from detectors.sensor_rules import ThresholdState, apply_threshold
+from detectors.sensor_state import DeviceState, on_reading, on_status, overdue, waiting
 from gridwatch import topics
 from gridwatch.errors import PayloadError
-from gridwatch.events import Reading, decode
+from gridwatch.events import Detection, DeviceStatus, Reading, decode, utcnow
+from gridwatch.site import Sensor, Site
 from streams.context import StreamContext
 
 log = logging.getLogger(__name__)
 
 
-def register_sensor_rules(ctx: StreamContext) -> None:
+def register_sensor_rules(
+    ctx: StreamContext,
+    *,
+    heartbeat_check_s: float = 5.0,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
     site = ctx.site
     detections = ctx.topic(topics.DETECTIONS)
-    rule_state = ctx.app.Table("rule-state", default=str)
+    statuses = ctx.topic(topics.DEVICE_STATUS)
+    states = ctx.app.Table("device-state", default=str)
+    source = ctx.app.topic(
+        topics.READINGS, topics.DEVICE_STATUS, key_serializer="raw", value_serializer="raw"
+    )
 
-    @ctx.app.agent(ctx.topic(topics.READINGS), concurrency=1)
+    @ctx.app.agent(source, concurrency=1)
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
-        async for _key, raw in stream.items():
+        async for event in stream.events():
+            raw: bytes = event.value
+            topic: str = event.message.topic
             try:
-                reading = decode(Reading, raw)
-                sensor = site.sensor(reading.device_id)
-                if sensor is None:
-                    raise PayloadError(f"unknown device {reading.device_id!r}")
-                for rule in sensor.rules:
-                    if rule.metric != reading.metric:
-                        continue
-                    key = f"{reading.device_id}|{rule.metric}"
-                    stored = rule_state[key]
-                    state = (
-                        ThresholdState.model_validate_json(stored) if stored else ThresholdState()
-                    )
-                    new_state, detection = apply_threshold(sensor, rule, state, reading)
-                    if new_state != state:
-                        rule_state[key] = new_state.model_dump_json()
-                    if detection is not None:
-                        await detections.send(key=sensor.id.encode(), value=detection.to_bytes())
+                sensor, state, new_state, found = _advance(site, states, topic, raw)
+                if new_state != state:
+                    states[sensor.id] = new_state.model_dump_json()
+                for detection in found:
+                    await detections.send(key=sensor.id.encode(), value=detection.to_bytes())
             except PayloadError as err:
-                await ctx.dead(topics.READINGS, raw, str(err))
+                await ctx.dead(topic, raw, str(err))
             except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
-                log.exception("sensor rule failed on a reading")
-                await ctx.dead(topics.READINGS, raw, f"processing error: {err!r}")
+                log.exception("sensor rules failed on a %s message", topic)
+                await ctx.dead(topic, raw, f"processing error: {err!r}")
+
+    lateness = site.telemetry.allowed_lateness_s
+
+    @ctx.app.timer(heartbeat_check_s)  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        now = clock()
+        for device_id, stored in list(states.items()):
+            sensor = site.sensor(device_id)
+            if sensor is None or not stored:
+                continue
+            state = DeviceState.model_validate_json(stored)
+            status = None
+            if overdue(state, site.heartbeat_s(sensor), now):
+                log.info("device %s silent since %s", device_id, state.last_seen)
+                status = DeviceStatus(device_id=device_id, online=False, ts=now, cause="heartbeat")
+            elif waiting(state, lateness, now):
+                status = DeviceStatus(
+                    device_id=device_id, online=state.online, ts=now, cause="watermark"
+                )
+            if status is not None:
+                await statuses.send(key=device_id.encode(), value=status.to_bytes())
+
+
+def _advance(
+    site: Site, states: Any, topic: str, raw: bytes
+) -> tuple[Sensor, DeviceState, DeviceState, list[Detection]]:
+    message: Reading | DeviceStatus
+    message = decode(Reading, raw) if topic == topics.READINGS else decode(DeviceStatus, raw)
+    sensor = site.sensor(message.device_id)
+    if sensor is None:
+        raise PayloadError(f"unknown device {message.device_id!r}")
+    stored = states[sensor.id]
+    state = DeviceState.model_validate_json(stored) if stored else DeviceState()
+    if isinstance(message, Reading):
+        new_state, found = on_reading(sensor, state, message, site.telemetry.allowed_lateness_s)
+    else:
+        new_state, found = on_status(sensor, state, message, site.telemetry.allowed_lateness_s)
+    return sensor, state, new_state, found

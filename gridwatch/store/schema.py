@@ -12,6 +12,8 @@ from enum import StrEnum
 import psycopg
 from psycopg import sql
 
+from gridwatch.store.rollups import DEVICE_STATUS_DDL, ensure_rollups
+
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +30,7 @@ EVENT_TABLES: tuple[tuple[str, str], ...] = (
     ("alerts", "ts"),
     ("case_events", "ts"),
     ("deadletters", "ts"),
+    ("device_status", "ts"),
 )
 
 TABLES_DDL = """
@@ -128,6 +131,91 @@ CREATE OR REPLACE VIEW incidents_current AS
 """
 
 
+# The closed loop's system of record (DESIGN.md §6): plain tables on both backends, since cases
+# are updated in place and the outbox is a work queue, neither an append-only time series.
+CLOSED_LOOP_DDL = """
+CREATE TABLE IF NOT EXISTS cases (
+    case_id        text PRIMARY KEY,
+    incident_id    uuid        NOT NULL UNIQUE,
+    kind           text        NOT NULL,
+    level          text        NOT NULL,
+    tier           text        NOT NULL,
+    state          text        NOT NULL,
+    seq            integer     NOT NULL,
+    community_code text        NOT NULL,
+    grid_code      text        NOT NULL,
+    opened_at      timestamptz NOT NULL,
+    accept_by      timestamptz,
+    due_at         timestamptz NOT NULL,
+    overdue        boolean     NOT NULL DEFAULT false,
+    closed_at      timestamptz,
+    broadcast      text        NOT NULL DEFAULT 'none',
+    broadcast_at   timestamptz,
+    drill          boolean     NOT NULL DEFAULT false,
+    alert          jsonb       NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS cases_open ON cases (state) WHERE state <> 'closed';
+CREATE TABLE IF NOT EXISTS case_audit (
+    case_id     text        NOT NULL REFERENCES cases (case_id),
+    seq         integer     NOT NULL,
+    action      text        NOT NULL,
+    from_state  text,
+    to_state    text        NOT NULL,
+    actor       text        NOT NULL,
+    ts          timestamptz NOT NULL,
+    tier        text        NOT NULL,
+    level       text        NOT NULL,
+    due_at      timestamptz NOT NULL,
+    note        text        NOT NULL DEFAULT '',
+    event_id    uuid        UNIQUE,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (case_id, seq)
+);
+CREATE OR REPLACE FUNCTION case_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'case_audit is append-only';
+END $$;
+CREATE OR REPLACE TRIGGER case_audit_append_only BEFORE UPDATE OR DELETE ON case_audit
+    FOR EACH ROW EXECUTE FUNCTION case_audit_append_only();
+CREATE TABLE IF NOT EXISTS outbox (
+    id              bigserial PRIMARY KEY,
+    idempotency_key text        NOT NULL UNIQUE,
+    sink            text        NOT NULL,
+    content_type    text        NOT NULL,
+    body            bytea       NOT NULL,
+    case_id         text,
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempts        integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    delivered_at    timestamptz,
+    last_error      text
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS outbox_deadletters (
+    id              bigint      PRIMARY KEY,
+    idempotency_key text        NOT NULL UNIQUE,
+    sink            text        NOT NULL,
+    content_type    text        NOT NULL,
+    body            bytea       NOT NULL,
+    case_id         text,
+    attempts        integer     NOT NULL,
+    last_error      text        NOT NULL,
+    failed_at       timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS silences (
+    id         uuid PRIMARY KEY,
+    matchers   jsonb       NOT NULL,
+    starts_at  timestamptz NOT NULL,
+    ends_at    timestamptz NOT NULL,
+    author     text        NOT NULL,
+    comment    text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    CHECK (ends_at > starts_at)
+);
+"""
+
+
 def timescaledb_available(conn: psycopg.Connection) -> bool:
     row = conn.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
@@ -144,6 +232,8 @@ def ensure_schema(conn: psycopg.Connection) -> Backend:
         if backend is Backend.TIMESCALEDB:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         conn.execute(TABLES_DDL)
+        conn.execute(CLOSED_LOOP_DDL)
+        conn.execute(DEVICE_STATUS_DDL)
         for table, time_column in EVENT_TABLES:
             if backend is Backend.TIMESCALEDB:
                 conn.execute(
@@ -159,6 +249,7 @@ def ensure_schema(conn: psycopg.Connection) -> Backend:
                         sql.Identifier(time_column),
                     )
                 )
+        ensure_rollups(conn, timescale=backend is Backend.TIMESCALEDB)
         conn.execute(
             "INSERT INTO schema_info (key, value) VALUES ('backend', %s)"
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

@@ -16,8 +16,23 @@ SELECT
   (SELECT count(*) FROM deadletters)                               AS deadletters
 """
 
+# An alert is its fingerprint: a repeat notification of it is not another alert.
 ALERTS_BY_LEVEL_SQL = """
-SELECT level, count(*) FROM alerts WHERE state = 'firing' GROUP BY level
+SELECT level, count(DISTINCT fingerprint) FROM alerts WHERE state = 'firing' GROUP BY level
+"""
+
+CLOSED_LOOP_COUNTS_SQL = """
+SELECT
+  (SELECT count(*) FROM cases)                                     AS cases,
+  (SELECT count(*) FROM cases WHERE state = 'closed')              AS cases_closed,
+  (SELECT count(*) FROM outbox WHERE delivered_at IS NULL)         AS outbox_pending,
+  (SELECT count(*) FROM outbox_deadletters)                        AS outbox_dead
+"""
+
+INCIDENT_LIST_SQL = """
+SELECT kind, level, lon, lat, grid_code, (payload ->> 'location_error_m')::float,
+       jsonb_array_length(payload -> 'sources')
+FROM incidents_current ORDER BY first_seen
 """
 
 # Sensor to database: when the device stamped the reading to when its row was committed.
@@ -46,18 +61,35 @@ FROM alerts WHERE stored_at > %s ORDER BY stored_at
 """
 
 
-def counts(conn: psycopg.Connection) -> dict[str, int]:
-    cur = conn.execute(COUNTS_SQL)
+def counts(conn: psycopg.Connection, query: str = COUNTS_SQL) -> dict[str, int]:
+    cur = conn.execute(query)
     row = cur.fetchone()
     assert row is not None and cur.description is not None  # noqa: S101 - one row always
     return {col.name: int(v) for col, v in zip(cur.description, row, strict=True)}
 
 
+def closed_loop_counts(conn: psycopg.Connection) -> dict[str, int]:
+    return counts(conn, CLOSED_LOOP_COUNTS_SQL)
+
+
 def collect(conn: psycopg.Connection) -> dict[str, Any]:
     summary: dict[str, Any] = dict(counts(conn))
+    summary.update(closed_loop_counts(conn))
     summary["alerts_by_level"] = {
         level: n for level, n in conn.execute(ALERTS_BY_LEVEL_SQL).fetchall()
     }
+    summary["cases_by_state"] = dict(
+        conn.execute("SELECT state, count(*) FROM cases GROUP BY state").fetchall()
+    )
+    summary["broadcasts"] = dict(
+        conn.execute(
+            "SELECT broadcast, count(*) FROM cases WHERE broadcast <> 'none' GROUP BY broadcast"
+        ).fetchall()
+    )
+    names = ("kind", "level", "lon", "lat", "grid_code", "location_error_m", "sources")
+    summary["incident_list"] = [
+        dict(zip(names, row, strict=True)) for row in conn.execute(INCIDENT_LIST_SQL).fetchall()
+    ]
     for name, query in (("reading", READING_LATENCY_SQL), ("alert", ALERT_LATENCY_SQL)):
         row = conn.execute(query).fetchone()
         p50, p99 = row if row else (None, None)

@@ -15,7 +15,16 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from gridwatch.events import Alert, CaseEvent, DeadLetter, Detection, Event, Incident, Reading
+from gridwatch.events import (
+    Alert,
+    CaseEvent,
+    DeadLetter,
+    Detection,
+    DeviceStatus,
+    Event,
+    Incident,
+    Reading,
+)
 
 Row = tuple[Any, ...]
 
@@ -181,6 +190,17 @@ SPECS: dict[type[Event], TableSpec] = {
             ("payload", "bytea"),
         ),
         lambda d: (d.ts, d.id, d.source, d.reason, d.payload),
+    ),
+    DeviceStatus: TableSpec(
+        "device_status",
+        (
+            ("ts", "timestamptz"),
+            ("id", "uuid"),
+            ("device_id", "text"),
+            ("online", "bool"),
+            ("cause", "text"),
+        ),
+        lambda s: (s.ts, s.id, s.device_id, s.online, s.cause),
     ),
 }
 

@@ -5,6 +5,7 @@ runs `docker compose config` needs only the compose CLI and is skipped where it 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -40,6 +41,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "ingest-mqtt": ("ingest", "mqtt"),
     "streams-worker": ("streams", "worker"),
     "alerts-engine": ("alerts", "engine"),
+    "alerts-relay": ("alerts", "relay"),
     "store-writer": ("store", "writer"),
     "simulator": ("simulate", "sensors"),
 }
@@ -47,6 +49,7 @@ EXPECTED_COMMANDS = {
     ("ingest", "mqtt"),
     ("streams", "worker"),
     ("alerts", "engine"),
+    ("alerts", "relay"),
     ("store", "writer"),
     ("simulate", "sensors"),
 }
@@ -56,6 +59,9 @@ ONE_SHOT = {"kafka-init"}
 DATASOURCE_UID = "gridwatch-db"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards"
 PROVISIONING_IN_GRAFANA = "/etc/grafana/provisioning"
+# Grafana serves files under public/ itself; a Geomap GeoJSON layer loads its src from there.
+GRAFANA_MAPS = "/usr/share/grafana/public/maps/gridwatch"
+MAPS_URL = "public/maps/gridwatch/"
 
 # Compose interpolation: $$ (a literal $), ${VAR}, ${VAR:-default}, ${VAR-default},
 # ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, ${VAR+alt} and the bare $VAR.
@@ -642,6 +648,16 @@ def test_grafana_loads_dashboards_from_the_repository() -> None:
     assert bind_source(dashboards) == ROOT / "dashboards" / "json"
     assert (ROOT / "dashboards" / "json").is_dir()
     assert dashboards["read_only"]
+    maps = mount_at(services()["grafana"], GRAFANA_MAPS)
+    assert bind_source(maps) == ROOT / "dashboards" / "geo" and maps["read_only"]
+    for document in (ROOT / "dashboards" / "json").glob("*.json"):
+        for panel in json.loads(document.read_text(encoding="utf-8"))["panels"]:
+            for layer in (panel.get("options") or {}).get("layers", []):
+                if layer["type"] == "geojson":
+                    src = layer["config"]["src"]
+                    assert src.startswith(MAPS_URL), src
+                    served = ROOT / "dashboards" / "geo" / src.removeprefix(MAPS_URL)
+                    assert served.is_file(), f"{document.name} draws {src}, which is not mounted"
 
 
 # --- the image ------------------------------------------------------------------------------

@@ -1,63 +1,120 @@
+"""Fusion in space and time, corroboration, tower triangulation and late detections."""
+
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from gridwatch.events import Detection, DetectionKind, IncidentKind, Level, Point, SourceRef
 from gridwatch.events import SourceType as St
-from streams.fusion import FusionState, Placed, fuse
+from gridwatch.geo import GridIndex, LocalProjection
+from gridwatch.site import Site
+from streams.fusion import FusionContext, FusionState, fuse
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+WEST = Point(lon=106.605, lat=26.605)
+TOWER_A = Point(lon=106.600, lat=26.600)
+TOWER_B = Point(lon=106.620, lat=26.600)
 
 
-def placed(source: str, level: Level | None, minutes: float, conf: float = 0.9) -> Placed:
-    detection = Detection(
+@pytest.fixture
+def ctx(tiny_site: Site) -> FusionContext:
+    index = GridIndex(tiny_site)
+    return FusionContext(
+        locate=index.locate,
+        projection=index.projection,
+        towers={"WT-A": TOWER_A, "WT-B": TOWER_B},
+        departments=tiny_site.departments_for,
+    )
+
+
+def gauge(source: str, level: Level | None, minutes: float, at: Point = WEST) -> Detection:
+    return Detection(
         kind=DetectionKind.WATER_LEVEL,
         source=SourceRef(type=St.SENSOR, id=source),
         ts=T0 + timedelta(minutes=minutes),
-        confidence=conf,
+        confidence=0.9,
         level=level,
-        location=Point(lon=106.605, lat=26.605),
+        location=at,
         cleared=level is None,
     )
-    return Placed(
-        detection=detection,
-        community_code="520199003001",
-        grid_code="52019900300101",
-        micro_grid_code="5201990030010101",
+
+
+def bearing(tower: str, at: Point, minutes: float, ctx: FusionContext) -> Detection:
+    proj = LocalProjection(ctx.towers[tower])
+    x, y = proj.xy(at)
+    from math import atan2, degrees
+
+    return Detection(
+        kind=DetectionKind.SMOKE,
+        source=SourceRef(type=St.WATCHTOWER, id=tower),
+        ts=T0 + timedelta(minutes=minutes),
+        confidence=0.7,
+        bearing_deg=degrees(atan2(x, y)) % 360,
+        bbox=(10, 10, 20, 20),
     )
 
 
-def test_one_incident_grows_corroborates_and_ends() -> None:
-    state = FusionState()
-    state, first = fuse(state, placed("WL-1", Level.YELLOW, 0), ("water",))
+def test_one_incident_grows_corroborates_and_ends(ctx: FusionContext) -> None:
+    state, first = fuse(FusionState(), gauge("WL-1", Level.YELLOW, 0), ctx)
     assert first is not None and first.revision == 1 and first.kind is IncidentKind.FLOOD
-    assert first.departments == ("water",)
-    state, second = fuse(state, placed("WL-2", Level.ORANGE, 1))
+    assert first.departments == ("water", "emergency")
+    assert first.micro_grid_code == "5201990030010101"
+    state, second = fuse(state, gauge("WL-2", Level.ORANGE, 1, Point(lon=106.615, lat=26.605)), ctx)
     assert second is not None and second.id == first.id and second.revision == 2
-    assert second.level is Level.ORANGE
-    assert len(second.sources) == 2
-    assert second.confidence > first.confidence  # corroboration: 1 - 0.1 * 0.1
-    assert second.confidence == 0.99
-    state, third = fuse(state, placed("WL-2", None, 2))
+    assert second.level is Level.ORANGE and len(second.sources) == 2
+    assert second.confidence == 0.99  # noisy-OR: 1 - 0.1 * 0.1
+    state, third = fuse(state, gauge("WL-2", None, 2), ctx)
     assert third is not None and not third.ended and third.level is Level.YELLOW
-    state, last = fuse(state, placed("WL-1", None, 3))
+    state, last = fuse(state, gauge("WL-1", None, 3), ctx)
     assert last is not None and last.ended and last.revision == 4
-    assert state.incident is None
 
 
-def test_after_the_window_a_new_incident_starts() -> None:
-    state, first = fuse(FusionState(), placed("WL-1", Level.YELLOW, 0))
-    state, later = fuse(state, placed("WL-1", Level.ORANGE, 45))
-    assert first is not None and later is not None
-    assert later.id != first.id and later.revision == 1
+def test_far_apart_or_after_the_window_is_another_incident(ctx: FusionContext) -> None:
+    state, first = fuse(FusionState(), gauge("WL-1", Level.YELLOW, 0), ctx)
+    state, later = fuse(state, gauge("WL-1", Level.ORANGE, 45), ctx)
+    assert first is not None and later is not None and later.id != first.id
+    far = Point(lon=106.70, lat=26.605)  # ~9.5 km east, beyond the flood radius
+    state, other = fuse(state, gauge("WL-9", Level.YELLOW, 46, far), ctx)
+    assert other is not None and other.id not in (first.id, later.id)
 
 
-def test_late_detection_joins_and_moves_first_seen_back() -> None:
-    state, first = fuse(FusionState(), placed("WL-1", Level.YELLOW, 10))
-    state, late = fuse(state, placed("WL-2", Level.YELLOW, 5))
+def test_late_detection_joins_the_right_incident_even_after_it_ended(ctx: FusionContext) -> None:
+    state, first = fuse(FusionState(), gauge("WL-1", Level.YELLOW, 10), ctx)
+    state, late = fuse(state, gauge("WL-2", Level.YELLOW, 5), ctx)
     assert first is not None and late is not None and late.id == first.id
     assert late.first_seen == T0 + timedelta(minutes=5)
-    assert late.last_seen == T0 + timedelta(minutes=10)
+    state, _ = fuse(state, gauge("WL-2", None, 11), ctx)
+    state, ended = fuse(state, gauge("WL-1", None, 12), ctx)
+    assert ended is not None and ended.ended
+    state, evidence = fuse(state, gauge("WL-3", Level.YELLOW, 8), ctx)
+    assert evidence is not None and evidence.id == first.id and evidence.ended
 
 
-def test_a_clear_with_nothing_open_emits_nothing() -> None:
-    state, incident = fuse(FusionState(), placed("WL-1", None, 0))
-    assert incident is None and state.incident is None
+def test_two_tower_bearings_triangulate_and_a_sensor_corroborates(ctx: FusionContext) -> None:
+    fire = Point(lon=106.611, lat=26.607)
+    state, none = fuse(FusionState(), bearing("WT-A", fire, 0, ctx), ctx)
+    assert none is None and len(state.pending) == 1  # one bearing fixes no point
+    state, incident = fuse(state, bearing("WT-B", fire, 0.5, ctx), ctx)
+    assert incident is not None and incident.kind is IncidentKind.FOREST_FIRE
+    assert ctx.projection.distance_m(incident.location, fire) < 5
+    assert incident.location_error_m is not None and incident.location_error_m < 50
+    assert {s.id for s in incident.sources} == {"WT-A", "WT-B"}
+    smoke = Detection(
+        kind=DetectionKind.SMOKE_SENSOR,
+        source=SourceRef(type=St.SENSOR, id="SM-1"),
+        ts=T0 + timedelta(minutes=1),
+        confidence=0.8,
+        level=Level.ORANGE,
+        location=Point(lon=106.612, lat=26.6075),
+    )
+    state, joined = fuse(state, smoke, ctx)
+    assert joined is not None and joined.id == incident.id and len(joined.sources) == 3
+    assert joined.level is Level.ORANGE and joined.confidence > incident.confidence
+    # A later bearing from a tower joins by its ray, with no second tower needed.
+    state, again = fuse(state, bearing("WT-A", fire, 2, ctx), ctx)
+    assert again is not None and again.id == incident.id
+
+
+def test_a_clear_with_nothing_open_emits_nothing(ctx: FusionContext) -> None:
+    state, incident = fuse(FusionState(), gauge("WL-1", None, 0), ctx)
+    assert incident is None and state.tracked == ()

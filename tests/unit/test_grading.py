@@ -1,6 +1,5 @@
 from datetime import UTC, datetime
 
-from alerts.engine import AlertEngine
 from alerts.grading import Grader
 from gridwatch.events import Incident, IncidentKind, Level, Point, SourceRef, SourceType
 from gridwatch.site import Site
@@ -51,17 +50,9 @@ def test_targets_widen_with_the_level(tiny_site: Site) -> None:
     assert roles[Level.RED] == {"grid_worker", "community", "department", "command_center"}
 
 
-def test_engine_dedups_and_always_resolves(tiny_site: Site) -> None:
-    engine = AlertEngine(tiny_site)
-    first = incident(Level.YELLOW)
-    a1 = engine.on_incident(first)
-    assert a1 is not None and a1.state == "firing" and a1.level is Level.YELLOW
-    same = first.model_copy(update={"revision": 2})
-    assert engine.on_incident(same) is None  # nothing an operator needs to hear again
-    worse = first.model_copy(update={"revision": 3, "level": Level.RED})
-    a2 = engine.on_incident(worse)
-    assert a2 is not None and a2.level is Level.RED and a2.fingerprint == a1.fingerprint
-    assert "红色预警" in a2.summary
-    ended = worse.model_copy(update={"revision": 4, "ended": True})
-    a3 = engine.on_incident(ended)
-    assert a3 is not None and a3.state == "resolved"
+def test_low_confidence_lowers_and_growth_raises(tiny_site: Site) -> None:
+    grader = Grader(tiny_site)
+    assert grader.grade(incident(Level.ORANGE, confidence=0.1)).level is Level.YELLOW
+    assert grader.grade(incident(Level.YELLOW, confidence=0.1)).level is Level.YELLOW
+    grown = grader.grade(incident(Level.YELLOW, growth=3.0))
+    assert grown.level is Level.ORANGE and any("grew" in r for r in grown.reasons)

@@ -1,0 +1,395 @@
+"""The closed loop on PostgreSQL: alerts open and regrade cases, callbacks move them, timers
+escalate them, and every change writes its audit entry and its outbox messages in one
+transaction (the caller's: each function runs inside ``conn.transaction()``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from alerts import cap
+from alerts.cases import (
+    TRANSITIONS,
+    Action,
+    AuditEntry,
+    Case,
+    IllegalTransition,
+    State,
+    apply,
+    open_case,
+    timer_action,
+)
+from alerts.outbox import enqueue
+from alerts.sinks import BROADCAST, DISPATCH
+from gridwatch.events import Alert, CaseEvent, Level, utcnow
+from gridwatch.geo import GridIndex
+from gridwatch.site import Site
+
+log = logging.getLogger(__name__)
+
+# What an outside system may do through a callback; the rest is gridwatch's own doing.
+EXTERNAL = frozenset(
+    {
+        Action.ACCEPT,
+        Action.HANDLE,
+        Action.REPORT,
+        Action.VERIFY,
+        Action.CLOSE,
+        Action.RETURN,
+        Action.REWORK,
+        Action.EXTEND,
+        Action.PARK,
+        Action.RESUME,
+        Action.BROADCAST_STATE,
+    }
+)
+# A broadcast is on air from its sending until it is cancelled, whatever the receiver reports.
+ON_AIR = frozenset({"sent", "received", "playing", "played", "failed"})
+CASE_COLUMNS = (
+    "case_id, kind, level, tier, state, seq, opened_at, accept_by, due_at, overdue, closed_at"
+)
+
+
+def case_id_of(alert: Alert) -> str:
+    return f"GW-{alert.incident_id.hex[:20]}"
+
+
+@dataclass
+class ClosedLoop:
+    site: Site
+    clock: Callable[[], datetime] = utcnow
+    grid_index: GridIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.grid_index = GridIndex(self.site)
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def on_alert(self, conn: psycopg.Connection, alert: Alert) -> None:
+        now = self.clock()
+        row = self._row(conn, "incident_id = %s", alert.incident_id)
+        if alert.state == "resolved":
+            if row is not None and row["broadcast"] in ON_AIR:
+                self._broadcast(conn, _case(row), row, "Cancel", "system")
+            return
+        if row is None:
+            self._open(conn, alert, now)
+            return
+        case = _case(row)
+        if case.state is State.CLOSED or alert.level.rank <= case.level.rank:
+            return  # a repeat, or a lower colour of an incident already handled higher
+        case, entry = apply(case, Action.REGRADE, "system", now, level=alert.level)
+        self._save(conn, case, entry, alert=alert)
+        self._dispatch(conn, case, alert, entry)
+        if alert.level is Level.RED:
+            self._request_broadcast(conn, case, self._row(conn, "case_id = %s", case.case_id))
+
+    def _open(self, conn: psycopg.Connection, alert: Alert, now: datetime) -> None:
+        limits = self.site.policy.cases
+        within = timedelta(hours=limits.close_within_h(alert.kind, alert.level))
+        case, received = open_case(case_id_of(alert), alert.kind, alert.level, now, within)
+        conn.execute(
+            "INSERT INTO cases (case_id, incident_id, kind, level, tier, state, seq,"
+            " community_code, grid_code, opened_at, due_at, drill, alert)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                case.case_id,
+                alert.incident_id,
+                case.kind.value,
+                case.level.value,
+                case.tier.value,
+                case.state.value,
+                case.seq,
+                alert.grid_code[:12],
+                alert.grid_code,
+                case.opened_at,
+                case.due_at,
+                self.site.policy.broadcast.drill,
+                Jsonb(alert.model_dump(mode="json")),
+            ),
+        )
+        _audit(conn, received)
+        case, registered = apply(case, Action.REGISTER, "system", now)
+        self._save(conn, case, registered)
+        case, dispatched = apply(
+            case, Action.DISPATCH, "system", now, accept_within=self._accept_within(case.level)
+        )
+        self._save(conn, case, dispatched)
+        self._dispatch(conn, case, alert, dispatched)
+        log.info(
+            "case %s opened for incident %s (%s)", case.case_id, alert.incident_id, alert.level
+        )
+        if alert.level is Level.RED:
+            self._request_broadcast(conn, case, self._row(conn, "case_id = %s", case.case_id))
+
+    def _accept_within(self, level: Level) -> timedelta:
+        return timedelta(minutes=self.site.escalation.accept_minutes[level])
+
+    # -- operators and callbacks ------------------------------------------------------------
+
+    def approve_broadcast(self, conn: psycopg.Connection, case_id: str, actor: str) -> None:
+        """An operator approves a red case's broadcast; a second approval re-issues it."""
+        row = self._row(conn, "case_id = %s", case_id)
+        if row is None:
+            raise IllegalTransition(f"no case {case_id}")
+        if row["broadcast"] != "pending_approval" and row["broadcast"] not in ON_AIR:
+            raise IllegalTransition(f"case {case_id} has no broadcast to approve")
+        case, entry = apply(_case(row), Action.APPROVE_BROADCAST, actor, self.clock())
+        self._save(conn, case, entry)
+        msg_type: cap.MsgType = "Update" if row["broadcast"] in ON_AIR else "Alert"
+        self._broadcast(conn, case, row, msg_type, actor)
+
+    def on_case_event(self, conn: psycopg.Connection, event: CaseEvent) -> AuditEntry | None:
+        """Apply a callback; None if it was applied before (a redelivery)."""
+        seen = conn.execute("SELECT 1 FROM case_audit WHERE event_id = %s", (event.id,))
+        if seen.fetchone() is not None:
+            return None
+        row = self._row(conn, "case_id = %s", event.case_id)
+        if row is None:
+            raise IllegalTransition(f"no case {event.case_id}")
+        case = _case(row)
+        action = _action_of(case.state, event)
+        extension = timedelta(hours=self.site.policy.cases.extension_hours)
+        case, entry = apply(
+            case, action, event.actor, event.ts, note=event.note, extension=extension
+        )
+        self._save(conn, case, entry, event=event)
+        if case.state is State.CLOSED and row["broadcast"] in ON_AIR:
+            self._broadcast(conn, case, row, "Cancel", event.actor)
+        if action is Action.BROADCAST_STATE:
+            conn.execute(
+                "UPDATE cases SET broadcast = %s WHERE case_id = %s AND broadcast <> 'cancelled'",
+                (event.to_state, case.case_id),
+            )
+        return entry
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def run_timers(self, conn: psycopg.Connection) -> list[AuditEntry]:
+        """Escalate unaccepted dispatches and mark overdue cases, as of the clock's now."""
+        now = self.clock()
+        rows = conn.execute(
+            f"SELECT {CASE_COLUMNS}, alert FROM cases WHERE state NOT IN ('closed', 'parked')"  # noqa: S608
+            " AND ((accept_by <= %s AND state = 'dispatched') OR (due_at <= %s AND NOT overdue))"
+            " ORDER BY case_id FOR UPDATE SKIP LOCKED",
+            (now, now),
+        )
+        entries = []
+        for row in rows.fetchall():
+            case = Case.model_validate(dict(zip(CASE_COLUMNS.split(", "), row[:-1], strict=True)))
+            action = timer_action(case, now)
+            if action is None:
+                continue
+            case, entry = apply(
+                case, action, "timer", now, accept_within=self._accept_within(case.level.raised())
+            )
+            self._save(conn, case, entry)
+            if action is Action.ESCALATE:
+                self._dispatch(conn, case, Alert.model_validate(row[-1]), entry)
+                log.warning("case %s escalated to %s", case.case_id, case.tier)
+            entries.append(entry)
+        return entries
+
+    # -- persistence and messages -------------------------------------------------------------
+
+    def _row(self, conn: psycopg.Connection, where: str, value: Any) -> dict[str, Any] | None:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(f"SELECT * FROM cases WHERE {where} FOR UPDATE", (value,))  # noqa: S608
+            return cur.fetchone()
+
+    def _save(
+        self,
+        conn: psycopg.Connection,
+        case: Case,
+        entry: AuditEntry,
+        *,
+        alert: Alert | None = None,
+        event: CaseEvent | None = None,
+    ) -> None:
+        conn.execute(
+            "UPDATE cases SET level = %s, tier = %s, state = %s, seq = %s, accept_by = %s,"
+            " due_at = %s, overdue = %s, closed_at = %s, updated_at = clock_timestamp(),"
+            " alert = coalesce(%s, alert) WHERE case_id = %s",
+            (
+                case.level.value,
+                case.tier.value,
+                case.state.value,
+                case.seq,
+                case.accept_by,
+                case.due_at,
+                case.overdue,
+                case.closed_at,
+                Jsonb(alert.model_dump(mode="json")) if alert else None,
+                case.case_id,
+            ),
+        )
+        _audit(conn, entry, event.id if event else None)
+
+    def _dispatch(
+        self, conn: psycopg.Connection, case: Case, alert: Alert, entry: AuditEntry
+    ) -> None:
+        body = {
+            "case_id": case.case_id,
+            "seq": entry.seq,
+            "action": entry.action.value,
+            "kind": case.kind.value,
+            "level": case.level.value,
+            "tier": case.tier.value,
+            "summary": alert.summary,
+            "grid_code": alert.grid_code,
+            "community_code": alert.grid_code[:12],
+            "location": alert.location.model_dump(),
+            "targets": [t.model_dump() for t in alert.targets],
+            "reasons": list(alert.reasons),
+            "accept_by": case.accept_by.isoformat() if case.accept_by else None,
+            "due_at": case.due_at.isoformat(),
+            "drill": self.site.policy.broadcast.drill,
+        }
+        enqueue(
+            conn,
+            DISPATCH,
+            f"{case.case_id}:{entry.seq}",
+            "application/json",
+            json.dumps(body, ensure_ascii=False).encode(),
+            case.case_id,
+        )
+
+    def _request_broadcast(
+        self, conn: psycopg.Connection, case: Case, row: dict[str, Any] | None
+    ) -> None:
+        if row is None or row["broadcast"] != "none":
+            return
+        if self.site.policy.broadcast.approval_required:
+            conn.execute(
+                "UPDATE cases SET broadcast = 'pending_approval' WHERE case_id = %s",
+                (case.case_id,),
+            )
+            log.warning("case %s: red broadcast waits for an operator's approval", case.case_id)
+        else:
+            self._broadcast(conn, case, row, "Alert", "policy")
+
+    def _broadcast(
+        self,
+        conn: psycopg.Connection,
+        case: Case,
+        row: dict[str, Any],
+        msg_type: cap.MsgType,
+        actor: str,
+    ) -> None:
+        """Queue the CAP document and its EBM twin; the original is the case's first Alert."""
+        now = self.clock()
+        sent_at: datetime = row["broadcast_at"] if msg_type != "Alert" else now
+        original = self._notice(case, row, "Alert", f"{case.case_id}.alert", sent_at, ())
+        if msg_type == "Alert":
+            notice = original
+        else:
+            suffix = "cancel" if msg_type == "Cancel" else f"update.{case.seq}"
+            notice = self._notice(case, row, msg_type, f"{case.case_id}.{suffix}", now, (original,))
+        state = "cancelled" if msg_type == "Cancel" else "sent"
+        conn.execute(
+            "UPDATE cases SET broadcast = %s, broadcast_at = %s WHERE case_id = %s",
+            (state, sent_at, case.case_id),
+        )
+        for content_type, body in (
+            (cap.CAP_CONTENT_TYPE, cap.to_cap(notice)),
+            (cap.EBM_CONTENT_TYPE, cap.to_ebm(notice)),
+        ):
+            fmt = "cap" if content_type == cap.CAP_CONTENT_TYPE else "ebm"
+            enqueue(conn, BROADCAST, f"{notice.identifier}:{fmt}", content_type, body, case.case_id)
+        log.info("case %s: broadcast %s queued by %s", case.case_id, msg_type, actor)
+
+    def _notice(
+        self,
+        case: Case,
+        row: dict[str, Any],
+        msg_type: cap.MsgType,
+        identifier: str,
+        sent: datetime,
+        references: tuple[cap.Notice, ...],
+    ) -> cap.Notice:
+        alert = Alert.model_validate(row["alert"])
+        policy = self.site.policy.broadcast
+        polygon = self.grid_index.grid_polygon(alert.grid_code)
+        ring = tuple((x, y) for x, y in polygon.convex_hull.exterior.coords[:-1])
+        done = "（已解除）" if msg_type == "Cancel" else ""
+        return cap.Notice(
+            identifier=identifier,
+            sender=policy.sender,
+            sent=sent,
+            msg_type=msg_type,
+            drill=bool(row["drill"]),
+            kind=case.kind,
+            level=case.level,
+            headline=alert.summary + done,
+            description="；".join(alert.reasons) or alert.summary,
+            location=alert.location,
+            radius_km=policy.radius_km,
+            area_desc=f"{self.site.street.name} 网格 {alert.grid_code}",
+            polygon=ring,
+            grid_code=alert.grid_code,
+            community_code=alert.grid_code[:12],
+            expires=sent + timedelta(hours=policy.expires_hours),
+            references=references,
+            timezone=self.site.street.timezone,
+        )
+
+
+def _case(row: dict[str, Any]) -> Case:
+    return Case.model_validate({k: row[k] for k in CASE_COLUMNS.split(", ")})
+
+
+def _audit(conn: psycopg.Connection, entry: AuditEntry, event_id: Any = None) -> None:
+    conn.execute(
+        "INSERT INTO case_audit (case_id, seq, action, from_state, to_state, actor, ts, tier,"
+        " level, due_at, note, event_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            entry.case_id,
+            entry.seq,
+            entry.action.value,
+            entry.from_state.value if entry.from_state else None,
+            entry.to_state.value,
+            entry.actor,
+            entry.ts,
+            entry.tier.value,
+            entry.level.value,
+            entry.due_at,
+            entry.note,
+            event_id,
+        ),
+    )
+
+
+def _action_of(state: State, event: CaseEvent) -> Action:
+    """The callback's action, or the one external action that leads to its reported state."""
+    if event.action is not None:
+        try:
+            action = Action(event.action)
+        except ValueError as err:
+            raise IllegalTransition(f"unknown action {event.action!r}") from err
+        if action not in EXTERNAL:
+            raise IllegalTransition(f"{action.value} is not an action a callback may take")
+        return action
+    for (source, action), target in TRANSITIONS.items():
+        if source is state and target.value == event.to_state and action in EXTERNAL:
+            return action
+    raise IllegalTransition(
+        f"case {event.case_id}: no way from {state.value} to {event.to_state!r}"
+    )
+
+
+def load_audit(conn: psycopg.Connection) -> list[AuditEntry]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT case_id, seq, action, from_state, to_state, actor, ts, tier, level, due_at,"
+            " note FROM case_audit ORDER BY case_id, seq"
+        )
+        return [AuditEntry.model_validate(r) for r in cur.fetchall()]

@@ -1,0 +1,175 @@
+"""The alerting roles as long-running loops: the engine, the closed loop and the outbox relay.
+
+Each consumes with aiokafka and commits only after its effects are durable (alerts in Kafka,
+case changes and outbox rows in PostgreSQL). ``clock`` is injectable everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import psycopg
+from kafka import KafkaProducer
+
+from alerts.cases import IllegalTransition
+from alerts.closed_loop import ClosedLoop
+from alerts.engine import AlertEngine
+from alerts.outbox import Message, Relay
+from alerts.silences import Silence, current_silences
+from alerts.sinks import BROADCAST, DISPATCH, HttpSender
+from gridwatch import kafka, topics
+from gridwatch.errors import PayloadError
+from gridwatch.events import Alert, CaseEvent, DeadLetter, Incident, decode, utcnow
+from gridwatch.site import Site
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+SILENCE_REFRESH_S = 2.0
+TIMER_PERIOD_S = 1.0
+
+
+def _dead(producer: KafkaProducer, source: str, raw: bytes, reason: str) -> None:
+    letter = DeadLetter.of(source, raw, reason)
+    producer.send(topics.DEADLETTER, key=source.encode(), value=letter.to_bytes())
+
+
+async def run_engine(
+    site: Site,
+    bootstrap: str,
+    producer: KafkaProducer,
+    stop: asyncio.Event,
+    *,
+    database_url: str | None = None,
+    clock: Clock = utcnow,
+    group_id: str = "gridwatch-alerts",
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Incidents in, notifications out; silences are re-read from the database every few s."""
+    engine = AlertEngine(site)
+    consumer = kafka.consumer(bootstrap, group_id, topics.INCIDENTS)
+    await consumer.start()
+    silences_at = 0.0
+    try:
+        while not stop.is_set():
+            if database_url and time.monotonic() - silences_at > SILENCE_REFRESH_S:
+                engine.silences = await asyncio.to_thread(_silences, database_url, clock())
+                silences_at = time.monotonic()
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+            if ready is not None and consumer.assignment():
+                ready.set()
+            out: list[Alert] = []
+            for record in (r for rs in batches.values() for r in rs):
+                raw = record.value or b""
+                try:
+                    out += engine.on_incident(decode(Incident, raw), clock())
+                except PayloadError as err:
+                    _dead(producer, f"kafka:{topics.INCIDENTS}", raw, str(err))
+            out += engine.tick(clock())
+            for alert in out:
+                log.info("alert %s %s %s", alert.fingerprint, alert.level, alert.state)
+                producer.send(topics.ALERTS, key=alert.fingerprint.encode(), value=alert.to_bytes())
+            if batches or out:
+                await asyncio.to_thread(producer.flush)
+            if batches:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+def _silences(database_url: str, now: datetime) -> list[Silence]:
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        return current_silences(conn, now)
+
+
+async def run_closed_loop(
+    site: Site,
+    database_url: str,
+    bootstrap: str,
+    producer: KafkaProducer,
+    stop: asyncio.Event,
+    *,
+    clock: Clock = utcnow,
+    group_id: str = "gridwatch-cases",
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Alerts open cases, callbacks move them, the timers escalate them."""
+    loop = ClosedLoop(site, clock)
+    consumer = kafka.consumer(bootstrap, group_id, topics.ALERTS, topics.CASE_EVENTS)
+    await consumer.start()
+    timers_at = 0.0
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=200)
+                if ready is not None and consumer.assignment():
+                    ready.set()
+                records = [(r.topic, r.value or b"") for rs in batches.values() for r in rs]
+                if records:
+                    await asyncio.to_thread(_apply_all, loop, conn, producer, records)
+                    await consumer.commit()
+                if time.monotonic() - timers_at > TIMER_PERIOD_S:
+                    await asyncio.to_thread(_timers, loop, conn)
+                    timers_at = time.monotonic()
+    finally:
+        await consumer.stop()
+
+
+def _apply_all(
+    loop: ClosedLoop,
+    conn: psycopg.Connection,
+    producer: KafkaProducer,
+    records: list[tuple[str, bytes]],
+) -> None:
+    for topic, raw in records:
+        try:
+            with conn.transaction():
+                if topic == topics.ALERTS:
+                    loop.on_alert(conn, decode(Alert, raw))
+                else:
+                    loop.on_case_event(conn, decode(CaseEvent, raw))
+        except (PayloadError, IllegalTransition) as err:
+            log.warning("closed loop rejected a %s message: %s", topic, err)
+            _dead(producer, f"kafka:{topic}", raw, str(err))
+    producer.flush()
+
+
+def _timers(loop: ClosedLoop, conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        loop.run_timers(conn)
+
+
+async def run_relay(
+    site: Site,
+    database_url: str,
+    producer: KafkaProducer,
+    secrets: Mapping[str, bytes],
+    stop: asyncio.Event,
+    *,
+    clock: Clock = utcnow,
+) -> Relay:
+    """Deliver the outbox to the dispatch and broadcast systems until ``stop``."""
+    policy = site.policy
+    senders = {
+        DISPATCH: HttpSender(policy.dispatch.url, secrets[DISPATCH], policy.dispatch.timeout_s),
+        BROADCAST: HttpSender(policy.broadcast.url, secrets[BROADCAST], policy.broadcast.timeout_s),
+    }
+
+    async def on_dead(message: Message, reason: str) -> None:
+        # Operators see it on the dead-letter dashboard, with the case and the last error.
+        text = f"delivery to {message.sink} failed after {message.attempts} attempts: {reason}"
+        await asyncio.to_thread(
+            _dead, producer, f"outbox:{message.sink}:{message.case_id}", message.body, text
+        )
+
+    relay = Relay(database_url, senders, policy.delivery, clock=clock, on_dead=on_dead)
+    try:
+        await relay.run(stop)
+    finally:
+        for sender in senders.values():
+            await sender.close()
+    return relay

@@ -1,0 +1,202 @@
+"""Detector evaluation: every labelled scenario through the real camera worker, scored.
+
+Sequence level, as Pyronear scores: a positive sequence counts as found when a confirmed
+detection of its kind arrives at or after onset; a negative sequence is a false positive when
+any fire or smoke detection is published. False alarms per camera-day extrapolate the
+negatives' false detections over their total duration. ``--media DIR`` scores real footage the
+same way: DIR/<fire|smoke|fire_and_smoke|none>/ holding videos or folders of ordered frames.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detectors.construction import ConstructionWatch
+from gridwatch.events import Detection, DetectionKind, Point
+from gridwatch.site import Camera, Vision
+from ingest.camera_evidence import EvidenceStore
+from ingest.camera_source import Captured, VideoSource
+from ingest.camera_worker import CameraWorker
+from simulators.camera_scenes import catalogue
+from simulators.camera_server import write_video
+from simulators.camera_sites import render_days, site_catalogue
+
+START = datetime(2025, 4, 1, 10, tzinfo=UTC)
+KINDS = {"fire": DetectionKind.FIRE, "smoke": DetectionKind.SMOKE}
+VIDEO = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    label: str
+    duration_s: float
+    detections: tuple[Detection, ...]
+    onset_s: float
+
+
+def _camera(vision: Vision, name: str) -> Camera:
+    return Camera(
+        id=name,
+        name=name,
+        url="",
+        location=Point(lon=106.65, lat=26.62),
+        height_m=20.0,
+        heading_deg=0.0,
+        fov_deg=60.0,
+        sample_fps=1.0,
+        vision=vision,
+    )
+
+
+def run_worker(
+    camera: Camera, frames: Iterator[Captured], evidence: Path, thermal: bool
+) -> list[Detection]:
+    found: list[Detection] = []
+    worker = CameraWorker.for_camera(camera, found.append, EvidenceStore(evidence))
+    worker.thermal = thermal
+    for event in frames:
+        worker.handle(event)
+    return found
+
+
+def _file_frames(path: Path) -> Iterator[Captured]:
+    for event in VideoSource(str(path), start=START).frames(threading.Event()):
+        if isinstance(event, Captured):
+            yield event
+
+
+def _sequence_frames(folder: Path, fps: float) -> Iterator[Captured]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    for i, path in enumerate(files):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is not None:
+            yield Captured(np.asarray(image, np.uint8), START + timedelta(seconds=i / fps))
+
+
+def simulated(per_kind: int, work: Path) -> list[Outcome]:
+    out: list[Outcome] = []
+    for sc in catalogue(per_kind=per_kind):
+        video = write_video(sc, work / "video")
+        found = run_worker(
+            _camera(sc.vision, sc.name), _file_frames(video), work / "ev", sc.thermal
+        )
+        video.unlink()
+        out.append(Outcome(sc.name, sc.label, sc.duration_s, tuple(found), sc.onset_s or 0.0))
+    return out
+
+
+def media(folder: Path, fps: float, work: Path) -> list[Outcome]:
+    out: list[Outcome] = []
+    vision = Vision()
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = label_dir.name
+        for item in sorted(label_dir.iterdir()):
+            if item.is_dir():
+                frames = list(_sequence_frames(item, fps))
+            elif item.suffix.lower() in VIDEO:
+                frames = list(_file_frames(item))
+            else:
+                continue
+            if not frames:
+                continue
+            duration = (frames[-1].ts - frames[0].ts).total_seconds()
+            found = run_worker(_camera(vision, item.stem), iter(frames), work / "ev", False)
+            out.append(Outcome(item.name, label, duration, tuple(found), 0.0))
+    return out
+
+
+def score(outcomes: list[Outcome]) -> dict[str, Any]:
+    alarms = (DetectionKind.FIRE, DetectionKind.SMOKE, DetectionKind.THERMAL_HOTSPOT)
+    report: dict[str, Any] = {}
+    for name, kinds in (
+        ("fire", {DetectionKind.FIRE, DetectionKind.THERMAL_HOTSPOT}),
+        ("smoke", {DetectionKind.SMOKE}),
+    ):
+        positives = [o for o in outcomes if name in o.label]
+        delays: list[float] = []
+        found = 0
+        for o in positives:
+            hits = [
+                (d.ts - START).total_seconds() - o.onset_s
+                for d in o.detections
+                if d.kind in kinds and not d.cleared and (d.ts - START).total_seconds() >= o.onset_s
+            ]
+            if hits:
+                found += 1
+                delays.append(min(hits))
+        report[name] = {
+            "sequences": len(positives),
+            "recall": round(found / len(positives), 4) if positives else None,
+            "median_time_to_detection_s": round(median(delays), 1) if delays else None,
+        }
+    negatives = [o for o in outcomes if o.label == "none"]
+    false = [o for o in negatives if any(d.kind in alarms and not d.cleared for d in o.detections)]
+    false_alarms = sum(
+        1 for o in negatives for d in o.detections if d.kind in alarms and not d.cleared
+    )
+    days = sum(o.duration_s for o in negatives) / 86400
+    report["negatives"] = {
+        "sequences": len(negatives),
+        "false_positive_rate": round(len(false) / len(negatives), 4) if negatives else None,
+        "false_positive_sequences": [o.name for o in false],
+        "false_alarms": false_alarms,
+        "camera_days": round(days, 4),
+        "false_alarms_per_camera_day": round(false_alarms / days, 2) if days else None,
+    }
+    return report
+
+
+def construction(per_kind: int) -> dict[str, Any]:
+    tp = fp = fn = tn = 0
+    for sc in site_catalogue(per_kind=per_kind):
+        watch: ConstructionWatch | None = None
+        alarmed = False
+        for day, image in render_days(sc):
+            if watch is None:
+                w, h = sc.size
+                x, y, sw, sh = sc.site
+                zone = np.zeros((h, w), np.bool_)
+                zone[
+                    round((y - 0.05) * h) : round((y + sh + 0.05) * h),
+                    round((x - 0.05) * w) : round((x + sw + 0.05) * w),
+                ] = True
+                watch = ConstructionWatch(image, zone, days=3)
+                continue
+            alarmed |= bool(watch.observe(image, date(2025, 4, 1) + timedelta(days=day)).confirmed)
+        tp += alarmed and sc.builds
+        fp += alarmed and not sc.builds
+        fn += (not alarmed) and sc.builds
+        tn += (not alarmed) and not sc.builds
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "sites": tp + fp + fn + tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+    }
+
+
+def evaluate(per_kind: int = 8, media_dir: Path | None = None, fps: float = 5.0) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="gw-eval-") as tmp:
+        work = Path(tmp)
+        if media_dir is not None:
+            return {"media": str(media_dir), **score(media(media_dir, fps, work))}
+        outcomes = simulated(per_kind, work)
+    return {"scenarios": len(outcomes), **score(outcomes), "construction": construction(per_kind)}

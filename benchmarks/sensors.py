@@ -1,0 +1,312 @@
+"""``gridwatch bench sensors``: the real sensor path, measured on the embedded services.
+
+MQTT (gateway messages, QoS 1) → bridge → Kafka → rules (Faust) → store writer → PostgreSQL,
+each role its own process as in production, with ``devices`` devices reporting two metrics each
+for ``duration`` seconds. Then, on the same machine in the same run: the raw ceilings — binary
+COPY rows/s into the same ``readings`` table, and MQTT QoS 1 messages/s through the same broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gridwatch import topics
+from gridwatch.services import EmbeddedServices, ServiceUrls, create_topics
+from gridwatch.settings import Settings
+from gridwatch.site import Site
+from gridwatch.store.schema import ensure_schema
+
+PER_MESSAGE = 100  # device reports per gateway message
+RATE_HZ = 1.0  # reports per device per second
+METRICS = {"water_level_m": (0.0, 15.0), "rainfall_mm_h": (0.0, 300.0)}
+RULE = {"metric": "water_level_m", "yellow": 2.5, "orange": 3.0, "red": 3.5, "hysteresis": 0.1}
+# Every device crosses the yellow threshold and back every ``CYCLE`` reports: detections to time.
+CYCLE = 10
+
+
+@dataclass
+class Result:
+    devices: int
+    duration_s: float
+    mqtt_broker: str
+    readings_sent: int
+    data_points_sent: int
+    readings_stored: int
+    lost: int
+    duplicated: int
+    readings_per_s: float
+    data_points_per_s: float
+    rule_latency_ms_p50: float | None
+    rule_latency_ms_p99: float | None
+    detections: int
+    cpu_s_per_1000_readings: float
+    raw_copy_rows_per_s: float
+    raw_mqtt_qos1_msgs_per_s: float
+    writer_vs_raw_copy: float
+    bridge_vs_raw_mqtt: float
+
+
+def bench_site(base: Site, devices: int) -> Site:
+    first = base.grids[0].micro_grids[0].polygon[0]
+    sensors = [
+        {
+            "id": f"B{i:05d}",
+            "kind": "multi",
+            "location": {"lon": first[0], "lat": first[1]},
+            "metrics": {m: {"unit": "-", "min": lo, "max": hi} for m, (lo, hi) in METRICS.items()},
+            "rules": [RULE],
+            "heartbeat_s": 600,
+        }
+        for i in range(devices)
+    ]
+    return Site.model_validate({**base.model_dump(), "sensors": sensors})
+
+
+def _cpu_seconds(root: int) -> float:
+    """User + system CPU of ``root``'s process tree (Linux /proc), children that exited too."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        # utime, stime, cutime, cstime
+        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+    total = 0.0
+    for pid in cpu:
+        p = pid
+        while p not in (0, 1) and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += cpu[pid]
+    return total
+
+
+def raw_copy_rows_per_s(database_url: str, rows: int = 200_000) -> float:
+    """Binary COPY straight into ``readings``: the ceiling of any writer of that table."""
+    ts = datetime.now(UTC) - timedelta(days=1)
+    data = [
+        (ts + timedelta(microseconds=i), f"R{i % 1000:04d}", "water_level_m", 1.0, "m", i,
+         uuid.uuid4(), ts)
+        for i in range(rows)
+    ]  # fmt: skip
+    types = ["timestamptz", "text", "text", "float8", "text", "int8", "uuid", "timestamptz"]
+    with psycopg.connect(database_url) as conn:
+        start = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY readings (ts, device_id, metric, value, unit, seq, id, received_at)"
+                " FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(types)
+            for row in data:
+                copy.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - start
+        conn.execute("DELETE FROM readings WHERE device_id LIKE 'R%%'")
+        conn.commit()
+    return rows / elapsed
+
+
+def raw_mqtt_msgs_per_s(host: str, port: int, messages: int = 20_000) -> float:
+    """QoS 1 from one publisher to one subscriber through the broker, 1 kB messages."""
+    got = threading.Event()
+    count = [0]
+    topic = f"bench/{uuid.uuid4().hex[:8]}"
+
+    def on_message(_c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
+        count[0] += 1
+        if count[0] >= messages:
+            got.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{topic[-8:]}")
+    sub.on_message = on_message
+    sub.connect(host, port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{topic[-8:]}")
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect(host, port)
+    pub.loop_start()
+    payload = b"x" * 1000
+    start = time.perf_counter()
+    for _ in range(messages):
+        pub.publish(topic, payload, qos=1)
+    got.wait(120)
+    elapsed = time.perf_counter() - start
+    for client in (pub, sub):
+        client.disconnect()
+        client.loop_stop()
+    return count[0] / elapsed
+
+
+def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, bytes]]:
+    topic = f"gw/{site.street.code}/gateway/telemetry"
+    ts = start_ms + int(step * 1000 / RATE_HZ)
+    out = []
+    for first in range(0, len(site.sensors), PER_MESSAGE):
+        body = {
+            s.id: [
+                {
+                    "ts": ts,
+                    "seq": step,
+                    "values": {
+                        "water_level_m": 2.7 if i % 50 == 0 and (step + i) % CYCLE == 0 else 1.0,
+                        "rainfall_mm_h": round(5 + (step % 7) * 0.5, 2),
+                    },
+                }
+            ]  # fmt: skip
+            for i, s in enumerate(site.sensors[first : first + PER_MESSAGE], start=first)
+        }
+        out.append((topic, json.dumps(body, separators=(",", ":")).encode()))
+    return out
+
+
+def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
+    """Publish every device's reports for ``duration`` s; returns the reports sent."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(urls.mqtt_host, urls.mqtt_port)
+    client.loop_start()
+    start, start_ms = time.monotonic(), time.time_ns() // 1_000_000
+    infos, step = [], 0
+    while step / RATE_HZ < duration:
+        delay = step / RATE_HZ - (time.monotonic() - start)
+        if delay > 0:
+            time.sleep(delay)
+        infos += [client.publish(t, p, qos=1) for t, p in _gateway_messages(site, step, start_ms)]
+        step += 1
+    for info in infos:
+        info.wait_for_publish(timeout=120)
+    client.disconnect()
+    client.loop_stop()
+    return step * len(site.sensors)
+
+
+def _roles(urls: ServiceUrls, site_file: Path, work: Path) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "GRIDWATCH_DATABASE_URL": urls.database_url,
+           "GRIDWATCH_KAFKA_BOOTSTRAP": urls.kafka_bootstrap,
+           "GRIDWATCH_MQTT_URL": f"mqtt://{urls.mqtt_host}:{urls.mqtt_port}",
+           "GRIDWATCH_SITE": str(site_file)}  # fmt: skip
+    commands = (["ingest", "mqtt"], ["streams", "worker", "--datadir", str(work / "faust")],
+                ["store", "writer"])  # fmt: skip
+    return [
+        subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "gridwatch", *cmd],
+            env=env,
+            cwd=work,
+            stdout=(work / f"{cmd[0]}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for cmd in commands
+    ]
+
+
+STORED_SQL = """
+SELECT count(*), count(DISTINCT (device_id, metric, ts)), min(stored_at), max(stored_at)
+FROM readings WHERE device_id LIKE 'B%'
+"""
+LATENCY_SQL = """
+SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+FROM (SELECT extract(epoch FROM stored_at - ts) * 1000 AS ms FROM detections
+      WHERE source_id LIKE 'B%' AND rule LIKE 'threshold:%') AS l
+"""
+
+
+def _wait_stored(database_url: str, want: int, quiet_s: float = 20.0) -> tuple[Any, ...]:
+    last, since = -1, time.monotonic()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(STORED_SQL).fetchone()
+            assert row is not None  # noqa: S101 - an aggregate always returns a row
+            if row[1] >= want or time.monotonic() - since > quiet_s:
+                return tuple(row)
+            if row[1] != last:
+                last, since = row[1], time.monotonic()
+            time.sleep(0.5)
+
+
+def run(site: Site, devices: int, duration: float) -> Result:
+    """The whole benchmark on fresh embedded services."""
+    with tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)  # noqa: S103 - the postgres account must traverse it
+        with EmbeddedServices(Settings(), work / "services") as urls:
+            create_topics(urls.kafka_bootstrap, topics.ALL, 1)
+            with psycopg.connect(urls.database_url) as conn:
+                ensure_schema(conn)
+            copy_ceiling = raw_copy_rows_per_s(urls.database_url)
+            mqtt_ceiling = raw_mqtt_msgs_per_s(urls.mqtt_host, urls.mqtt_port)
+            site = bench_site(site, devices)
+            site_file = work / "site.yaml"
+            site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
+            roles = _roles(urls, site_file, work)
+            try:
+                time.sleep(15)  # group joins and Faust's start-up, outside the measurement
+                cpu_before = _cpu_seconds(os.getpid())
+                started = datetime.now(UTC)
+                sent = _publish_for(site, urls, duration)
+                count, unique, _first, last = _wait_stored(urls.database_url, sent * len(METRICS))
+                cpu = _cpu_seconds(os.getpid()) - cpu_before
+                time.sleep(2)  # the last detections
+                with psycopg.connect(urls.database_url) as conn:
+                    detections, p50, p99 = conn.execute(LATENCY_SQL).fetchone() or (0, None, None)
+            finally:
+                for role in roles:
+                    role.kill()
+                    role.wait(30)
+    points = sent * len(METRICS)
+    elapsed = max((last - started).total_seconds(), 1e-9) if last else float("inf")
+    per_s = unique / elapsed
+    return Result(
+        devices=devices, duration_s=duration, mqtt_broker=_broker(), readings_sent=sent,
+        data_points_sent=points, readings_stored=unique, lost=points - unique,
+        duplicated=count - unique, readings_per_s=round(per_s / len(METRICS), 1),
+        data_points_per_s=round(per_s, 1),
+        rule_latency_ms_p50=round(p50, 1) if p50 is not None else None,
+        rule_latency_ms_p99=round(p99, 1) if p99 is not None else None,
+        detections=detections,
+        cpu_s_per_1000_readings=round(cpu / max(unique, 1) * 1000, 3),
+        raw_copy_rows_per_s=round(copy_ceiling, 1),
+        raw_mqtt_qos1_msgs_per_s=round(mqtt_ceiling, 1),
+        writer_vs_raw_copy=round(per_s / copy_ceiling, 3),
+        bridge_vs_raw_mqtt=round(points / PER_MESSAGE / len(METRICS) / elapsed / mqtt_ceiling, 3),
+    )  # fmt: skip
+
+
+def _broker() -> str:
+    return "mosquitto" if shutil.which("mosquitto") else "amqtt"
+
+
+def report(result: Result, json_path: Path | None) -> str:
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
+    return "\n".join(f"{name:28} {value}" for name, value in asdict(result).items())
