@@ -4,6 +4,8 @@ MQTT (gateway messages, QoS 1) → bridge → Kafka → rules (Faust) → store 
 each role its own process as in production, with ``devices`` devices reporting two metrics each
 for ``duration`` seconds. Then, on the same machine in the same run: the raw ceilings — binary
 COPY rows/s into the same ``readings`` table, and MQTT QoS 1 messages/s through the same broker.
+A reading is one value of one metric (a ``readings`` row, a data point); a device report carries
+one reading per metric.
 """
 
 from __future__ import annotations
@@ -46,12 +48,12 @@ class Result:
     devices: int
     duration_s: float
     mqtt_broker: str
-    readings_sent: int
+    reports_sent: int  # device reports, two readings (data points) each
     data_points_sent: int
     readings_stored: int
     lost: int
     duplicated: int
-    readings_per_s: float
+    reports_per_s: float
     data_points_per_s: float
     rule_latency_ms_p50: float | None
     rule_latency_ms_p99: float | None
@@ -287,9 +289,9 @@ def run(site: Site, devices: int, duration: float) -> Result:
     elapsed = max((last - started).total_seconds(), 1e-9) if last else float("inf")
     per_s = unique / elapsed
     return Result(
-        devices=devices, duration_s=duration, mqtt_broker=_broker(), readings_sent=sent,
+        devices=devices, duration_s=duration, mqtt_broker=_broker(), reports_sent=sent,
         data_points_sent=points, readings_stored=unique, lost=points - unique,
-        duplicated=count - unique, readings_per_s=round(per_s / len(METRICS), 1),
+        duplicated=count - unique, reports_per_s=round(per_s / len(METRICS), 1),
         data_points_per_s=round(per_s, 1),
         rule_latency_ms_p50=round(p50, 1) if p50 is not None else None,
         rule_latency_ms_p99=round(p99, 1) if p99 is not None else None,

@@ -119,6 +119,7 @@ METRIC_DETECTS: dict[str, DetectionKind] = {
 class _MetricRule(Model):
     """What every sensor rule shares: the metric it watches and the detection kind it raises."""
 
+    type: str
     metric: str
     detects: DetectionKind | None = Field(
         default=None, description="detection kind; defaults by metric (METRIC_DETECTS)"
@@ -153,7 +154,7 @@ class _MetricRule(Model):
 
     @property
     def name(self) -> str:
-        return f"{getattr(self, 'type')}:{self.metric}"
+        return f"{self.type}:{self.metric}"
 
 
 class ThresholdRule(_MetricRule):
