@@ -5,6 +5,8 @@ detection of its kind arrives at or after onset; a negative sequence is a false 
 any fire or smoke detection is published. False alarms per camera-day extrapolate the
 negatives' false detections over their total duration. ``--media DIR`` scores real footage the
 same way: DIR/<fire|smoke|fire_and_smoke|none>/ holding videos or folders of ordered frames.
+Patrol scenarios (a stuck PTZ) play through a watchtower worker; every scenario that expects a
+camera-health issue is also scored on whether that issue was raised.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import numpy as np
 
 from detectors.construction import ConstructionWatch
 from gridwatch.events import Detection, DetectionKind, Point
-from gridwatch.site import Camera, Vision
+from gridwatch.site import Camera, Preset, Vision, Watchtower
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import Captured, VideoSource
 from ingest.camera_worker import CameraWorker
-from simulators.camera_scenes import catalogue
+from simulators.camera_ptz import SimulatedPtz
+from simulators.camera_scenes import PATROL, Scenario, catalogue
 from simulators.camera_server import write_video
 from simulators.camera_sites import render_days, site_catalogue
 
@@ -43,6 +46,7 @@ class Outcome:
     duration_s: float
     detections: tuple[Detection, ...]
     onset_s: float
+    expect_health: str | None = None
 
 
 def _camera(vision: Vision, name: str) -> Camera:
@@ -70,6 +74,36 @@ def run_worker(
     return found
 
 
+def _tower(sc: Scenario) -> Watchtower:
+    return Watchtower(
+        id=sc.name,
+        name=sc.name,
+        location=Point(lon=106.65, lat=26.62),
+        height_m=30.0,
+        visible_url="",
+        presets=tuple(
+            Preset(id=i, pan_deg=pan, tilt_deg=-3.0, fov_deg=60.0)
+            for i, pan in enumerate((0.0, 120.0, 240.0))
+        ),
+        settle_s=2.0,
+        dwell_s=10.0,
+        vision=sc.vision,
+    )
+
+
+def run_patrol(sc: Scenario, frames: Iterator[Captured], evidence: Path) -> list[Detection]:
+    """A watchtower patrol over three presets whose head never moves: every preset shows the
+    scenario's single view."""
+    found: list[Detection] = []
+    first = next(frames)
+    head = SimulatedPtz({0: first.image}, stuck=True)
+    worker = CameraWorker.for_watchtower(_tower(sc), found.append, EvidenceStore(evidence), ptz=head)
+    worker.handle(first)
+    for event in frames:
+        worker.handle(event)
+    return found
+
+
 def _file_frames(path: Path) -> Iterator[Captured]:
     for event in VideoSource(str(path), start=START).frames(threading.Event()):
         if isinstance(event, Captured):
@@ -88,11 +122,17 @@ def simulated(per_kind: int, work: Path) -> list[Outcome]:
     out: list[Outcome] = []
     for sc in catalogue(per_kind=per_kind):
         video = write_video(sc, work / "video")
-        found = run_worker(
-            _camera(sc.vision, sc.name), _file_frames(video), work / "ev", sc.thermal
-        )
+        if sc.element in PATROL:
+            found = run_patrol(sc, _file_frames(video), work / "ev")
+        else:
+            found = run_worker(
+                _camera(sc.vision, sc.name), _file_frames(video), work / "ev", sc.thermal
+            )
         video.unlink()
-        out.append(Outcome(sc.name, sc.label, sc.duration_s, tuple(found), sc.onset_s or 0.0))
+        onset = sc.onset_s or 0.0
+        out.append(
+            Outcome(sc.name, sc.label, sc.duration_s, tuple(found), onset, sc.expect_health)
+        )
     return out
 
 
@@ -153,6 +193,17 @@ def score(outcomes: list[Outcome]) -> dict[str, Any]:
         "false_alarms": false_alarms,
         "camera_days": round(days, 4),
         "false_alarms_per_camera_day": round(false_alarms / days, 2) if days else None,
+    }
+    gated = [o for o in outcomes if o.expect_health is not None]
+    missed = [
+        o.name
+        for o in gated
+        if not any(d.rule == f"camera_health:{o.expect_health}" for d in o.detections)
+    ]
+    report["health_gates"] = {
+        "sequences": len(gated),
+        "raised": len(gated) - len(missed),
+        "missed": missed,
     }
     return report
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import shapely
 
+from dashboards.cameras import cameras
 from dashboards.command_center import command_center, incident
+from dashboards.governance import grid_governance
 from dashboards.grafana import to_json
-from dashboards.operations import grid_governance, pipeline, sensors
+from dashboards.operations import pipeline, sensors
 from gridwatch.geo import GridIndex
 from gridwatch.site import Site
 
@@ -32,6 +34,7 @@ BUILDERS: dict[str, Callable[[Site], Any]] = {
     "incident.json": lambda _site: incident(),
     "grid-governance.json": grid_governance,
     "sensors.json": sensors,
+    "cameras.json": cameras,
     "pipeline.json": lambda _site: pipeline(),
 }
 

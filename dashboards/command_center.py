@@ -9,7 +9,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models import geomap as gmm
 
-from dashboards import variables
+from dashboards import governance, variables
 from dashboards.grafana import (
     COUNT_BY_LEVEL,
     DATASOURCE,
@@ -195,11 +195,13 @@ def command_center(site: Site) -> gd.Dashboard:
         .refresh("30s")
         .variables(variables.scoped(site))
         .annotation(variables.alert_annotation(scoped=True))
+        .annotation(governance.scoped_case_annotation())
         .with_panel(_incident_map())
         .with_panel(counts)
         .with_panel(by_kind)
         .with_panel(per_minute)
         .with_panel(alerts)
+        .with_panel(governance.deadlines_table().height(8).span(24))
     )
 
 
@@ -270,6 +272,15 @@ WHERE {THE_INCIDENT}
 ORDER BY revision
 """
 
+CASE_TIMELINE = f"""
+SELECT a.ts AS "time", a.case_id, a.seq, a.action, a.from_state, a.to_state, a.actor, a.tier,
+       a.level, a.due_at, a.note
+FROM case_audit a
+JOIN cases c ON c.case_id = a.case_id
+WHERE c.{THE_INCIDENT}
+ORDER BY a.case_id, a.seq
+"""
+
 INCIDENT_ALERTS = f"""
 SELECT ts AS "time", level, state, summary, fingerprint,
        array_to_string(ARRAY(
@@ -319,14 +330,18 @@ def incident() -> gd.Dashboard:
     return (
         gd.Dashboard("事件 Incident")
         .uid(INCIDENT_UID)
-        .description("One incident: its evidence, the sources that agree, readings and alerts.")
+        .description(
+            "One incident: its evidence, the sources that agree, readings, alerts and its case."
+        )
         .tags(["gridwatch"])
         .time("now-24h", "now")
         .with_variable(choice)
+        .annotation(governance.case_annotation(f"c.{THE_INCIDENT}"))
         .with_panel(_table("事件 Incident", INCIDENT_FACTS, 4, 24))
         .with_panel(evidence)
         .with_panel(_table("一致来源 Sources that agree", SOURCES, 9, 12))
         .with_panel(readings)
         .with_panel(_table("修订 Revisions", REVISIONS, 8, 12))
         .with_panel(_table("预警 Alerts", INCIDENT_ALERTS, 8, 12))
+        .with_panel(_table("案件时间线 Case timeline (audit log)", CASE_TIMELINE, 9, 24))
     )

@@ -1,4 +1,4 @@
-"""The dashboards behind the command center: grid governance, sensors and pipeline health."""
+"""The dashboards behind the command center: sensors and pipeline health."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from grafana_foundation_sdk.models import dashboard as gm
 
 from dashboards import variables
 from dashboards.grafana import (
-    COUNT_BY_LEVEL,
     DATASOURCE,
     LEVEL_COLOURS,
-    LEVEL_NAMES,
     Sql,
     colour_text_cells,
-    fixed_colour,
 )
 from gridwatch.events import Level
 from gridwatch.site import METRIC_DETECTS, Site, ThresholdRule
@@ -69,70 +66,6 @@ def _base(title: str, uid: str, description: str) -> gd.Dashboard:
     )
 
 
-# --- grid governance ------------------------------------------------------------------------
-
-BY_GRID = f"""
-SELECT left(grid_code, 12) AS community_code, grid_code,
-       {COUNT_BY_LEVEL},
-       count(*) FILTER (WHERE NOT ended) AS open,
-       count(*) AS incidents
-FROM incidents_current
-WHERE $__timeFilter(ts) AND {variables.SCOPE}
-GROUP BY 1, 2
-ORDER BY incidents DESC, grid_code
-"""
-
-WORKER_LOAD = f"""
-SELECT t ->> 'id' AS worker, count(*) AS alerts, count(DISTINCT incident_id) AS incidents,
-       count(*) FILTER (WHERE level = 'red') AS red, max(ts) AS latest
-FROM alerts
-CROSS JOIN LATERAL jsonb_array_elements(payload -> 'targets') AS t
-WHERE $__timeFilter(ts) AND state = 'firing' AND t ->> 'role' = 'grid_worker' AND {variables.SCOPE}
-GROUP BY 1
-ORDER BY alerts DESC
-"""
-
-INCIDENTS_OVER_TIME = f"""
-SELECT $__timeGroupAlias(first_seen, '10m'), kind AS metric, count(*) AS value
-FROM incidents_current
-WHERE $__timeFilter(first_seen) AND {variables.SCOPE}
-GROUP BY 1, 2
-ORDER BY 1
-"""
-
-
-def grid_governance(site: Site) -> gd.Dashboard:
-    workers = {w.id: w.name for w in site.workers}
-    load = _table("网格员负载 Grid workers' load", WORKER_LOAD, 9, 12).mappings(
-        [
-            gm.ValueMap(
-                options={
-                    worker: gm.ValueMappingResult(text=f"{name} ({worker})", index=i)
-                    for i, (worker, name) in enumerate(sorted(workers.items()))
-                }
-            )
-        ]
-    )
-    by_grid = _table("事件分布 Incidents by community and grid", BY_GRID, 9, 12)
-    for level in Level:
-        by_grid.override_by_name(LEVEL_NAMES[level], fixed_colour(LEVEL_COLOURS[level]))
-        by_grid.override_by_name(LEVEL_NAMES[level], colour_text_cells())
-    return (
-        _base(
-            "网格治理 Grid governance",
-            "gridwatch-grid-governance",
-            "Where incidents happen and who carries them, by community, grid and grid worker.",
-        )
-        .variables(variables.scoped(site))
-        .annotation(variables.alert_annotation(scoped=True))
-        .with_panel(by_grid)
-        .with_panel(load)
-        .with_panel(
-            _trend("新增事件 New incidents per 10 minutes", INCIDENTS_OVER_TIME, "short", 24)
-        )
-    )
-
-
 # --- sensors --------------------------------------------------------------------------------
 
 METRIC_TITLES = {
@@ -145,10 +78,24 @@ METRIC_TITLES = {
 
 
 def metric_trend_sql(metric: str) -> str:
+    """Per-minute means from the ``readings_1m`` rollup, and from raw rows where it lags.
+
+    The rollup is refreshed behind the stream (a timer, or TimescaleDB's policy), so its newest
+    bucket may be partial: minutes from that bucket on are averaged from ``readings`` instead.
+    """
     return f"""
-SELECT $__timeGroupAlias(ts, '10s'), device_id AS metric, avg(value) AS value
-FROM readings
-WHERE $__timeFilter(ts) AND metric = '{metric}'
+WITH edge AS (
+  SELECT coalesce(max(bucket), '-infinity'::timestamptz) AS bucket
+  FROM readings_1m WHERE metric = '{metric}'
+)
+SELECT r.bucket AS "time", r.device_id AS metric, r.avg AS value
+FROM readings_1m r, edge
+WHERE r.metric = '{metric}' AND r.bucket < edge.bucket
+  AND r.bucket BETWEEN $__timeFrom()::timestamptz - interval '1 minute' AND $__timeTo()
+UNION ALL
+SELECT date_trunc('minute', r.ts), r.device_id, avg(r.value)
+FROM readings r, edge
+WHERE r.metric = '{metric}' AND r.ts >= edge.bucket AND $__timeFilter(r.ts)
 GROUP BY 1, 2
 ORDER BY 1
 """
@@ -284,6 +231,76 @@ FRESHNESS = " UNION ALL ".join(
 )
 
 
+# The outbox's rows waiting at each moment: created, neither delivered nor dead-lettered yet.
+OUTBOX_BACKLOG = """
+WITH moments AS (
+  SELECT generate_series($__timeFrom()::timestamptz, $__timeTo()::timestamptz,
+           greatest(interval '5 seconds',
+                    ($__timeTo()::timestamptz - $__timeFrom()::timestamptz) / 200)) AS t
+)
+SELECT m.t AS "time", o.sink AS metric,
+       count(*) FILTER (WHERE o.created_at <= m.t AND coalesce(o.delivered_at, 'infinity') > m.t)
+         AS value
+FROM moments m
+CROSS JOIN outbox o
+WHERE o.created_at <= $__timeTo() AND coalesce(o.delivered_at, 'infinity') >= $__timeFrom()
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+OUTBOX_BY_SINK = """
+WITH sinks AS (SELECT sink FROM outbox UNION SELECT sink FROM outbox_deadletters)
+SELECT s.sink,
+       count(o.id) FILTER (WHERE o.delivered_at IS NULL) AS pending,
+       count(o.delivered_at) FILTER (WHERE $__timeFilter(o.delivered_at)) AS delivered,
+       count(o.id) FILTER (WHERE o.attempts > 1 OR o.last_error IS NOT NULL) AS retried,
+       (SELECT count(*) FROM outbox_deadletters d
+        WHERE d.sink = s.sink AND $__timeFilter(d.failed_at)) AS dead_letters,
+       round(percentile_cont(0.5) WITHIN GROUP (
+         ORDER BY extract(epoch FROM o.delivered_at - o.created_at) * 1000)::numeric, 1)
+         AS p50_ms,
+       round(max(extract(epoch FROM o.delivered_at - o.created_at) * 1000)::numeric, 1)
+         AS max_ms,
+       max(o.last_error) AS last_error
+FROM sinks s
+LEFT JOIN outbox o
+  ON o.sink = s.sink AND ($__timeFilter(o.created_at) OR o.delivered_at IS NULL)
+GROUP BY s.sink
+ORDER BY s.sink
+"""
+
+OUTBOX_DELIVERY_LATENCY = """
+SELECT created_at AS "time", sink AS metric,
+       extract(epoch FROM delivered_at - created_at) * 1000 AS value
+FROM outbox
+WHERE $__timeFilter(created_at) AND delivered_at IS NOT NULL
+ORDER BY 1
+"""
+
+# Per case, from the first detection of its incident to dispatch delivered, accepted and closed.
+END_TO_END = """
+SELECT c.opened_at AS "time", c.case_id, c.kind, c.level, c.state,
+       round(extract(epoch FROM c.opened_at - i.first_seen)::numeric, 1) AS detection_to_case_s,
+       round(extract(epoch FROM o.delivered - c.opened_at)::numeric, 1) AS case_to_dispatched_s,
+       round(extract(epoch FROM a.accepted - c.opened_at)::numeric, 1) AS case_to_accepted_s,
+       round(extract(epoch FROM c.closed_at - c.opened_at)::numeric, 1) AS case_to_closed_s
+FROM cases c
+JOIN LATERAL (
+  SELECT min(first_seen) AS first_seen FROM incidents WHERE incident_id = c.incident_id
+) AS i ON true
+LEFT JOIN LATERAL (
+  SELECT min(delivered_at) AS delivered FROM outbox
+  WHERE case_id = c.case_id AND sink = 'dispatch'
+) AS o ON true
+LEFT JOIN LATERAL (
+  SELECT min(ts) AS accepted FROM case_audit WHERE case_id = c.case_id AND action = 'accept'
+) AS a ON true
+WHERE $__timeFilter(c.opened_at)
+ORDER BY c.opened_at DESC
+LIMIT 100
+"""
+
+
 def pipeline() -> gd.Dashboard:
     rows = (
         stat.Panel()
@@ -298,7 +315,7 @@ def pipeline() -> gd.Dashboard:
         _base(
             "管道健康 Pipeline health",
             "gridwatch-pipeline",
-            "Throughput, latency sensor → stored and sensor → alert, and the writer's freshness.",
+            "Throughput, latencies up to the case's dispatch, writer freshness and the outbox.",
         )
         .annotation(variables.alert_annotation(scoped=False))
         .with_panel(rows)
@@ -306,4 +323,8 @@ def pipeline() -> gd.Dashboard:
         .with_panel(_trend("延迟 Sensor → stored latency", READING_LATENCY, "ms"))
         .with_panel(_trend("延迟 Sensor → alert latency", ALERT_LATENCY, "ms"))
         .with_panel(_table("新鲜度 Newest row per table", FRESHNESS, 8, 12))
+        .with_panel(_trend("外发积压 Outbox backlog by sink", OUTBOX_BACKLOG, "short"))
+        .with_panel(_table("外发 Outbox by sink: delivered, retried, dead", OUTBOX_BY_SINK, 8, 12))
+        .with_panel(_trend("外发延迟 Outbox: created → delivered", OUTBOX_DELIVERY_LATENCY, "ms"))
+        .with_panel(_table("端到端 End to end per case (s)", END_TO_END, 8, 12))
     )

@@ -29,6 +29,7 @@ from dashboards.command_center import (
     command_center,
 )
 from dashboards.evaluate import Result, execute, resolve_variables, timescaledb_in_use
+from dashboards.governance import KPIS_NOW
 from dashboards.grafana import to_json
 from dashboards.macros import TimeRange, Variable, render
 from gridwatch.events import Level
@@ -51,6 +52,7 @@ class Snapshot:
     by_level: Result
     by_kind: Result
     alerts: Result
+    kpis: Result
     totals: dict[str, Any]
 
 
@@ -80,6 +82,7 @@ def snapshot(conn: psycopg.Connection, site: Site) -> Snapshot:
         by_level=run(COUNTS_BY_LEVEL),
         by_kind=run(COUNTS_BY_KIND),
         alerts=run(NEWEST_ALERTS),
+        kpis=run(KPIS_NOW),
         totals=collect(conn),
     )
 
@@ -182,6 +185,7 @@ def _kpi_rows(snap: Snapshot) -> list[tuple[str, str]]:
         ("detections", str(totals["detections"])),
         ("readings stored", str(totals["readings_stored"])),
         ("dead letters", str(totals["deadletters"])),
+        *_case_kpi_rows(snap),
     ]
     for name in ("reading", "alert"):
         latency = totals.get(f"{name}_latency_ms", {})
@@ -192,6 +196,21 @@ def _kpi_rows(snap: Snapshot) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def _case_kpi_rows(snap: Snapshot) -> list[tuple[str, str]]:
+    """The closed loop's KPIs, by the grid-governance dashboard's own query."""
+    kpis = _records(snap.kpis)[-1] if snap.kpis.rows else {}
+
+    def show(*names: str) -> str:
+        return " / ".join("-" if kpis.get(n) is None else f"{float(kpis[n]):g}" for n in names)
+
+    return [
+        ("cases due / closed / closed on time", show("due", "closed", "closed_on_time")),
+        ("closure / on-time / rework rate %", show("closure_rate", "on_time_rate", "rework_rate")),
+        ("closed within the community %", show("community_share")),
+        ("mean time to accept / close s", show("mean_accept_s", "mean_close_s")),
+    ]
 
 
 def _draw_table(ax: Axes, title: str, rows: list[list[str]], header: list[str] | None) -> None:

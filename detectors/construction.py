@@ -1,7 +1,9 @@
 """Illegal construction: lasting change against a per-view baseline, inside watch zones.
 
-Each day's frame is registered onto the baseline (ECC on illumination-normalised grey,
-accepted only above a correlation score), normalised for illumination (local mean and
+Each day's frame is registered onto the baseline: ECC on illumination-normalised grey,
+accepted only above a correlation score; when ECC fails to converge (a larger PTZ offset, a
+strong lighting change), ORB features matched with RANSAC, accepted only with enough inliers.
+The aligned frame is normalised for illumination (local mean and
 contrast) and compared block by block. A block changes when its structure no longer
 correlates with the baseline and its chromaticity moved too: a shadow darkens but keeps both;
 vegetation (green in either image) is ignored, so seasons and growth are not buildings. A
@@ -27,9 +29,10 @@ BLOCK = 16
 @dataclass(frozen=True, slots=True)
 class ChangeReport:
     registered: bool
-    alignment: float  # ECC correlation of the registration
+    alignment: float  # ECC correlation, or the RANSAC inlier share for the ORB fallback
     changed_blocks: int
     confirmed: tuple[Box, ...]  # pixels of the baseline image
+    method: str = "ecc"  # "ecc", "orb" or "none"
 
 
 def _normalised(grey: Image) -> Floats:
@@ -63,6 +66,7 @@ class ConstructionWatch:
     watch: Mask | None = None  # construction-watch zones at the same size; None: everywhere
     days: int = 3
     min_correlation: float = 0.35  # ECC score below which the view is not the same place
+    min_inliers: int = 30  # ORB+RANSAC matches consistent with one motion, for the fallback
     _streak: npt.NDArray[np.int32] = field(init=False)
     _last_day: date | None = field(default=None, init=False)
 
@@ -83,8 +87,25 @@ class ConstructionWatch:
         """An operator accepted the current scene (legal works, or a case closed)."""
         self._set_baseline(image)
 
-    def _register(self, image: Image) -> tuple[Image | None, float]:
-        """Align onto the baseline (ECC, Euclidean, on illumination-normalised grey)."""
+    def _register(self, image: Image) -> tuple[Image | None, float, str]:
+        """Align onto the baseline: ECC first, ORB+RANSAC when ECC does not converge."""
+        warp, score, method = self._ecc(image)
+        if warp is None:
+            warp, score, method = self._orb(image)
+        if warp is None:
+            return None, score, "none"
+        h, w = self.baseline.shape[:2]
+        warped = cv2.warpAffine(
+            image,
+            warp,
+            (w, h),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
+        return np.asarray(warped, np.uint8), score, method
+
+    def _ecc(self, image: Image) -> tuple[Floats | None, float, str]:
+        """Euclidean ECC on illumination-normalised grey; None below ``min_correlation``."""
         warp = np.eye(2, 3, dtype=np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-4)
         try:
@@ -96,25 +117,40 @@ class ConstructionWatch:
                 criteria,
             )
         except cv2.error:
-            return None, 0.0
-        warp = np.asarray(found, np.float32)
+            return None, 0.0, "ecc"
         if score < self.min_correlation:
-            return None, float(score)
-        h, w = self.baseline.shape[:2]
-        warped = cv2.warpAffine(
-            image,
-            warp,
-            (w, h),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REFLECT,
+            return None, float(score), "ecc"
+        return np.asarray(found, np.float32), float(score), "ecc"
+
+    def _orb(self, image: Image) -> tuple[Floats | None, float, str]:
+        """ORB matches and a RANSAC similarity, trusted only with ``min_inliers`` inliers.
+
+        The warp maps baseline pixels to image pixels, as ECC's does (used with
+        ``WARP_INVERSE_MAP``)."""
+        orb = cv2.ORB_create(nfeatures=2000, fastThreshold=5)  # low: fields are soft
+        kb, db = orb.detectAndCompute(grey_of(self.baseline), None)
+        ki, di = orb.detectAndCompute(grey_of(image), None)
+        if db is None or di is None or len(kb) < self.min_inliers or len(ki) < self.min_inliers:
+            return None, 0.0, "orb"
+        matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(db, di)
+        if len(matches) < self.min_inliers:
+            return None, 0.0, "orb"
+        src = np.float32([kb[m.queryIdx].pt for m in matches])
+        dst = np.float32([ki[m.trainIdx].pt for m in matches])
+        warp, inliers = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0
         )
-        return np.asarray(warped, np.uint8), float(score)
+        count = int(inliers.sum()) if inliers is not None else 0
+        share = count / len(matches)
+        if warp is None or count < self.min_inliers:
+            return None, share, "orb"
+        return np.asarray(warp, np.float32), share, "orb"
 
     def observe(self, image: Image, day: date) -> ChangeReport:
         """Compare one day's frame (same view, any time of day) with the baseline."""
-        warped, alignment = self._register(image)
+        warped, alignment, method = self._register(image)
         if warped is None:
-            return ChangeReport(False, alignment, 0, ())
+            return ChangeReport(False, alignment, 0, (), method)
         norm = _normalised(grey_of(warped))
         # Zero-mean normalised correlation per block: robust to gain and offset (shadows, sun).
         product = _blocks(norm * self._norm, self._grid)
@@ -134,4 +170,4 @@ class ConstructionWatch:
             (x * BLOCK, y * BLOCK, w * BLOCK, h * BLOCK)
             for (x, y, w, h), _ in components(lasting, 2)
         )
-        return ChangeReport(True, alignment, int(changed.sum()), boxes)
+        return ChangeReport(True, alignment, int(changed.sum()), boxes, method)

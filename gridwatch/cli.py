@@ -44,7 +44,9 @@ simulate_app = typer.Typer(help="Simulated feeds.", no_args_is_help=True)
 dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
 eval_app = typer.Typer(help="Detector evaluation on labelled media.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+cameras_app = typer.Typer(help="Camera operations.", no_args_is_help=True)
 for sub, name in (
+    (cameras_app, "cameras"),
     (eval_app, "eval"),
     (bench_app, "bench"),
     (dashboards_app, "dashboards"),
@@ -773,6 +775,35 @@ def ingest_camera(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
         worker.run(VideoSource(url), stop)
+
+
+@cameras_app.command("ack-baseline")
+def cameras_ack_baseline(
+    device: Annotated[str, typer.Argument(help="watchtower (or camera) id from the site file")],
+    preset: Annotated[
+        int | None, typer.Argument(help="watchtower preset; omit for a fixed camera")
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="operator acknowledging")] = None,
+) -> None:
+    """Accept a view's latest daily frame as its construction baseline."""
+    from ingest.camera_evidence import BaselineStore
+
+    settings = Settings()
+    site = _site(settings)
+    towers = {t.id: t for t in site.watchtowers}
+    if device in towers:
+        if preset not in {p.id for p in towers[device].presets}:
+            raise _fail(f"watchtower {device!r} has no preset {preset}")
+    elif device not in {c.id for c in site.cameras} or preset is not None:
+        raise _fail(f"no watchtower {device!r}, nor a fixed camera without preset, in the site")
+    try:
+        record = BaselineStore(settings.evidence_dir).acknowledge(device, preset, by)
+    except FileNotFoundError as err:
+        raise _fail(str(err)) from err
+    console.print(
+        f"baseline of {device} preset {preset} is now version {record.version} "
+        f"(frame of {record.day.isoformat()})"
+    )
 
 
 @eval_app.command("detectors")

@@ -3,7 +3,9 @@
 One worker serves one fixed camera or one watchtower. A watchtower patrols its presets: after a
 move it waits ``settle_s`` for the picture to stop moving, then analyses for ``dwell_s`` with the
 preset's own analyser (background, references, tracks), so each preset keeps its baseline. Frames
-stay here; only detections leave, carrying a snapshot path in the evidence store.
+stay here; only detections leave, carrying a snapshot path in the evidence store. A view with
+a construction-watch zone also gives its first healthy, settled frame of each day to the
+construction patrol (see ``ingest.camera_construction``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from detectors.scene import Analysis, Hit, SceneAnalyzer
 from gridwatch import topics
 from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType
 from gridwatch.site import Camera, Vision, Watchtower
-from ingest.camera_evidence import EvidenceStore
+from ingest.camera_construction import ConstructionPatrol
+from ingest.camera_evidence import BaselineStore, EvidenceStore
 from ingest.camera_geometry import bearing_deg, ground_point
 from ingest.camera_source import Captured, Lost, Restored, SourceEvent, VideoSource
 
@@ -109,6 +112,7 @@ class CameraWorker:
         settle_s: float = 0.0,
         dwell_s: float = float("inf"),
         thermal: bool = False,
+        construction: ConstructionPatrol | None = None,
     ) -> None:
         self.source = SourceRef(type=source_type, id=source_id)
         self.location = location
@@ -122,6 +126,7 @@ class CameraWorker:
         self.settle_s = settle_s
         self.dwell_s = dwell_s
         self.thermal = thermal
+        self.construction = construction
         self.stats = WorkerStats()
         self._view = 0
         self._moved_at: float | None = None
@@ -143,6 +148,7 @@ class CameraWorker:
             publish,
             evidence,
             fixed=True,
+            construction=_construction(camera.id, v, evidence),
         )
 
     @classmethod
@@ -176,6 +182,7 @@ class CameraWorker:
             settle_s=tower.settle_s,
             dwell_s=tower.dwell_s,
             thermal=thermal,
+            construction=None if thermal else _construction(tower.id, v, evidence),
         )
 
     def run(self, source: VideoSource, stop: threading.Event) -> WorkerStats:
@@ -207,6 +214,23 @@ class CameraWorker:
         if analysis.pending:
             self.sample.burst(ts)
         self._emit(analysis, frame, view)
+        if not analysis.suppressed and self.construction and self.construction.due(frame):
+            self._construction(frame, view)
+
+    def _construction(self, frame: Frame, view: View) -> None:
+        assert self.construction is not None  # noqa: S101
+        change = self.construction.observe(frame)
+        if change is None:
+            return
+        hit = Hit(
+            DetectionKind.CONSTRUCTION_CHANGE,
+            "confirmed",
+            change.box,
+            change.confidence,
+            0,
+            ("construction_watch",),
+        )
+        self._publish(self._detection(hit, frame, view), frame, hit.box)
 
     def _patrol(self, frame: Frame, ts: float) -> bool:
         """Move between presets; True when this frame is settled and should be analysed."""
@@ -283,6 +307,10 @@ class CameraWorker:
             detection = detection.model_copy(update={"snapshot": snapshot})
         self.stats.published += 1
         self.publish(detection)
+
+
+def _construction(source_id: str, vision: Vision, evidence: EvidenceStore) -> ConstructionPatrol:
+    return ConstructionPatrol(source_id, vision, BaselineStore(evidence.root))
 
 
 def _gate_grey(frame: Frame) -> Image:

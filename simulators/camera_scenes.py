@@ -4,7 +4,8 @@ Each scenario is one camera's view for a minute or two: a textured landscape und
 noise, and either a positive (a flickering flame, a drifting smoke plume, both, a fire in
 farmland, a thermal hotspot) or one of the negatives that trip real systems (clouds, fog, sun
 glare, night traffic, swaying trees, steam from a configured chimney, moving cloud shadows, a red
-car, an IR switch, a frozen stream). The scenario carries the camera's vision settings (horizon,
+car, an IR switch, a frozen stream, a stuck PTZ head whose every preset shows the same drifting
+clouds). The scenario carries the camera's vision settings (horizon,
 masks, zones), as a site file would.
 """
 
@@ -136,6 +137,7 @@ ELEMENTS = (
     "ir_switch",
     "frozen",
     "thermal_quiet",
+    "stuck_ptz",
 )
 
 
@@ -168,7 +170,7 @@ def render(sc: Scenario) -> Iterator[tuple[float, Image]]:
         if e in ("smoke", "fire_and_smoke", "farm_fire", "steam") and since >= 0:
             plume.step(rng, dt, emit=3.0, scale=k)
             plume.draw(img)
-        if e == "clouds":
+        if e in ("clouds", "stuck_ptz"):
             for c in clouds:
                 c[0] = (c[0] + wind * k * dt) % (w + 80 * k)
                 cv2.ellipse(
@@ -303,7 +305,9 @@ NEGATIVES = {
     "ir_switch": "ir_mode",
     "frozen": "frozen",
     "thermal_quiet": None,
+    "stuck_ptz": "stuck_ptz",  # played through a watchtower patrol whose head never moves
 }
+PATROL = frozenset({"stuck_ptz"})
 
 
 def catalogue(seed: int = 1, per_kind: int = 8, duration_s: float = 90.0) -> list[Scenario]:

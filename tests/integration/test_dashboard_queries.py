@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from alerts.closed_loop import load_audit
+from alerts.kpi import compute
 from dashboards import build
 from dashboards.evaluate import (
     Query,
@@ -24,6 +26,7 @@ from dashboards.evaluate import (
     resolve_variables,
     timescaledb_in_use,
 )
+from dashboards.governance import KPI_MOMENTS, kpi_sql
 from dashboards.macros import TimeRange, covering, render
 from dashboards.report import REPORT_FILE
 from gridwatch.settings import SAMPLE_SITE
@@ -148,3 +151,37 @@ def test_the_demo_leaves_a_command_center_snapshot(demo_run: DemoRun) -> None:
     assert png.is_file(), "gridwatch demo writes the report into its run directory"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert REPORT_FILE in demo_run.stdout
+
+
+def test_the_kpis_in_sql_equal_the_closed_loops_own(
+    conn: psycopg.Connection, run_range: TimeRange
+) -> None:
+    """At every moment of the KPI trend, the SQL gives what alerts.kpi computes from the log."""
+    document = documents()["grid-governance.json"]
+    timescaledb = timescaledb_in_use(conn)
+    variables = resolve_variables(document, conn, run_range, timescaledb=timescaledb)
+    sql = render(kpi_sql(KPI_MOMENTS), variables, run_range, timescaledb=timescaledb)
+    result = execute(conn, sql)
+    audit = load_audit(conn)
+    assert audit and result.rows, "the demo's cases left no audit log"
+    in_range = {
+        case_id
+        for (case_id,) in conn.execute(
+            "SELECT case_id FROM cases WHERE opened_at BETWEEN %s AND %s",
+            (run_range.start, run_range.end),
+        )
+    }
+    for row in result.rows:
+        values = dict(zip(result.columns, row, strict=True))
+        moment = values.pop("time")
+        expected = compute(
+            [e for e in audit if e.ts <= moment and e.case_id in in_range], moment
+        ).as_dict()
+        for name, value in values.items():
+            want = expected[name]
+            if want is None or value is None:
+                assert want is value, f"{name} at {moment}: SQL {value}, Python {want}"
+            else:
+                assert float(value) == pytest.approx(want, abs=0.011), f"{name} at {moment}"
+    final = dict(zip(result.columns, result.rows[-1], strict=True))
+    assert final["closed"] > 0 and final["closure_rate"] is not None

@@ -216,3 +216,10 @@ def test_variables_are_quoted_as_grafana_sql_datasources_do() -> None:
         "k IN ($kind) AND i = '${incident}' AND $__timeFilter(ts)", variables
     )
     assert sql == "k IN ('flood','o''brien') AND i = 'abc' AND $__timeFilter(ts)"
+
+
+def test_the_case_states_shown_are_the_closed_loops() -> None:
+    from alerts.cases import LABEL, State
+    from dashboards.governance import CASE_STATES
+
+    assert CASE_STATES == {s.value: LABEL[s] for s in State}

@@ -1,0 +1,123 @@
+"""Construction watch in the live worker: one registered daily frame per view, per-view baseline.
+
+A view (a watchtower preset, or a fixed camera) takes part when its vision has a
+``construction_watch`` zone for it. The first healthy, settled frame of each day is registered
+onto the view's baseline and compared inside the watch zones; a change that persists for
+``construction_days`` observed days is reported once, and again only after an operator has
+acknowledged a new baseline (``gridwatch cameras ack-baseline``), which the store versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+
+from detectors.construction import ChangeReport, ConstructionWatch
+from detectors.frame import Box, Frame, Image, Mask, scale_box, to_work
+from detectors.zones import ZoneMap
+from gridwatch.site import Vision
+from ingest.camera_evidence import BaselineStore
+
+log = logging.getLogger(__name__)
+
+WATCH_KIND = "construction_watch"
+
+
+@dataclass(frozen=True, slots=True)
+class ConstructionChange:
+    """A lasting change to report, in pixels of the frame as captured."""
+
+    box: Box
+    confidence: float
+    report: ChangeReport
+
+
+@dataclass
+class _ViewState:
+    watch: ConstructionWatch
+    version: int
+    reported: bool = False
+
+
+@dataclass
+class ConstructionPatrol:
+    source_id: str
+    vision: Vision
+    store: BaselineStore
+    _views: dict[int | None, _ViewState] = field(default_factory=dict)
+    _seen: dict[int | None, date] = field(default_factory=dict)
+
+    def watches(self, preset: int | None) -> bool:
+        return any(
+            z.kind == WATCH_KIND and (z.preset is None or z.preset == preset)
+            for z in self.vision.zones
+        )
+
+    def due(self, frame: Frame) -> bool:
+        """This view watches for construction and has not been observed today."""
+        if frame.thermal or frame.image.ndim != 3 or not self.watches(frame.preset):
+            return False
+        return self._seen.get(frame.preset) != frame.ts.date()
+
+    def observe(self, frame: Frame) -> ConstructionChange | None:
+        """Take the day's frame for this view; a change to report, or None."""
+        preset, day = frame.preset, frame.ts.date()
+        self._seen[preset] = day
+        work = to_work(frame.image)
+        self.store.save_daily(self.source_id, preset, work, day)
+        state = self._state(preset, work, day)
+        if state is None:
+            return None
+        if state.watch.baseline.shape != work.shape:
+            log.warning(
+                "camera %s preset %s: frame size changed, acknowledge a new baseline",
+                self.source_id,
+                preset,
+            )
+            return None
+        report = state.watch.observe(work, day)
+        log.info(
+            "camera %s preset %s construction: registered=%s (%s %.2f) changed=%d lasting=%d",
+            self.source_id,
+            preset,
+            report.registered,
+            report.method,
+            report.alignment,
+            report.changed_blocks,
+            len(report.confirmed),
+        )
+        if not report.confirmed or state.reported:
+            return None
+        state.reported = True
+        xs = [b[0] for b in report.confirmed] + [b[0] + b[2] for b in report.confirmed]
+        ys = [b[1] for b in report.confirmed] + [b[1] + b[3] for b in report.confirmed]
+        box = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
+        factor = frame.image.shape[1] / work.shape[1]
+        confidence = min(0.6 + 0.05 * len(report.confirmed) + 0.2 * report.registered, 0.95)
+        return ConstructionChange(scale_box(box, factor), confidence, report)
+
+    def _state(self, preset: int | None, work: Image, day: date) -> _ViewState | None:
+        """The view's watch, rebuilt when the stored baseline's version moved on."""
+        record = self.store.record(self.source_id, preset)
+        if record is None:
+            self.store.start(self.source_id, preset, work, day)
+            self._views.pop(preset, None)
+            return None  # nothing to compare the first view with
+        state = self._views.get(preset)
+        if state is not None and state.version == record.version:
+            return state
+        baseline = self.store.baseline(self.source_id, preset)
+        if baseline is None:
+            return None
+        watch = ConstructionWatch(baseline, self._mask(baseline.shape[:2], preset), days=self.days)
+        state = _ViewState(watch, record.version)
+        self._views[preset] = state
+        return state
+
+    @property
+    def days(self) -> int:
+        return self.vision.construction_days
+
+    def _mask(self, shape: tuple[int, int], preset: int | None) -> Mask | None:
+        return ZoneMap(self.vision.zones, shape, preset).mask(WATCH_KIND)
