@@ -97,7 +97,9 @@ def run_patrol(sc: Scenario, frames: Iterator[Captured], evidence: Path) -> list
     found: list[Detection] = []
     first = next(frames)
     head = SimulatedPtz({0: first.image}, stuck=True)
-    worker = CameraWorker.for_watchtower(_tower(sc), found.append, EvidenceStore(evidence), ptz=head)
+    worker = CameraWorker.for_watchtower(
+        _tower(sc), found.append, EvidenceStore(evidence), ptz=head
+    )
     worker.handle(first)
     for event in frames:
         worker.handle(event)
@@ -130,9 +132,7 @@ def simulated(per_kind: int, work: Path) -> list[Outcome]:
             )
         video.unlink()
         onset = sc.onset_s or 0.0
-        out.append(
-            Outcome(sc.name, sc.label, sc.duration_s, tuple(found), onset, sc.expect_health)
-        )
+        out.append(Outcome(sc.name, sc.label, sc.duration_s, tuple(found), onset, sc.expect_health))
     return out
 
 

@@ -231,6 +231,15 @@ def _roles(urls: ServiceUrls, site_file: Path, work: Path) -> list[subprocess.Po
     ]
 
 
+def _wait_logged(log: Path, marker: str, timeout: float) -> None:
+    """Until a role has logged ``marker``; on a busy machine a fixed wait is not always enough."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and marker in log.read_text(encoding="utf-8", errors="replace"):
+            return
+        time.sleep(0.5)
+
+
 STORED_SQL = """
 SELECT count(*), count(DISTINCT (device_id, metric, ts)), min(stored_at), max(stored_at)
 FROM readings WHERE device_id LIKE 'B%'
@@ -272,7 +281,9 @@ def run(site: Site, devices: int, duration: float) -> Result:
             site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
             roles = _roles(urls, site_file, work)
             try:
-                time.sleep(15)  # group joins and Faust's start-up, outside the measurement
+                # Group joins and Faust's start-up (loading a large site), outside the measurement.
+                time.sleep(15)
+                _wait_logged(work / "streams.log", "Worker ready", timeout=120)
                 cpu_before = _cpu_seconds(os.getpid())
                 started = datetime.now(UTC)
                 sent = _publish_for(site, urls, duration)

@@ -127,7 +127,7 @@ class ConstructionWatch:
 
         The warp maps baseline pixels to image pixels, as ECC's does (used with
         ``WARP_INVERSE_MAP``)."""
-        orb = cv2.ORB_create(nfeatures=2000, fastThreshold=5)  # low: fields are soft
+        orb = cv2.ORB.create(nfeatures=2000, fastThreshold=5)  # low: fields are soft
         kb, db = orb.detectAndCompute(grey_of(self.baseline), None)
         ki, di = orb.detectAndCompute(grey_of(image), None)
         if db is None or di is None or len(kb) < self.min_inliers or len(ki) < self.min_inliers:
@@ -135,8 +135,8 @@ class ConstructionWatch:
         matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(db, di)
         if len(matches) < self.min_inliers:
             return None, 0.0, "orb"
-        src = np.float32([kb[m.queryIdx].pt for m in matches])
-        dst = np.float32([ki[m.trainIdx].pt for m in matches])
+        src = np.array([kb[m.queryIdx].pt for m in matches], np.float32)
+        dst = np.array([ki[m.trainIdx].pt for m in matches], np.float32)
         warp, inliers = cv2.estimateAffinePartial2D(
             src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0
         )

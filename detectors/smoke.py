@@ -30,7 +30,6 @@ class SmokeObservation:
     desaturation: float  # how much greyer than the background
     brightening: float
     edge_ratio: float  # edge energy now over edge energy in the background
-    level: float = 0.0  # mean grey level of the region's pixels (steam is near white)
 
 
 def edge_energy(grey: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -71,9 +70,8 @@ class SmokeDetector:
             before = float(edges_bg[y : y + h, x : x + w][sel].mean())
             after = float(edges_now[y : y + h, x : x + w][sel].mean())
             ratio = after / before if before > 1.0 else 1.0
-            level = float(grey[y : y + h, x : x + w][sel].mean())
             if bright > 2.0 and (greyer > 10.0 or ratio < 0.85):
-                out.append(SmokeObservation(ts, box, area, greyer, bright, ratio, level))
+                out.append(SmokeObservation(ts, box, area, greyer, bright, ratio))
         return out
 
 

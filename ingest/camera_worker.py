@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from detectors.frame import Box, Frame, Image, grey_of, to_work
 from detectors.health import Issue, same_view
@@ -34,6 +34,12 @@ from ingest.camera_source import Captured, Lost, Restored, SourceEvent, VideoSou
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Detection], None]
+
+
+class PtzHead(Protocol):
+    """Anything that aims a PTZ head at a preset: the HTTP client below, or a simulated head."""
+
+    def goto(self, preset: int) -> None: ...
 
 
 class Ptz:
@@ -108,7 +114,7 @@ class CameraWorker:
         evidence: EvidenceStore,
         *,
         fixed: bool,
-        ptz: Ptz | None = None,
+        ptz: PtzHead | None = None,
         settle_s: float = 0.0,
         dwell_s: float = float("inf"),
         thermal: bool = False,
@@ -159,7 +165,7 @@ class CameraWorker:
         evidence: EvidenceStore,
         *,
         thermal: bool = False,
-        ptz: Ptz | None = None,
+        ptz: PtzHead | None = None,
     ) -> CameraWorker:
         v: Vision = tower.vision
         views = [

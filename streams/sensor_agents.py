@@ -41,15 +41,17 @@ def register_sensor_rules(
         topics.READINGS, topics.DEVICE_STATUS, key_serializer="raw", value_serializer="raw"
     )
 
+    cache = _StateCache()
+
     @ctx.app.agent(source, concurrency=1)
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             raw: bytes = event.value
             topic: str = event.message.topic
             try:
-                sensor, state, new_state, found = _advance(site, states, topic, raw)
-                if new_state != state:
-                    states[sensor.id] = new_state.model_dump_json()
+                sensor, state, new_state, found = _advance(site, states, topic, raw, cache)
+                if new_state is not state and new_state != state:
+                    states[sensor.id] = cache.encode(sensor.id, new_state)
                 for detection in found:
                     await detections.send(key=sensor.id.encode(), value=detection.to_bytes())
             except PayloadError as err:
@@ -67,7 +69,7 @@ def register_sensor_rules(
             sensor = site.sensor(device_id)
             if sensor is None or not stored:
                 continue
-            state = DeviceState.model_validate_json(stored)
+            state = cache.decode(device_id, stored)
             status = None
             if overdue(state, site.heartbeat_s(sensor), now):
                 log.info("device %s silent since %s", device_id, state.last_seen)
@@ -80,8 +82,34 @@ def register_sensor_rules(
                 await statuses.send(key=device_id.encode(), value=status.to_bytes())
 
 
+class _StateCache:
+    """The decoded form of each device's stored state, so a reading costs no decode of it.
+
+    Only a mirror of the table: an entry is used while the table still holds exactly the text
+    it was made from, so a state rebuilt from the changelog or written elsewhere is decoded anew.
+    """
+
+    def __init__(self) -> None:
+        self._decoded: dict[str, tuple[str, DeviceState]] = {}
+
+    def decode(self, device_id: str, stored: str) -> DeviceState:
+        if not stored:
+            return DeviceState()
+        hit = self._decoded.get(device_id)
+        if hit is not None and hit[0] == stored:
+            return hit[1]
+        state = DeviceState.model_validate_json(stored)
+        self._decoded[device_id] = (stored, state)
+        return state
+
+    def encode(self, device_id: str, state: DeviceState) -> str:
+        text = state.model_dump_json()
+        self._decoded[device_id] = (text, state)
+        return text
+
+
 def _advance(
-    site: Site, states: Any, topic: str, raw: bytes
+    site: Site, states: Any, topic: str, raw: bytes, cache: _StateCache
 ) -> tuple[Sensor, DeviceState, DeviceState, list[Detection]]:
     message: Reading | DeviceStatus
     message = decode(Reading, raw) if topic == topics.READINGS else decode(DeviceStatus, raw)
@@ -89,7 +117,7 @@ def _advance(
     if sensor is None:
         raise PayloadError(f"unknown device {message.device_id!r}")
     stored = states[sensor.id]
-    state = DeviceState.model_validate_json(stored) if stored else DeviceState()
+    state = cache.decode(sensor.id, stored)
     if isinstance(message, Reading):
         new_state, found = on_reading(sensor, state, message, site.telemetry.allowed_lateness_s)
     else:

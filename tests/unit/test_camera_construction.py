@@ -134,9 +134,7 @@ def test_orb_ransac_registers_when_ecc_fails() -> None:
     watch = ConstructionWatch(days[0], None, days=3)
     turn = cv2.getRotationMatrix2D((160, 90), 4, 1.0)
     turn[:, 2] += (25, 12)  # a PTZ that came back well off its preset
-    moved = np.asarray(
-        cv2.warpAffine(days[1], turn, SIZE, borderMode=cv2.BORDER_REFLECT), np.uint8
-    )
+    moved = np.asarray(cv2.warpAffine(days[1], turn, SIZE, borderMode=cv2.BORDER_REFLECT), np.uint8)
     report = watch.observe(moved, date(2025, 4, 2))
     assert report.registered and report.method == "orb" and not report.confirmed
     noise = np.random.default_rng(0).integers(0, 255, (*SIZE[::-1], 3)).astype(np.uint8)

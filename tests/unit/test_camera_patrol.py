@@ -77,6 +77,8 @@ def test_stuck_patrol_is_an_evaluated_negative(tmp_path: Path) -> None:
     )  # fmt: skip
     assert small.label == "none" and small.expect_health == "stuck_ptz"
     found = run_patrol(small, _frames(small), tmp_path)
-    report = score([Outcome(small.name, small.label, small.duration_s, tuple(found), 0.0, "stuck_ptz")])
+    report = score(
+        [Outcome(small.name, small.label, small.duration_s, tuple(found), 0.0, "stuck_ptz")]
+    )
     assert report["negatives"]["false_positive_rate"] == 0.0
     assert report["health_gates"] == {"sequences": 1, "raised": 1, "missed": []}
