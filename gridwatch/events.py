@@ -23,8 +23,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from gridwatch.errors import PayloadError
 
+from gridwatch.errors import PayloadError
 
 _VERSION_VARIANT = (0x7 << 76) | (0x2 << 62)
 _RAND_B = (1 << 62) - 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -26,6 +26,10 @@ from streams.context import StreamContext
 
 log = logging.getLogger(__name__)
 
+# A batch closes at this many events or after this long, whichever comes first.
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.01
+
 
 def register_sensor_rules(
     ctx: StreamContext,
@@ -36,7 +40,9 @@ def register_sensor_rules(
     site = ctx.site
     detections = ctx.topic(topics.DETECTIONS)
     statuses = ctx.topic(topics.DEVICE_STATUS)
-    states = ctx.app.Table("device-state", default=str)
+    # Partitioned by key like the source topics (same key bytes, same murmur2), so a device's
+    # changelog entry lands in the partition of its readings whichever event the write follows.
+    states = ctx.app.Table("device-state", default=str, use_partitioner=True)
     source = ctx.app.topic(
         topics.READINGS, topics.DEVICE_STATUS, key_serializer="raw", value_serializer="raw"
     )
@@ -45,20 +51,34 @@ def register_sensor_rules(
 
     @ctx.app.agent(source, concurrency=1)
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            raw: bytes = event.value
-            topic: str = event.message.topic
-            try:
-                sensor, state, new_state, found = _advance(site, states, topic, raw, cache)
-                if new_state is not state and new_state != state:
-                    states[sensor.id] = cache.encode(sensor.id, new_state)
-                for detection in found:
-                    await detections.send(key=sensor.id.encode(), value=detection.to_bytes())
-            except PayloadError as err:
-                await ctx.dead(topic, raw, str(err))
-            except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
-                log.exception("sensor rules failed on a %s message", topic)
-                await ctx.dead(topic, raw, f"processing error: {err!r}")
+        # Events are judged one by one, in order, but in small batches: a device's state is
+        # written to the table (and its changelog) once per batch, not once per reading (a
+        # gateway message brings every metric of a device together). The states are written
+        # before the batch's detections are sent, as they were per event, so a crash can
+        # replay readings into a state that has seen them but not repeat a detection.
+        batches = cast("faust.Stream[bytes]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
+        async for events in batches:
+            changed: dict[str, DeviceState] = {}
+            found: list[tuple[bytes, Detection]] = []
+            for event in events:
+                raw: bytes = event.value
+                topic: str = event.message.topic
+                try:
+                    sensor, state, new_state, judged = _advance(
+                        site, states, topic, raw, cache, changed
+                    )
+                    if new_state is not state and new_state != state:
+                        changed[sensor.id] = new_state
+                    found += [(sensor.id.encode(), d) for d in judged]
+                except PayloadError as err:
+                    await ctx.dead(topic, raw, str(err))
+                except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
+                    log.exception("sensor rules failed on a %s message", topic)
+                    await ctx.dead(topic, raw, f"processing error: {err!r}")
+            for device_id, new_state in changed.items():
+                states[device_id] = cache.encode(device_id, new_state)
+            for key, detection in found:
+                await detections.send(key=key, value=detection.to_bytes())
 
     lateness = site.telemetry.allowed_lateness_s
 
@@ -109,15 +129,21 @@ class _StateCache:
 
 
 def _advance(
-    site: Site, states: Any, topic: str, raw: bytes, cache: _StateCache
+    site: Site,
+    states: Any,
+    topic: str,
+    raw: bytes,
+    cache: _StateCache,
+    unwritten: dict[str, DeviceState],
 ) -> tuple[Sensor, DeviceState, DeviceState, list[Detection]]:
     message: Reading | DeviceStatus
     message = decode(Reading, raw) if topic == topics.READINGS else decode(DeviceStatus, raw)
     sensor = site.sensor(message.device_id)
     if sensor is None:
         raise PayloadError(f"unknown device {message.device_id!r}")
-    stored = states[sensor.id]
-    state = cache.decode(sensor.id, stored)
+    state = unwritten.get(sensor.id)
+    if state is None:
+        state = cache.decode(sensor.id, states[sensor.id])
     if isinstance(message, Reading):
         new_state, found = on_reading(sensor, state, message, site.telemetry.allowed_lateness_s)
     else:

@@ -7,7 +7,8 @@ only knob for it, so this transport sets it after Faust has built the consumer.
 
 Faust's producer lingers 0 ms by default, so every table write (a changelog message per
 reading) and every detection became its own produce request: a third of the rule worker's time
-went on socket writes. A few milliseconds of linger and larger batches send them together.
+went on socket writes. A few milliseconds of linger and larger batches send them together,
+lz4-compressed (as the bridge's producer does) since a device's state is kilobytes of JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from gridwatch import kafka
 
 FETCH_MAX_WAIT_MS = 100
 PRODUCER_LINGER_MS = 5
@@ -40,6 +43,8 @@ class _Producer(faust_aiokafka.Producer):
         if not self.linger_ms:
             self.linger_ms = PRODUCER_LINGER_MS
         self.max_batch_size = max(self.max_batch_size, PRODUCER_MAX_BATCH_BYTES)
+        if self.compression_type is None:
+            self.compression_type = kafka.compression()
 
 
 class Transport(faust_aiokafka.Transport):

@@ -1,0 +1,10 @@
+"""The ``gridwatch`` command: the one place that wires the packages together.
+
+``gridwatch demo`` runs every role in one process on embedded services; in production each role
+runs as its own process (``gridwatch ingest mqtt``, ``gridwatch streams worker``, …).
+"""
+
+from gridwatch.cli import demo, roles, tools  # noqa: F401 - importing registers the commands
+from gridwatch.cli.common import app
+
+__all__ = ["app"]

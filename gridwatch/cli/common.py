@@ -1,0 +1,121 @@
+"""Shared by the command modules: the typer apps, settings and site loading, services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+
+from gridwatch.errors import GridwatchError
+from gridwatch.services import EmbeddedServices, ServiceUrls, parse_mqtt_url
+from gridwatch.settings import Settings
+from gridwatch.site import Site, load_site
+
+app = typer.Typer(help="gridwatch: grid-governance data fusion and alerting.", no_args_is_help=True)
+services_app = typer.Typer(help="Embedded local services.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingest roles.", no_args_is_help=True)
+streams_app = typer.Typer(help="Stream-processing roles.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerting roles.", no_args_is_help=True)
+store_app = typer.Typer(help="Storage roles.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Simulated feeds.", no_args_is_help=True)
+dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+eval_app = typer.Typer(help="Detector evaluation on labelled media.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+cameras_app = typer.Typer(help="Camera operations.", no_args_is_help=True)
+for sub, name in (
+    (cameras_app, "cameras"),
+    (eval_app, "eval"),
+    (bench_app, "bench"),
+    (dashboards_app, "dashboards"),
+    (services_app, "services"),
+    (ingest_app, "ingest"),
+    (streams_app, "streams"),
+    (alerts_app, "alerts"),
+    (store_app, "store"),
+    (simulate_app, "simulate"),
+):
+    app.add_typer(sub, name=name)
+
+console = Console()
+log = logging.getLogger("gridwatch")
+LEVEL_STYLE = {"yellow": "bold yellow", "orange": "bold dark_orange", "red": "bold red"}
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def site_or_fail(settings: Settings) -> Site:
+    try:
+        return load_site(settings.site)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+
+
+def log_to(path: Path, level: int = logging.INFO) -> None:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+@contextlib.contextmanager
+def embedded_services(settings: Settings, run_dir: Path) -> Iterator[ServiceUrls]:
+    try:
+        with EmbeddedServices(settings, run_dir) as urls:
+            yield urls
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+
+
+def required_services(settings: Settings) -> ServiceUrls:
+    """Roles run against configured services; ``gridwatch services up`` prints a set."""
+    missing = [
+        name
+        for name, value in (
+            ("GRIDWATCH_DATABASE_URL", settings.database_url),
+            ("GRIDWATCH_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+            ("GRIDWATCH_MQTT_URL", settings.mqtt_url),
+        )
+        if value is None
+    ]
+    if missing:
+        raise fail(f"set {', '.join(missing)} (or run `gridwatch demo` for embedded services)")
+    assert settings.database_url and settings.kafka_bootstrap and settings.mqtt_url  # noqa: S101
+    try:
+        mqtt_host, mqtt_port = parse_mqtt_url(settings.mqtt_url)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    return ServiceUrls(
+        database_url=settings.database_url.get_secret_value(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+    )
+
+
+def mqtt_credentials(settings: Settings) -> tuple[str | None, str | None]:
+    user = urlsplit(settings.mqtt_url).username if settings.mqtt_url else None
+    password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+    return user, password
+
+
+async def stop_on_signal(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def all_topics() -> tuple[str, ...]:
+    from gridwatch import topics
+
+    return topics.ALL

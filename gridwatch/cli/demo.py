@@ -1,0 +1,320 @@
+"""`gridwatch demo`: every role in one process on embedded services, a scenario, a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gridwatch.cli.common import (
+    LEVEL_STYLE,
+    all_topics,
+    app,
+    console,
+    embedded_services,
+    log_to,
+    site_or_fail,
+)
+from gridwatch.cli.tools import report_into
+from gridwatch.services import ServiceUrls, create_topics
+from gridwatch.settings import Settings
+from gridwatch.site import Site
+from gridwatch.store.schema import ensure_schema
+from gridwatch.store.summary import NEW_ALERTS_SQL, closed_loop_counts, collect, counts
+
+
+@app.command()
+def demo(
+    summary_json: Annotated[Path | None, typer.Option(help="also write the summary here")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="keep the run directory (data, logs) here")
+    ] = None,
+    duration: Annotated[float, typer.Option(help="scenario length in seconds")] = 20.0,
+    rate: Annotated[float, typer.Option(help="reports per sensor per second")] = 5.0,
+    timeout: Annotated[float, typer.Option(help="give up waiting after this many s")] = 90.0,
+) -> None:
+    """Start embedded services, run every role, play a flood and a forest fire, summarise."""
+    from simulators.sensors import Scenario
+
+    settings = Settings()
+    site = site_or_fail(settings)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        directory = run_dir.resolve()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="gridwatch-demo-"))
+    log_to(directory / "gridwatch.log")
+    console.print(f"[bold]gridwatch demo[/bold] — {site.street.name}, run directory {directory}")
+    with embedded_services(settings, directory) as urls:
+        create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+        with psycopg.connect(urls.database_url) as conn:
+            backend = ensure_schema(conn)
+        summary = asyncio.run(_run_demo(site, urls, directory, Scenario(duration, rate), timeout))
+        report_into(directory, urls.database_url, site)
+    summary["backend"] = backend.value
+    _print_summary(summary)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    if summary["lost_readings"] or not summary["complete"]:
+        raise typer.Exit(code=1)
+
+
+async def _run_demo(
+    site: Site, urls: ServiceUrls, run_dir: Path, scenario: Any, timeout: float
+) -> dict[str, Any]:
+    from alerts.callbacks import CallbackServer
+    from alerts.roles import run_closed_loop, run_engine, run_relay
+    from alerts.sinks import BROADCAST, DISPATCH
+    from gridwatch import kafka
+    from ingest.mqtt_bridge import MqttBridge
+    from simulators.broadcast_receiver import BroadcastReceiver
+    from simulators.dispatch_desk import DeskPolicy, DispatchDesk
+    from simulators.fire_scenario import (
+        FireTruth,
+        fire_point,
+        publish_towers,
+        sensor_messages,
+        tower_detections,
+    )
+    from simulators.sensors import MqttPublisher, Truth
+    from streams.app import build_app
+    from streams.persist import run_persist
+
+    stop = asyncio.Event()
+    producer = kafka.producer(urls.kafka_bootstrap)
+    secret = secrets.token_bytes(32)
+    received = run_dir / "received"
+    callbacks = CallbackServer(secret, producer)
+    callback_url = await callbacks.start()
+    # The desk takes a second per step, so the flood case is still open when it turns red.
+    desk = DispatchDesk(
+        secret,
+        f"{callback_url}/v1/callbacks/dispatch",
+        received / "dispatch",
+        DeskPolicy(step_delay_s=1.0, rework_kinds=("flood",)),
+    )
+    receiver = BroadcastReceiver(
+        secret, f"{callback_url}/v1/callbacks/broadcast", received / "broadcast"
+    )
+    policy = site.policy.compressed(DEMO_TIME_FACTOR)
+    policy = policy.model_copy(
+        update={
+            "dispatch": policy.dispatch.model_copy(update={"url": await desk.start()}),
+            "broadcast": policy.broadcast.model_copy(update={"url": await receiver.start()}),
+        }
+    )
+    site = site.model_copy(update={"policy": policy})
+    bridge = MqttBridge(site, producer, urls.mqtt_host, urls.mqtt_port)
+    faust_app = build_app(site, urls.kafka_bootstrap, run_dir / "faust")
+    db = urls.database_url
+    with console.status("starting roles (MQTT bridge, streams, alerts, closed loop, writer)…"):
+        await asyncio.to_thread(bridge.start)
+        await faust_app.start()
+        ready = [asyncio.Event(), asyncio.Event(), asyncio.Event()]
+        roles = [
+            asyncio.create_task(
+                run_engine(
+                    site, urls.kafka_bootstrap, producer, stop, database_url=db, ready=ready[0]
+                )
+            ),
+            asyncio.create_task(run_persist(db, urls.kafka_bootstrap, stop, ready=ready[1])),
+            asyncio.create_task(
+                run_closed_loop(site, db, urls.kafka_bootstrap, producer, stop, ready=ready[2])
+            ),
+            asyncio.create_task(
+                run_relay(site, db, producer, {DISPATCH: secret, BROADCAST: secret}, stop)
+            ),
+            asyncio.create_task(_approve_broadcasts(site, db, stop)),
+        ]
+        # Play only once every consumer group has its partitions, so latency is the pipeline's.
+        await asyncio.wait_for(
+            asyncio.gather(*(e.wait() for e in ready), _assigned(faust_app)), timeout=60
+        )
+    truth, fire = Truth(), FireTruth(fire_point(site))
+    publisher = MqttPublisher(urls.mqtt_host, urls.mqtt_port)
+    started = time.monotonic()
+    player = asyncio.create_task(
+        asyncio.to_thread(publisher.play, sensor_messages(site, scenario, truth))
+    )
+    towers = asyncio.create_task(publish_towers(producer, tower_detections(site, fire), fire))
+    complete = False
+    with psycopg.connect(db, autocommit=True) as conn:
+        seen = datetime.fromtimestamp(0, UTC)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        with progress:
+            task = progress.add_task("readings stored", total=None, status="")
+            quiet_since = None
+            while time.monotonic() - started < timeout:
+                await asyncio.sleep(0.5)
+                now = counts(conn)
+                loop_now = closed_loop_counts(conn)
+                for stored_at, level, state, _kind, grid, summary, reasons in conn.execute(
+                    NEW_ALERTS_SQL, (seen,)
+                ).fetchall():
+                    seen = stored_at
+                    style = LEVEL_STYLE.get(level, "bold")
+                    progress.console.print(
+                        f"[{style}]● {state.upper():8} {summary}[/{style}]  "
+                        f"[dim]grid {grid}; {'; '.join(reasons or [])}[/dim]"
+                    )
+                progress.update(
+                    task,
+                    completed=now["readings_stored"],
+                    total=truth.readings_sent if player.done() else None,
+                    status=f"incidents {now['incidents']} · alerts {now['alerts_firing']} · "
+                    f"cases {loop_now['cases']} (closed {loop_now['cases_closed']}) · "
+                    f"outbox {loop_now['outbox_pending']}",
+                )
+                caught_up = (
+                    player.done()
+                    and towers.done()
+                    and now["readings_stored"] >= truth.readings_sent
+                    and now["deadletters"] >= truth.bad_sent
+                    and loop_now["cases"] > 0
+                    and loop_now["cases"] == loop_now["cases_closed"]
+                    and loop_now["outbox_pending"] == 0
+                )
+                # Caught up, then one quiet second so the last messages land too.
+                quiet_since = (quiet_since or time.monotonic()) if caught_up else None
+                if quiet_since and time.monotonic() - quiet_since > 1.0:
+                    complete = True
+                    break
+        summary = collect(conn)
+        summary["kpis"] = _kpis(conn)
+    stop.set()
+    await asyncio.gather(*roles, return_exceptions=True)
+    await faust_app.stop()
+    await asyncio.to_thread(bridge.stop)
+    for server in (desk, receiver, callbacks):
+        await server.stop()
+    acked = await player if player.done() else 0
+    summary.update(
+        complete=complete,
+        scenario_seconds=scenario.duration_s,
+        messages_acked_by_broker=acked,
+        readings_sent=truth.readings_sent,
+        bad_messages_sent=truth.bad_sent,
+        tower_detections_sent=fire.detections_sent,
+        fire={"lon": round(fire.fire.lon, 6), "lat": round(fire.fire.lat, 6)},
+        dispatch_messages_received=len(desk.received),
+        broadcast_messages_received=len(receiver.received),
+        broadcasts_played=len(receiver.played),
+        lost_readings=max(truth.readings_sent - summary["readings_stored"], 0),
+        wall_seconds=round(time.monotonic() - started, 1),
+    )
+    return summary
+
+
+DEMO_TIME_FACTOR = 60  # the demo plays an hour of alert timers in a minute
+DEMO_OPERATOR = "值班员（演示：自动批准）"
+
+
+async def _approve_broadcasts(site: Site, database_url: str, stop: asyncio.Event) -> None:
+    """The demo's operator approves every red broadcast waiting for approval, on record."""
+    from alerts.closed_loop import ClosedLoop
+
+    loop = ClosedLoop(site)
+
+    def approve_waiting() -> None:
+        with psycopg.connect(database_url) as conn:
+            waiting = conn.execute(
+                "SELECT case_id FROM cases WHERE broadcast = 'pending_approval'"
+            ).fetchall()
+            for (case_id,) in waiting:
+                with conn.transaction():
+                    loop.approve_broadcast(conn, case_id, DEMO_OPERATOR)
+                console.print(f"[bold]✔ broadcast approved[/bold] for {case_id}: {DEMO_OPERATOR}")
+
+    while not stop.is_set():
+        await asyncio.to_thread(approve_waiting)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+def _kpis(conn: psycopg.Connection) -> dict[str, float | int | None]:
+    from alerts.closed_loop import load_audit
+    from alerts.kpi import compute
+
+    return compute(load_audit(conn), datetime.now(UTC)).as_dict()
+
+
+async def _assigned(faust_app: Any) -> None:
+    while not faust_app.consumer.assignment():
+        await asyncio.sleep(0.1)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="gridwatch demo summary", show_header=False)
+    by_level = summary["alerts_by_level"]
+    kpis = summary["kpis"]
+    rows = [
+        ("readings sent / stored", f"{summary['readings_sent']} / {summary['readings_stored']}"),
+        ("lost readings", str(summary["lost_readings"])),
+        ("tower detections sent", str(summary["tower_detections_sent"])),
+        ("detections", str(summary["detections"])),
+        ("incidents", str(summary["incidents"])),
+        (
+            "alerts (yellow / orange / red)",
+            f"{by_level.get('yellow', 0)} / {by_level.get('orange', 0)} / {by_level.get('red', 0)}",
+        ),
+        ("alerts resolved", str(summary["alerts_resolved"])),
+        ("cases by state", _mapping(summary["cases_by_state"])),
+        ("broadcasts by state", _mapping(summary["broadcasts"])),
+        (
+            "结案率 / 按期结案率 / 返工率 %",
+            f"{kpis['closure_rate']} / {kpis['on_time_rate']} / {kpis['rework_rate']}",
+        ),
+        ("closed within the community %", str(kpis["community_share"])),
+        ("mean time to accept / close s", f"{kpis['mean_accept_s']} / {kpis['mean_close_s']}"),
+        (
+            "messages at dispatch desk / broadcast receiver",
+            f"{summary['dispatch_messages_received']} / {summary['broadcast_messages_received']}",
+        ),
+        (
+            "dead letters (bad messages sent)",
+            f"{summary['deadletters']} ({summary['bad_messages_sent']})",
+        ),
+        ("latency sensor→stored p50 / p99 ms", _pair(summary["reading_latency_ms"])),
+        ("latency sensor→alert p50 / p99 ms", _pair(summary["alert_latency_ms"])),
+        ("database backend", summary.get("backend", "?")),
+        ("wall time s", str(summary["wall_seconds"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    for incident in summary["incident_list"]:
+        error = incident["location_error_m"]
+        console.print(
+            f"  incident {incident['kind']} {incident['level']} at {incident['lon']:.5f},"
+            f"{incident['lat']:.5f}"
+            + (f" ±{error:.0f} m (triangulated)" if error else "")
+            + f", grid {incident['grid_code']}, {incident['sources']} sources"
+        )
+    if not summary["complete"]:
+        console.print("[red]the pipeline did not catch up before the timeout[/red]")
+
+
+def _mapping(values: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "none"
+
+
+def _pair(p: dict[str, float | None]) -> str:
+    return f"{p['p50']} / {p['p99']}"

@@ -1,0 +1,323 @@
+"""Configuration checks, embedded services and the production roles, one process each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import psycopg
+import typer
+
+from gridwatch.cli.common import (
+    alerts_app,
+    all_topics,
+    app,
+    cameras_app,
+    console,
+    embedded_services,
+    fail,
+    ingest_app,
+    mqtt_credentials,
+    required_services,
+    services_app,
+    simulate_app,
+    site_or_fail,
+    stop_on_signal,
+    store_app,
+    streams_app,
+)
+from gridwatch.errors import GridwatchError
+from gridwatch.services import create_topics
+from gridwatch.settings import Settings
+from gridwatch.site import load_site
+from gridwatch.store.schema import ensure_schema
+
+
+@app.command("check-config")
+def check_config(site_file: Annotated[Path, typer.Argument(help="site YAML file")]) -> None:
+    """Validate a site file and print what it describes."""
+    try:
+        site = load_site(site_file)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    micro = sum(len(g.micro_grids) for g in site.grids)
+    console.print(
+        f"[green]ok[/green] {site.street.name} ({site.street.code}): "
+        f"{len(site.communities)} communities, {len(site.grids)} grids, {micro} micro-grids, "
+        f"{len(site.workers)} workers, {len(site.sensors)} sensors, {len(site.cameras)} cameras, "
+        f"{len(site.watchtowers)} watchtowers"
+    )
+
+
+@services_app.command("up")
+def services_up(
+    run_dir: Annotated[Path | None, typer.Option(help="keep service data here")] = None,
+) -> None:
+    """Start the embedded services and print their URLs until interrupted."""
+    settings = Settings()
+    directory = run_dir or Path(tempfile.mkdtemp(prefix="gridwatch-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    with embedded_services(settings, directory) as urls:
+        console.print(f"GRIDWATCH_DATABASE_URL={urls.database_url}")
+        console.print(f"GRIDWATCH_KAFKA_BOOTSTRAP={urls.kafka_bootstrap}")
+        console.print(f"GRIDWATCH_MQTT_URL=mqtt://{urls.mqtt_host}:{urls.mqtt_port}")
+        console.print("[dim]Ctrl-C stops them.[/dim]")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+@ingest_app.command("mqtt")
+def ingest_mqtt() -> None:
+    """Bridge device telemetry from MQTT to Kafka."""
+    from gridwatch import kafka
+    from ingest.mqtt_bridge import MqttBridge
+
+    settings = Settings()
+    urls, site = required_services(settings), site_or_fail(settings)
+    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    user, password = mqtt_credentials(settings)
+    bridge = MqttBridge(
+        site,
+        kafka.producer(urls.kafka_bootstrap),
+        urls.mqtt_host,
+        urls.mqtt_port,
+        username=user,
+        password=password,
+    )
+    bridge.start()
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+    bridge.stop()
+
+
+@streams_app.command("worker")
+def streams_worker(
+    datadir: Annotated[Path, typer.Option(help="Faust state directory")] = Path("faust-data"),
+) -> None:
+    """Run the Faust worker: sensor rules and fusion."""
+    from mode import Worker
+
+    from streams.app import build_app
+
+    settings = Settings()
+    urls, site = required_services(settings), site_or_fail(settings)
+    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    Worker(
+        build_app(site, urls.kafka_bootstrap, datadir), loglevel="INFO"
+    ).execute_from_commandline()
+
+
+@alerts_app.command("engine")
+def alerts_engine() -> None:
+    """Grade incidents and emit deduplicated, grouped, inhibited and silenced alerts."""
+    from alerts.roles import run_engine
+    from gridwatch import kafka
+
+    settings = Settings()
+    urls, site = required_services(settings), site_or_fail(settings)
+    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        await stop_on_signal(stop)
+        producer = kafka.producer(urls.kafka_bootstrap)
+        await run_engine(site, urls.kafka_bootstrap, producer, stop, database_url=urls.database_url)
+
+    asyncio.run(main())
+
+
+@alerts_app.command("relay")
+def alerts_relay(
+    callback_port: Annotated[int, typer.Option(help="port of the status callback API")] = 8700,
+) -> None:
+    """The closed loop: cases from alerts and callbacks, timers, the outbox relay to the
+    dispatch and broadcast systems, and the HTTP endpoint their callbacks come to."""
+    import os
+
+    from alerts.callbacks import CallbackServer
+    from alerts.roles import run_closed_loop, run_relay
+    from alerts.sinks import BROADCAST, DISPATCH
+    from gridwatch import kafka
+
+    settings = Settings()
+    urls, site = required_services(settings), site_or_fail(settings)
+    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    with psycopg.connect(urls.database_url) as conn:
+        ensure_schema(conn)
+    sinks = {DISPATCH: site.policy.dispatch, BROADCAST: site.policy.broadcast}
+    missing = sorted({s.secret_env for s in sinks.values() if not os.environ.get(s.secret_env)})
+    if missing:
+        raise fail(f"set {', '.join(missing)} (the HMAC keys shared with the sinks)")
+    keys = {name: os.environ[s.secret_env].encode() for name, s in sinks.items()}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        await stop_on_signal(stop)
+        producer = kafka.producer(urls.kafka_bootstrap)
+        callbacks = CallbackServer(keys[DISPATCH], producer)
+        await callbacks.start("0.0.0.0", callback_port)  # noqa: S104 - the sinks call in
+        try:
+            await asyncio.gather(
+                run_closed_loop(site, urls.database_url, urls.kafka_bootstrap, producer, stop),
+                run_relay(site, urls.database_url, producer, keys, stop),
+            )
+        finally:
+            await callbacks.stop()
+
+    asyncio.run(main())
+
+
+@alerts_app.command("approve")
+def alerts_approve(
+    case_id: Annotated[str, typer.Argument(help="the red case whose broadcast to approve")],
+    operator: Annotated[str, typer.Option(help="who approves; recorded in the audit log")],
+) -> None:
+    """Approve (or re-issue) a red case's emergency broadcast."""
+    from alerts.cases import IllegalTransition
+    from alerts.closed_loop import ClosedLoop
+
+    settings = Settings()
+    urls, site = required_services(settings), site_or_fail(settings)
+    with psycopg.connect(urls.database_url) as conn, conn.transaction():
+        try:
+            ClosedLoop(site).approve_broadcast(conn, case_id, operator)
+        except IllegalTransition as err:
+            raise fail(str(err)) from err
+    console.print(f"[green]approved[/green] broadcast of {case_id} by {operator}")
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    matcher: Annotated[
+        list[str], typer.Argument(help="label=value, e.g. grid_code=52019900300101")
+    ],
+    author: Annotated[str, typer.Option(help="who silences; kept on record")],
+    comment: Annotated[str, typer.Option(help="why")],
+    minutes: Annotated[float, typer.Option(help="how long")] = 60.0,
+) -> None:
+    """Mute matching alerts for a while (resolved notifications still go out)."""
+    from datetime import timedelta
+
+    from alerts.silences import Silence, add_silence
+
+    settings = Settings()
+    urls = required_services(settings)
+    now = datetime.now(UTC)
+    pairs = dict(m.split("=", 1) for m in matcher if "=" in m)
+    silence = Silence(
+        matchers=pairs,
+        starts_at=now,
+        ends_at=now + timedelta(minutes=minutes),
+        author=author,
+        comment=comment,
+    )
+    with psycopg.connect(urls.database_url) as conn, conn.transaction():
+        add_silence(conn, silence)
+    console.print(f"silence {silence.id} until {silence.ends_at.isoformat()}")
+
+
+@store_app.command("writer")
+def store_writer() -> None:
+    """Write every topic to the database in idempotent batches."""
+    from streams.persist import run_persist
+
+    settings = Settings()
+    urls = required_services(settings)
+    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    with psycopg.connect(urls.database_url) as conn:
+        ensure_schema(conn)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        await stop_on_signal(stop)
+        await run_persist(urls.database_url, urls.kafka_bootstrap, stop)
+
+    asyncio.run(main())
+
+
+@simulate_app.command("sensors")
+def simulate_sensors(
+    duration: Annotated[float, typer.Option(help="seconds")] = 60.0,
+    rate: Annotated[float, typer.Option(help="reports per sensor per second")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Play the sample sensor scenario over MQTT."""
+    from simulators.sensors import MqttPublisher, Scenario, Truth, messages
+
+    settings = Settings()
+    urls, site = required_services(settings), site_or_fail(settings)
+    user, password = mqtt_credentials(settings)
+    truth = Truth()
+    publisher = MqttPublisher(urls.mqtt_host, urls.mqtt_port, username=user, password=password)
+    acked = publisher.play(messages(site, Scenario(duration, rate, seed), truth))
+    console.print(f"published {acked} messages, {truth.readings_sent} readings")
+
+
+@ingest_app.command("camera")
+def ingest_camera(
+    device: Annotated[str, typer.Argument(help="camera or watchtower id from the site file")],
+    thermal: Annotated[bool, typer.Option(help="a watchtower's thermal stream")] = False,
+) -> None:
+    """Analyse one camera's or watchtower's stream and publish detections."""
+    from gridwatch import kafka
+    from ingest.camera_evidence import EvidenceStore
+    from ingest.camera_source import VideoSource
+    from ingest.camera_worker import CameraWorker, kafka_publish
+
+    settings = Settings()
+    site = site_or_fail(settings)
+    if settings.kafka_bootstrap is None:
+        raise fail("set GRIDWATCH_KAFKA_BOOTSTRAP")
+    create_topics(settings.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    publish = kafka_publish(kafka.producer(settings.kafka_bootstrap))
+    evidence = EvidenceStore(settings.evidence_dir)
+    cameras = {c.id: c for c in site.cameras}
+    towers = {t.id: t for t in site.watchtowers}
+    if device in cameras:
+        worker = CameraWorker.for_camera(cameras[device], publish, evidence)
+        url = cameras[device].url
+    elif device in towers:
+        tower = towers[device]
+        worker = CameraWorker.for_watchtower(tower, publish, evidence, thermal=thermal)
+        url = (tower.thermal_url if thermal else None) or tower.visible_url
+    else:
+        raise fail(f"no camera or watchtower {device!r} in {settings.site}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        worker.run(VideoSource(url), stop)
+
+
+@cameras_app.command("ack-baseline")
+def cameras_ack_baseline(
+    device: Annotated[str, typer.Argument(help="watchtower (or camera) id from the site file")],
+    preset: Annotated[
+        int | None, typer.Argument(help="watchtower preset; omit for a fixed camera")
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="operator acknowledging")] = None,
+) -> None:
+    """Accept a view's latest daily frame as its construction baseline."""
+    from ingest.camera_evidence import BaselineStore
+
+    settings = Settings()
+    site = site_or_fail(settings)
+    towers = {t.id: t for t in site.watchtowers}
+    if device in towers:
+        if preset not in {p.id for p in towers[device].presets}:
+            raise fail(f"watchtower {device!r} has no preset {preset}")
+    elif device not in {c.id for c in site.cameras} or preset is not None:
+        raise fail(f"no watchtower {device!r}, nor a fixed camera without preset, in the site")
+    try:
+        record = BaselineStore(settings.evidence_dir).acknowledge(device, preset, by)
+    except FileNotFoundError as err:
+        raise fail(str(err)) from err
+    console.print(
+        f"baseline of {device} preset {preset} is now version {record.version} "
+        f"(frame of {record.day.isoformat()})"
+    )

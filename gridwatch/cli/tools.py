@@ -1,0 +1,151 @@
+"""Dashboards, the report, detector evaluation and benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gridwatch.cli.common import (
+    app,
+    bench_app,
+    console,
+    dashboards_app,
+    eval_app,
+    fail,
+    site_or_fail,
+)
+from gridwatch.errors import GridwatchError
+from gridwatch.settings import Settings
+from gridwatch.site import Site
+
+
+@dashboards_app.command("build")
+def dashboards_build(
+    check: Annotated[
+        bool, typer.Option(help="only check that the committed files are what the code makes")
+    ] = False,
+) -> None:
+    """Write the provisioning JSON (dashboards/json/) and the grid GeoJSON (dashboards/geo/)."""
+    from dashboards import build
+
+    site = site_or_fail(Settings())
+    if check:
+        stale = [
+            str(path)
+            for path, text in build.files(site).items()
+            if not path.is_file() or path.read_text(encoding="utf-8") != text
+        ]
+        if stale:
+            raise fail(f"out of date (run `gridwatch dashboards build`): {', '.join(stale)}")
+        console.print("[green]dashboards are up to date[/green]")
+        return
+    for path in build.write(site):
+        console.print(f"wrote {path}")
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    url: Annotated[str, typer.Option(envvar="GRIDWATCH_GRAFANA_URL")] = "http://localhost:3000",
+    user: Annotated[str, typer.Option(envvar="GRAFANA_ADMIN_USER")] = "admin",
+    password: Annotated[
+        str | None, typer.Option(envvar="GRAFANA_ADMIN_PASSWORD", help="or use --token")
+    ] = None,
+    token: Annotated[str | None, typer.Option(envvar="GRIDWATCH_GRAFANA_TOKEN")] = None,
+    datasource_host: Annotated[
+        str | None,
+        typer.Option(help="host:port of the database as Grafana reaches it (default: from URL)"),
+    ] = None,
+    timescaledb: Annotated[bool, typer.Option(help="the datasource's TimescaleDB switch")] = True,
+) -> None:
+    """Upload the dashboards, their folder and the datasource (GRIDWATCH_DATABASE_URL)."""
+    from dashboards import build, push
+
+    settings = Settings()
+    if token is None and password is None:
+        raise fail("set GRAFANA_ADMIN_PASSWORD (or --password) or GRIDWATCH_GRAFANA_TOKEN")
+    credential: tuple[str, str] | str = token if token is not None else (user, password or "")
+    source = None
+    if settings.database_url is not None:
+        source = push.datasource(
+            settings.database_url.get_secret_value(),
+            host=datasource_host,
+            timescaledb=timescaledb,
+        )
+    try:
+        pushed = push.push(url, credential, build.dashboards(site_or_fail(settings)), source)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    for item in pushed:
+        console.print(f"{item.uid}: version {item.version} {item.url}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="where to write the snapshot (a demo's run directory)")
+    ] = Path("."),
+    database_url: Annotated[
+        str | None, typer.Option(help="default: GRIDWATCH_DATABASE_URL", show_default=False)
+    ] = None,
+) -> None:
+    """Render the command-center view (incident map, KPIs, alerts) as a PNG."""
+    settings = Settings()
+    url = database_url or (settings.database_url and settings.database_url.get_secret_value())
+    if not url:
+        raise fail("set GRIDWATCH_DATABASE_URL or --database-url")
+    report_into(run_dir, url, site_or_fail(settings))
+
+
+def report_into(directory: Path, database_url: str, site: Site) -> None:
+    from dashboards.report import REPORT_FILE, write_report
+
+    path = write_report(database_url, site, directory / REPORT_FILE)
+    console.print(f"command-center snapshot: {path}")
+
+
+@eval_app.command("detectors")
+def eval_detectors(
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    media: Annotated[
+        Path | None, typer.Option(help="real media: DIR/<fire|smoke|fire_and_smoke|none>/…")
+    ] = None,
+    fps: Annotated[float, typer.Option(help="frame rate of frame-sequence folders")] = 5.0,
+    per_kind: Annotated[int, typer.Option(help="simulated variants of each scenario")] = 6,
+) -> None:
+    """Run labelled scenarios (or real media) through the camera worker and score them."""
+    from benchmarks.eval_detectors import evaluate
+
+    report = evaluate(per_kind, media, fps)
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    console.print_json(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
+@bench_app.command("cameras")
+def bench_cameras(
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    frames: Annotated[int, typer.Option(help="720p frames to analyse")] = 300,
+) -> None:
+    """Analysed 720p frames per second per core, decode apart, and cameras per core."""
+    from benchmarks.cameras import bench
+
+    text = json.dumps(bench(frames), indent=2)
+    console.print_json(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
+@bench_app.command("sensors")
+def bench_sensors(
+    devices: Annotated[int, typer.Option(help="simulated devices, two metrics each")] = 1000,
+    duration: Annotated[float, typer.Option(help="seconds of publishing")] = 30.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """The sensor path end to end on embedded services, with the raw COPY and MQTT ceilings."""
+    from benchmarks.sensors import report, run
+
+    console.print(report(run(site_or_fail(Settings()), devices, duration), json_path))
