@@ -12,7 +12,7 @@ import numpy as np
 
 from detectors.frame import Frame
 from detectors.scene import SceneAnalyzer
-from gridwatch.site import Vision
+from gridwatch.site_cameras import Vision
 from simulators.camera_scenes import HORIZON, Scenario, render
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from detectors.construction import ConstructionWatch
 from gridwatch.events import Detection, DetectionKind, Point
-from gridwatch.site import Camera, Preset, Vision, Watchtower
+from gridwatch.site_cameras import Camera, Preset, Vision, Watchtower
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import Captured, VideoSource
 from ingest.camera_worker import CameraWorker

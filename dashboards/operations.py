@@ -16,7 +16,8 @@ from dashboards.grafana import (
     colour_text_cells,
 )
 from gridwatch.events import Level
-from gridwatch.site import METRIC_DETECTS, Site, ThresholdRule
+from gridwatch.site import Site
+from gridwatch.site_sensors import METRIC_DETECTS, ThresholdRule
 
 # The tables the store writer fills from the topics, with their event-time column.
 WRITTEN_TABLES = (

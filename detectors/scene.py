@@ -22,7 +22,7 @@ from detectors.thermal import HotspotObservation, ThermalDetector, judge_hotspot
 from detectors.tracking import Tracker, TrackEvent
 from detectors.zones import ZoneMap
 from gridwatch.events import DetectionKind
-from gridwatch.site import Vision
+from gridwatch.site_cameras import Vision
 
 _DILATE = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
 

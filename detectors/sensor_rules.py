@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from gridwatch.events import Level, Reading
-from gridwatch.site import (
+from gridwatch.site_sensors import (
     FlatlineRule,
     NOfMRule,
     OutOfRangeRule,

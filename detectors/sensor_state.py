@@ -25,7 +25,7 @@ from gridwatch.events import (
     SourceRef,
     SourceType,
 )
-from gridwatch.site import Sensor, SensorRule
+from gridwatch.site_sensors import Sensor, SensorRule
 
 # A calibrated gauge measures the hazard directly; camera detectors earn their confidence.
 MEASURED_CONFIDENCE = 0.9

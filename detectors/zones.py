@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from detectors.frame import Box, Mask
-from gridwatch.site import ImageZone
+from gridwatch.site_cameras import ImageZone
 
 
 class ZoneMap:

@@ -16,7 +16,7 @@ from datetime import date
 from detectors.construction import ChangeReport, ConstructionWatch
 from detectors.frame import Box, Frame, Image, Mask, scale_box, to_work
 from detectors.zones import ZoneMap
-from gridwatch.site import Vision
+from gridwatch.site_cameras import Vision
 from ingest.camera_evidence import BaselineStore
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from detectors.motion import GATE_WIDTH
 from detectors.scene import Analysis, Hit, SceneAnalyzer
 from gridwatch import topics
 from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType
-from gridwatch.site import Camera, Vision, Watchtower
+from gridwatch.site_cameras import Camera, Vision, Watchtower
 from ingest.camera_construction import ConstructionPatrol
 from ingest.camera_evidence import BaselineStore, EvidenceStore
 from ingest.camera_geometry import bearing_deg, ground_point

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from gridwatch.site import ImageZone, Vision
+from gridwatch.site_cameras import ImageZone, Vision
 
 Image = npt.NDArray[np.uint8]
 Canvas = npt.NDArray[np.float32]

@@ -22,7 +22,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch.events import Level
-from gridwatch.site import Sensor, Site, ThresholdRule
+from gridwatch.site import Site
+from gridwatch.site_sensors import Sensor, ThresholdRule
 
 
 @dataclass(frozen=True)

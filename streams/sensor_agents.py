@@ -21,7 +21,8 @@ from detectors.sensor_state import DeviceState, on_reading, on_status, overdue, 
 from gridwatch import topics
 from gridwatch.errors import PayloadError
 from gridwatch.events import Detection, DeviceStatus, Reading, decode, utcnow
-from gridwatch.site import Sensor, Site
+from gridwatch.site import Site
+from gridwatch.site_sensors import Sensor
 from streams.context import StreamContext
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch import topics
-from gridwatch.site import Sensor, Site
+from gridwatch.site import Site
+from gridwatch.site_sensors import Sensor
 from streams.app import build_app
 from streams.persist import PersistStats, run_persist
 

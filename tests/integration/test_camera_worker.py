@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gridwatch import kafka, topics
 from gridwatch.events import Detection, DetectionKind, Point, decode
-from gridwatch.site import Camera, Vision
+from gridwatch.site_cameras import Camera, Vision
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import VideoSource
 from ingest.camera_worker import CameraWorker, kafka_publish

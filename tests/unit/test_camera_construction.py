@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from detectors.construction import ConstructionWatch
 from gridwatch.cli import app
 from gridwatch.events import Detection, DetectionKind, Point
-from gridwatch.site import ImageZone, Preset, Vision, Watchtower
+from gridwatch.site_cameras import ImageZone, Preset, Vision, Watchtower
 from ingest.camera_evidence import BaselineStore, EvidenceStore
 from ingest.camera_source import Captured
 from ingest.camera_worker import CameraWorker

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.eval_detectors import Outcome, run_patrol, score
 from gridwatch.events import Detection, DetectionKind, Point
-from gridwatch.site import Preset, Vision, Watchtower
+from gridwatch.site_cameras import Preset, Vision, Watchtower
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import Captured
 from ingest.camera_worker import CameraWorker

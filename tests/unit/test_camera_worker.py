@@ -10,7 +10,7 @@ import numpy as np
 
 from gridwatch.events import Detection, Point
 from gridwatch.geo import LocalProjection
-from gridwatch.site import Preset, Watchtower
+from gridwatch.site_cameras import Preset, Watchtower
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_geometry import bearing_deg, ground_point
 from ingest.camera_source import Captured

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from detectors.sensor_rules import threshold_level
 from detectors.sensor_state import DeviceState, on_reading, on_status, overdue
 from gridwatch.events import DetectionKind, DeviceStatus, Level, Point, Reading
-from gridwatch.site import Sensor, Site
+from gridwatch.site import Site
+from gridwatch.site_sensors import Sensor
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 

@@ -1,0 +1,86 @@
+"""Site configuration of cameras and watchtowers: placement, optics, presets, image zones."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+)
+
+from gridwatch.events import Model, Point
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class ImageZone(Model):
+    """A region of a camera image in fractions of its width and height, (0, 0) at the top left.
+
+    ``mask`` regions are never analysed (a chimney, a road with headlights, a flag); the other
+    kinds say what the ground there is, so a fire in ``farmland`` is straw burning and change is
+    only sought in ``construction_watch``.
+    """
+
+    kind: Literal["mask", "farmland", "forest", "construction_watch"]
+    polygon: tuple[tuple[Fraction, Fraction], ...] = Field(min_length=3)
+    preset: int | None = Field(default=None, description="watchtower preset; None: every view")
+    name: str = ""
+
+
+class Vision(Model):
+    """Per-camera detector settings; the defaults suit a 1-2 km view from 10-40 m up."""
+
+    horizon: Fraction | None = Field(
+        default=None, description="image row (fraction of height) above which there is only sky"
+    )
+    zones: tuple[ImageZone, ...] = ()
+    confirm_hits: int = Field(default=5, ge=2, description="consecutive hits that confirm")
+    clear_misses: int = Field(default=8, ge=1, description="consecutive misses that clear")
+    burst_fps: float = Field(default=5.0, gt=0, description="sampling rate around a candidate")
+    burst_s: float = Field(default=6.0, ge=0, description="how long a burst lasts")
+    fire_min_area: float = Field(default=0.00015, gt=0, description="fraction of the frame")
+    smoke_min_area: float = Field(default=0.0006, gt=0, description="fraction of the frame")
+    thermal_range_c: tuple[float, float] = Field(
+        default=(-20.0, 300.0), description="temperatures of grey level 0 and 255"
+    )
+    thermal_threshold_c: float = Field(default=90.0, description="hotspot temperature")
+    thermal_min_px: int = Field(default=4, ge=1, description="smallest hotspot, working pixels")
+    construction_days: int = Field(default=3, ge=1, description="days a change must persist")
+
+
+class Camera(Model):
+    id: str
+    name: str
+    url: str
+    location: Point
+    height_m: float = Field(gt=0)
+    heading_deg: float = Field(ge=0, lt=360)
+    fov_deg: float = Field(gt=0, le=180)
+    sample_fps: float = Field(default=1.0, gt=0)
+    tilt_deg: float = Field(default=-8.0, ge=-90, le=90, description="optical axis, up positive")
+    vision: Vision = Vision()
+
+
+class Preset(Model):
+    id: int = Field(ge=0)
+    pan_deg: float = Field(ge=0, lt=360)
+    tilt_deg: float = Field(ge=-90, le=90)
+    zoom: float = Field(default=1.0, gt=0)
+    fov_deg: float = Field(gt=0, le=180)
+
+
+class Watchtower(Model):
+    id: str
+    name: str
+    location: Point
+    height_m: float = Field(gt=0)
+    visible_url: str
+    thermal_url: str | None = None
+    presets: tuple[Preset, ...] = Field(min_length=1)
+    ptz_url: str | None = Field(
+        default=None, description="HTTP template that moves to a preset, with {preset}"
+    )
+    settle_s: float = Field(default=2.0, ge=0, description="wait after a move before analysing")
+    dwell_s: float = Field(default=30.0, gt=0, description="time spent on each preset")
+    sample_fps: float = Field(default=1.0, gt=0)
+    vision: Vision = Vision()
