@@ -18,16 +18,8 @@ from dashboards.grafana import (
 from gridwatch.events import Level
 from gridwatch.site import Site
 from gridwatch.site_sensors import METRIC_DETECTS, ThresholdRule
+from gridwatch.store.schema import EVENT_TABLES
 
-# The tables the store writer fills from the topics, with their event-time column.
-WRITTEN_TABLES = (
-    ("readings", "ts"),
-    ("detections", "ts"),
-    ("incidents", "ts"),
-    ("alerts", "ts"),
-    ("case_events", "ts"),
-    ("deadletters", "ts"),
-)
 # A device that has not reported for this long is shown as offline.
 OFFLINE_AFTER_S = 300
 
@@ -221,14 +213,14 @@ ORDER BY 1
 """
 
 ROWS_STORED = "SELECT " + ", ".join(
-    f"(SELECT count(*) FROM {t} WHERE $__timeFilter({c})) AS {t}" for t, c in WRITTEN_TABLES
+    f"(SELECT count(*) FROM {t} WHERE $__timeFilter({c})) AS {t}" for t, c in EVENT_TABLES
 )
 
 # How far behind the writer is: the newest row's age per table (a consumer-lag proxy).
 FRESHNESS = " UNION ALL ".join(
     f"SELECT '{t}' AS \"table\", max(stored_at) AS newest, "
     f"round(extract(epoch FROM now() - max(stored_at))::numeric, 1) AS age_s FROM {t}"
-    for t, _ in WRITTEN_TABLES
+    for t, _ in EVENT_TABLES
 )
 
 
