@@ -22,6 +22,7 @@ from dashboards.grafana import (
     image_cells,
     incident_link,
     level_mappings,
+    table_panel,
 )
 from gridwatch.events import Level
 from gridwatch.site import Site
@@ -293,21 +294,6 @@ ORDER BY ts
 """
 
 
-def _table(title: str, raw_sql: str, height: int, span: int) -> table.Panel:
-    panel = (
-        table.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .with_target(Sql(raw_sql))
-        .show_header(True)
-        .height(height)
-        .span(span)
-    )
-    if " level" in raw_sql:
-        panel.mappings(level_mappings()).override_by_name("level", colour_text_cells())
-    return panel
-
-
 def incident() -> gd.Dashboard:
     choice = (
         gd.QueryVariable("incident")
@@ -325,7 +311,7 @@ def incident() -> gd.Dashboard:
         .height(9)
         .span(12)
     )
-    evidence = _table("证据 Evidence (detections, snapshots)", EVIDENCE, 9, 24)
+    evidence = table_panel("证据 Evidence (detections, snapshots)", EVIDENCE, 9, 24)
     evidence.override_by_name("snapshot", image_cells())
     return (
         gd.Dashboard("事件 Incident")
@@ -337,11 +323,11 @@ def incident() -> gd.Dashboard:
         .time("now-24h", "now")
         .with_variable(choice)
         .annotation(governance.case_annotation(f"c.{THE_INCIDENT}"))
-        .with_panel(_table("事件 Incident", INCIDENT_FACTS, 4, 24))
+        .with_panel(table_panel("事件 Incident", INCIDENT_FACTS, 4, 24))
         .with_panel(evidence)
-        .with_panel(_table("一致来源 Sources that agree", SOURCES, 9, 12))
+        .with_panel(table_panel("一致来源 Sources that agree", SOURCES, 9, 12))
         .with_panel(readings)
-        .with_panel(_table("修订 Revisions", REVISIONS, 8, 12))
-        .with_panel(_table("预警 Alerts", INCIDENT_ALERTS, 8, 12))
-        .with_panel(_table("案件时间线 Case timeline (audit log)", CASE_TIMELINE, 9, 24))
+        .with_panel(table_panel("修订 Revisions", REVISIONS, 8, 12))
+        .with_panel(table_panel("预警 Alerts", INCIDENT_ALERTS, 8, 12))
+        .with_panel(table_panel("案件时间线 Case timeline (audit log)", CASE_TIMELINE, 9, 24))
     )

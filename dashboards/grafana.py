@@ -11,6 +11,7 @@ import json
 from typing import Any, Literal
 
 from grafana_foundation_sdk.builders import dashboard as gd
+from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -157,3 +158,19 @@ def to_json(dashboard: gd.Dashboard) -> dict[str, Any]:
         skyline[pos["x"] : pos["x"] + width] = [pos["y"] + pos["h"]] * width
     document["annotations"] = {"list": document.get("annotations", {}).get("list", [])}
     return document
+
+
+def table_panel(title: str, raw_sql: str, height: int, span: int) -> table.Panel:
+    """A table panel; a `level` column is shown in its alert colour."""
+    panel = (
+        table.Panel()
+        .title(title)
+        .datasource(DATASOURCE)
+        .with_target(Sql(raw_sql))
+        .show_header(True)
+        .height(height)
+        .span(span)
+    )
+    if " level" in raw_sql:
+        panel.mappings(level_mappings()).override_by_name("level", colour_text_cells())
+    return panel

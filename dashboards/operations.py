@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as gc
 from grafana_foundation_sdk.builders import dashboard as gd
-from grafana_foundation_sdk.builders import stat, table, timeseries
+from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as gm
 
@@ -14,6 +14,7 @@ from dashboards.grafana import (
     LEVEL_COLOURS,
     Sql,
     colour_text_cells,
+    table_panel,
 )
 from gridwatch.events import Level
 from gridwatch.site import Site
@@ -22,18 +23,6 @@ from gridwatch.store.schema import EVENT_TABLES
 
 # A device that has not reported for this long is shown as offline.
 OFFLINE_AFTER_S = 300
-
-
-def _table(title: str, raw_sql: str, height: int, span: int) -> table.Panel:
-    return (
-        table.Panel()
-        .title(title)
-        .datasource(DATASOURCE)
-        .with_target(Sql(raw_sql))
-        .show_header(True)
-        .height(height)
-        .span(span)
-    )
 
 
 def _trend(title: str, raw_sql: str, unit: str, span: int = 12) -> timeseries.Panel:
@@ -158,7 +147,7 @@ def sensors(site: Site) -> gd.Dashboard:
         panel = _trend(title, metric_trend_sql(metric), unit)
         rule = _shared_thresholds(site, metric)
         dashboard.with_panel(_with_thresholds(panel, rule) if rule else panel)
-    silent = _table("设备最后上报 Devices: last report", DEVICES_LAST_REPORT, 9, 12)
+    silent = table_panel("设备最后上报 Devices: last report", DEVICES_LAST_REPORT, 9, 12)
     silent.override_by_name(
         "silent_s",
         [
@@ -178,7 +167,7 @@ def sensors(site: Site) -> gd.Dashboard:
     return (
         dashboard.with_panel(silent)
         .with_panel(_trend("死信 Dead letters per minute", DEADLETTERS_PER_MINUTE, "short"))
-        .with_panel(_table("最新死信 Newest dead letters", NEWEST_DEADLETTERS, 8, 24))
+        .with_panel(table_panel("最新死信 Newest dead letters", NEWEST_DEADLETTERS, 8, 24))
     )
 
 
@@ -315,9 +304,11 @@ def pipeline() -> gd.Dashboard:
         .with_panel(_trend("吞吐 Readings stored per second", READINGS_PER_SECOND, "reqps"))
         .with_panel(_trend("延迟 Sensor → stored latency", READING_LATENCY, "ms"))
         .with_panel(_trend("延迟 Sensor → alert latency", ALERT_LATENCY, "ms"))
-        .with_panel(_table("新鲜度 Newest row per table", FRESHNESS, 8, 12))
+        .with_panel(table_panel("新鲜度 Newest row per table", FRESHNESS, 8, 12))
         .with_panel(_trend("外发积压 Outbox backlog by sink", OUTBOX_BACKLOG, "short"))
-        .with_panel(_table("外发 Outbox by sink: delivered, retried, dead", OUTBOX_BY_SINK, 8, 12))
+        .with_panel(
+            table_panel("外发 Outbox by sink: delivered, retried, dead", OUTBOX_BY_SINK, 8, 12)
+        )
         .with_panel(_trend("外发延迟 Outbox: created → delivered", OUTBOX_DELIVERY_LATENCY, "ms"))
-        .with_panel(_table("端到端 End to end per case (s)", END_TO_END, 8, 12))
+        .with_panel(table_panel("端到端 End to end per case (s)", END_TO_END, 8, 12))
     )
