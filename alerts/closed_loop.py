@@ -76,27 +76,34 @@ class ClosedLoop:
 
     def on_alert(self, conn: psycopg.Connection, alert: Alert) -> None:
         now = self.clock()
-        row = self._row(conn, "incident_id = %s", alert.incident_id)
+        row = self._row(conn, "incident_id = %s ORDER BY opened_at DESC LIMIT 1", alert.incident_id)
         if alert.state == "resolved":
             if row is not None and row["broadcast"] in ON_AIR:
                 self._broadcast(conn, _case(row), row, "Cancel", "system")
             return
         if row is None:
-            self._open(conn, alert, now)
+            self._open(conn, alert, now, case_id_of(alert))
             return
         case = _case(row)
-        if case.state is State.CLOSED or alert.level.rank <= case.level.rank:
+        if alert.level.rank <= case.level.rank:
             return  # a repeat, or a lower colour of an incident already handled higher
+        if case.state is State.CLOSED:
+            # The hazard worsened after its case was closed: that is new work, not a footnote.
+            (count,) = conn.execute(
+                "SELECT count(*) FROM cases WHERE incident_id = %s", (alert.incident_id,)
+            ).fetchone() or (0,)
+            self._open(conn, alert, now, f"{case_id_of(alert)}-{count + 1}")
+            return
         case, entry = apply(case, Action.REGRADE, "system", now, level=alert.level)
         self._save(conn, case, entry, alert=alert)
         self._dispatch(conn, case, alert, entry)
         if alert.level is Level.RED:
             self._request_broadcast(conn, case, self._row(conn, "case_id = %s", case.case_id))
 
-    def _open(self, conn: psycopg.Connection, alert: Alert, now: datetime) -> None:
+    def _open(self, conn: psycopg.Connection, alert: Alert, now: datetime, case_id: str) -> None:
         limits = self.site.policy.cases
         within = timedelta(hours=limits.close_within_h(alert.kind, alert.level))
-        case, received = open_case(case_id_of(alert), alert.kind, alert.level, now, within)
+        case, received = open_case(case_id, alert.kind, alert.level, now, within)
         conn.execute(
             "INSERT INTO cases (case_id, incident_id, kind, level, tier, state, seq,"
             " community_code, grid_code, opened_at, due_at, drill, alert)"

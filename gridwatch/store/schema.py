@@ -136,7 +136,7 @@ CREATE OR REPLACE VIEW incidents_current AS
 CLOSED_LOOP_DDL = """
 CREATE TABLE IF NOT EXISTS cases (
     case_id        text PRIMARY KEY,
-    incident_id    uuid        NOT NULL UNIQUE,
+    incident_id    uuid        NOT NULL,
     kind           text        NOT NULL,
     level          text        NOT NULL,
     tier           text        NOT NULL,
@@ -156,6 +156,8 @@ CREATE TABLE IF NOT EXISTS cases (
     updated_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS cases_open ON cases (state) WHERE state <> 'closed';
+-- An incident may outlive its case: when it worsens after the case closed, a follow-up case opens.
+CREATE INDEX IF NOT EXISTS cases_incident ON cases (incident_id, opened_at);
 CREATE TABLE IF NOT EXISTS case_audit (
     case_id     text        NOT NULL REFERENCES cases (case_id),
     seq         integer     NOT NULL,

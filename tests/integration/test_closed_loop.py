@@ -132,6 +132,35 @@ def test_red_case_through_the_loop_with_approval_and_cancel(
     conn.rollback()
 
 
+def test_an_incident_that_worsens_after_its_case_closed_opens_a_follow_up(
+    conn: psycopg.Connection, tiny_site: Site
+) -> None:
+    clock = Clock()
+    loop = ClosedLoop(tiny_site, clock)
+    with conn.transaction():
+        loop.on_alert(conn, alert(Level.YELLOW))
+    first = case_id_of(alert(Level.YELLOW))
+    for action, state, minute in [
+        ("accept", "accepted", 1),
+        ("handle", "handling", 2),
+        ("report", "reported", 3),
+        ("verify", "verified", 4),
+        ("close", "closed", 5),
+    ]:
+        with conn.transaction():
+            loop.on_case_event(conn, callback(first, action, state, minute))
+    clock.now += timedelta(minutes=6)
+    with conn.transaction():
+        loop.on_alert(conn, alert(Level.YELLOW))  # the same colour again: nothing new
+        loop.on_alert(conn, alert(Level.RED))
+        loop.on_alert(conn, alert(Level.RED))  # a redelivery changes nothing
+    rows = conn.execute("SELECT case_id, state, level, broadcast FROM cases ORDER BY opened_at")
+    assert rows.fetchall() == [
+        (first, "closed", "yellow", "none"),
+        (f"{first}-2", "dispatched", "red", "pending_approval"),
+    ]
+
+
 def test_an_unaccepted_case_escalates_on_the_clock(
     conn: psycopg.Connection, tiny_site: Site
 ) -> None:
