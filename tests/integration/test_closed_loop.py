@@ -58,6 +58,27 @@ def callback(case_id: str, action: str, state: str, minutes: float) -> CaseEvent
     )
 
 
+STATE_AFTER = {
+    "accept": "accepted",
+    "handle": "handling",
+    "report": "reported",
+    "rework": "handling",
+    "verify": "verified",
+    "close": "closed",
+}
+
+
+def work_through(
+    loop: ClosedLoop, conn: psycopg.Connection, case_id: str, actions: list[str], first_minute: int
+) -> None:
+    """The desk's callbacks, one a minute; each delivered twice, the second a no-op."""
+    for minute, action in enumerate(actions, start=first_minute):
+        event = callback(case_id, action, STATE_AFTER[action], minute)
+        with conn.transaction():
+            assert loop.on_case_event(conn, event) is not None
+            assert loop.on_case_event(conn, event) is None  # redelivered callback: no-op
+
+
 @pytest.fixture
 def conn(fresh_database_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(fresh_database_url) as connection:
@@ -89,19 +110,13 @@ def test_red_case_through_the_loop_with_approval_and_cancel(
         loop.approve_broadcast(conn, case_id, "值班员")
     keys = [k for k, _, _ in outbox(conn)]
     assert keys == [f"{case_id}:2", f"{case_id}:3", f"{case_id}.alert:cap", f"{case_id}.alert:ebm"]
-    for action, state, minute in [
-        ("accept", "accepted", 2),
-        ("handle", "handling", 3),
-        ("report", "reported", 4),
-        ("rework", "handling", 5),
-        ("report", "reported", 6),
-        ("verify", "verified", 7),
-        ("close", "closed", 8),
-    ]:
-        event = callback(case_id, action, state, minute)
-        with conn.transaction():
-            assert loop.on_case_event(conn, event) is not None
-            assert loop.on_case_event(conn, event) is None  # redelivered callback: no-op
+    work_through(
+        loop,
+        conn,
+        case_id,
+        ["accept", "handle", "report", "rework", "report", "verify", "close"],
+        first_minute=2,
+    )
     caps = [(k, b) for k, t, b in outbox(conn) if t == "application/cap+xml"]
     assert [k for k, _ in caps] == [f"{case_id}.alert:cap", f"{case_id}.cancel:cap"]
     for _, body in caps:
@@ -140,15 +155,9 @@ def test_an_incident_that_worsens_after_its_case_closed_opens_a_follow_up(
     with conn.transaction():
         loop.on_alert(conn, alert(Level.YELLOW))
     first = case_id_of(alert(Level.YELLOW))
-    for action, state, minute in [
-        ("accept", "accepted", 1),
-        ("handle", "handling", 2),
-        ("report", "reported", 3),
-        ("verify", "verified", 4),
-        ("close", "closed", 5),
-    ]:
-        with conn.transaction():
-            loop.on_case_event(conn, callback(first, action, state, minute))
+    work_through(
+        loop, conn, first, ["accept", "handle", "report", "verify", "close"], first_minute=1
+    )
     clock.now += timedelta(minutes=6)
     with conn.transaction():
         loop.on_alert(conn, alert(Level.YELLOW))  # the same colour again: nothing new
