@@ -59,6 +59,7 @@ class Result:
     rule_latency_ms_p99: float | None
     detections: int
     cpu_s_per_1000_readings: float
+    cpu_s_per_1000_by_role: dict[str, float]
     raw_copy_rows_per_s: float
     raw_mqtt_qos1_msgs_per_s: float
     writer_vs_raw_copy: float
@@ -81,29 +82,39 @@ def bench_site(base: Site, devices: int) -> Site:
     return Site.model_validate({**base.model_dump(), "sensors": sensors})
 
 
-def _cpu_seconds(root: int) -> float:
-    """User + system CPU of ``root``'s process tree (Linux /proc), children that exited too."""
+ROLES = {"ingest mqtt": "bridge", "streams worker": "rules", "store writer": "writer",
+         "tansu": "kafka broker", "mosquitto": "mqtt broker", "amqtt": "mqtt broker",
+         "postgres": "postgresql"}  # fmt: skip
+
+
+def _cpu_by_role(root: int) -> dict[str, float]:
+    """User + system CPU seconds of ``root``'s process tree (Linux /proc) by role; the
+    benchmark's own process (the publishing devices) is ``devices``."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
+    names: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        # utime, stime, cutime, cstime
-        cpu[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
-    total = 0.0
-    for pid in cpu:
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = sum(int(f) for f in fields[11:13]) / tick  # utime, stime
+        names[pid] = next((role for key, role in ROLES.items() if key in command), "other")
+    names[root] = "devices"
+    roles: dict[str, float] = {}
+    for pid, seconds in cpu.items():
         p = pid
         while p not in (0, 1) and p != root:
             p = parents.get(p, 0)
         if p == root:
-            total += cpu[pid]
-    return total
+            roles[names[pid]] = roles.get(names[pid], 0.0) + seconds
+    return roles
 
 
 def raw_copy_rows_per_s(database_url: str, rows: int = 200_000) -> float:
@@ -244,6 +255,8 @@ STORED_SQL = """
 SELECT count(*), count(DISTINCT (device_id, metric, ts)), min(stored_at), max(stored_at)
 FROM readings WHERE device_id LIKE 'B%'
 """
+# Polled while the pipeline runs: cheap, so the measurement does not load the database.
+PROGRESS_SQL = "SELECT count(*) FROM readings WHERE device_id LIKE 'B%'"
 LATENCY_SQL = """
 SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
        percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
@@ -253,16 +266,17 @@ FROM (SELECT extract(epoch FROM stored_at - ts) * 1000 AS ms FROM detections
 
 
 def _wait_stored(database_url: str, want: int, quiet_s: float = 20.0) -> tuple[Any, ...]:
+    """Until ``want`` rows are stored or none came for ``quiet_s``; then the exact figures."""
     last, since = -1, time.monotonic()
     with psycopg.connect(database_url, autocommit=True) as conn:
         while True:
-            row = conn.execute(STORED_SQL).fetchone()
+            row = conn.execute(PROGRESS_SQL).fetchone()
             assert row is not None  # noqa: S101 - an aggregate always returns a row
-            if row[1] >= want or time.monotonic() - since > quiet_s:
-                return tuple(row)
-            if row[1] != last:
-                last, since = row[1], time.monotonic()
-            time.sleep(0.5)
+            if row[0] >= want or time.monotonic() - since > quiet_s:
+                return tuple(conn.execute(STORED_SQL).fetchone() or ())
+            if row[0] != last:
+                last, since = row[0], time.monotonic()
+            time.sleep(1.0)
 
 
 def run(site: Site, devices: int, duration: float) -> Result:
@@ -284,11 +298,12 @@ def run(site: Site, devices: int, duration: float) -> Result:
                 # Group joins and Faust's start-up (loading a large site), outside the measurement.
                 time.sleep(15)
                 _wait_logged(work / "streams.log", "Worker ready", timeout=120)
-                cpu_before = _cpu_seconds(os.getpid())
+                cpu_before = _cpu_by_role(os.getpid())
                 started = datetime.now(UTC)
                 sent = _publish_for(site, urls, duration)
                 count, unique, _first, last = _wait_stored(urls.database_url, sent * len(METRICS))
-                cpu = _cpu_seconds(os.getpid()) - cpu_before
+                cpu_after = _cpu_by_role(os.getpid())
+                cpu = {r: s - cpu_before.get(r, 0.0) for r, s in cpu_after.items()}
                 time.sleep(2)  # the last detections
                 with psycopg.connect(urls.database_url) as conn:
                     detections, p50, p99 = conn.execute(LATENCY_SQL).fetchone() or (0, None, None)
@@ -307,7 +322,11 @@ def run(site: Site, devices: int, duration: float) -> Result:
         rule_latency_ms_p50=round(p50, 1) if p50 is not None else None,
         rule_latency_ms_p99=round(p99, 1) if p99 is not None else None,
         detections=detections,
-        cpu_s_per_1000_readings=round(cpu / max(unique, 1) * 1000, 3),
+        cpu_s_per_1000_readings=round(sum(cpu.values()) / max(unique, 1) * 1000, 3),
+        cpu_s_per_1000_by_role={
+            role: round(seconds / max(unique, 1) * 1000, 4)
+            for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])
+        },
         raw_copy_rows_per_s=round(copy_ceiling, 1),
         raw_mqtt_qos1_msgs_per_s=round(mqtt_ceiling, 1),
         writer_vs_raw_copy=round(per_s / copy_ceiling, 3),

@@ -3,16 +3,18 @@
 Readings are buffered until the device's watermark (its newest reading time minus the allowed
 lateness) passes them, then judged in time order; a repeated reading, or one older than the
 last judged, does not move the state. So any arrival order within the lateness, and any number
-of redeliveries, give the same detections as clean input. The state is a small frozen model a
-stream processor keeps in a changelogged table.
+of redeliveries, give the same detections as clean input. The state is a small record a stream
+processor keeps, as JSON, in a changelogged table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pydantic import Field
+from pydantic import TypeAdapter
 
 from detectors.sensor_rules import evidence, rule_level
 from gridwatch.events import (
@@ -20,7 +22,6 @@ from gridwatch.events import (
     DetectionKind,
     DeviceStatus,
     Level,
-    Model,
     Reading,
     SourceRef,
     SourceType,
@@ -31,11 +32,12 @@ from gridwatch.site_sensors import Sensor, SensorRule
 MEASURED_CONFIDENCE = 0.9
 
 
-class MetricState(Model):
-    pending: tuple[Reading, ...] = Field(default=(), description="not yet judged, oldest first")
-    history: tuple[Reading, ...] = Field(default=(), description="judged, as far as rules look")
-    levels: tuple[Level | None, ...] = Field(default=(), description="per rule on the metric")
-    late: int = Field(default=0, description="readings that came after their time was judged")
+@dataclass(slots=True)
+class MetricState:
+    pending: list[Reading] = field(default_factory=list)  # not yet judged, oldest first
+    history: list[Reading] = field(default_factory=list)  # judged, as far as rules look back
+    levels: list[Level | None] = field(default_factory=list)  # per rule on the metric
+    late: int = 0  # readings that came after their time was judged
 
     @property
     def newest(self) -> datetime | None:
@@ -46,35 +48,66 @@ class MetricState(Model):
         return self.history[-1].ts if self.history else None
 
 
-class DeviceState(Model):
-    metrics: dict[str, MetricState] = {}
-    last_seen: datetime | None = Field(default=None, description="newest reading time")
+@dataclass(slots=True)
+class DeviceState:
+    """Mutable: a rule worker advances tens of thousands of these a second, and copying a
+    frozen model per reading was most of its time. Stored as JSON by ``encode``/``decode``."""
+
+    metrics: dict[str, MetricState] = field(default_factory=dict)
+    last_seen: datetime | None = None  # newest reading time
     online: bool = True
-    since: datetime | None = Field(default=None, description="when ``online`` last changed")
+    since: datetime | None = None  # when ``online`` last changed
 
 
-Outcome = tuple[DeviceState, list[Detection]]
+_STATE = TypeAdapter(DeviceState)
+
+# How stale a stored ``last_seen`` may be, as a share of the device's heartbeat (see ``decisive``).
+LAST_SEEN_SLACK = 0.1
+
+
+def encode(state: DeviceState) -> bytes:
+    return _STATE.dump_json(state)
+
+
+def decode(stored: str | bytes) -> DeviceState:
+    return _STATE.validate_json(stored)
+
+
+def decisive(sensor: Sensor, state: DeviceState, lateness_s: float) -> tuple[object, ...] | None:
+    """What of the state a replay of the device's later readings could not rebuild, or None
+    when that is all of it.
+
+    Rules that judge a reading by its value and their current level alone (no window, no count,
+    no lateness buffer) reach the same levels from a stored state however many readings it has
+    not seen, since each of those left the levels as they were. For such a device the stored
+    state need change only with this tuple (levels, liveness, late count); its ``last_seen`` is
+    refreshed every ``LAST_SEEN_SLACK`` of a heartbeat, so a restart cannot make it look silent.
+    Any other device's state is stored after every reading."""
+    if lateness_s or any(r.window_s or r.samples > 1 for r in sensor.rules):
+        return None
+    metrics = tuple((name, tuple(m.levels), m.late) for name, m in state.metrics.items())
+    return state.online, state.since, metrics
 
 
 def on_reading(
     sensor: Sensor, state: DeviceState, reading: Reading, lateness_s: float = 0.0
-) -> Outcome:
+) -> list[Detection]:
     """Take one reading: judge what the watermark has passed, and mark a silent device alive."""
-    current = state.metrics.get(reading.metric, MetricState())
-    metric, detections = _admit(sensor, current, reading, timedelta(seconds=lateness_s))
-    last_seen = max(filter(None, (state.last_seen, reading.ts)))
-    new = state.model_copy(
-        update={"metrics": {**state.metrics, reading.metric: metric}, "last_seen": last_seen}
-    )
+    metric = state.metrics.get(reading.metric)
+    if metric is None:
+        metric = state.metrics[reading.metric] = MetricState()
+    detections = _admit(sensor, metric, reading, timedelta(seconds=lateness_s))
+    if state.last_seen is None or reading.ts > state.last_seen:
+        state.last_seen = reading.ts
     if not state.online and (state.since is None or reading.ts > state.since):
-        new = new.model_copy(update={"online": True, "since": reading.ts})
+        state.online, state.since = True, reading.ts
         detections.append(_offline(sensor, reading.ts, "reading", cleared=True))
-    return new, detections
+    return detections
 
 
 def on_status(
     sensor: Sensor, state: DeviceState, status: DeviceStatus, lateness_s: float = 0.0
-) -> Outcome:
+) -> list[Detection]:
     """Take a status. Its time moves the watermark of a quiet device, so buffered readings are
     judged even when no newer reading comes; going offline judges every buffered reading."""
     horizon = status.ts - timedelta(seconds=lateness_s)
@@ -82,9 +115,10 @@ def on_status(
         return _judge_until(sensor, state, horizon)
     if not status.online:
         horizon = datetime.max.replace(tzinfo=status.ts.tzinfo)
-    new, detections = _judge_until(sensor, state, horizon)
+    detections = _judge_until(sensor, state, horizon)
     detections.append(_offline(sensor, status.ts, status.cause, cleared=status.online))
-    return new.model_copy(update={"online": status.online, "since": status.ts}), detections
+    state.online, state.since = status.online, status.ts
+    return detections
 
 
 def waiting(state: DeviceState, lateness_s: float, now: datetime) -> bool:
@@ -93,16 +127,12 @@ def waiting(state: DeviceState, lateness_s: float, now: datetime) -> bool:
     return any(m.pending and m.pending[0].ts <= horizon for m in state.metrics.values())
 
 
-def _judge_until(sensor: Sensor, state: DeviceState, horizon: datetime) -> Outcome:
+def _judge_until(sensor: Sensor, state: DeviceState, horizon: datetime) -> list[Detection]:
     detections: list[Detection] = []
-    metrics = dict(state.metrics)
-    for name, metric in state.metrics.items():
+    for metric in state.metrics.values():
         ready = sum(1 for r in metric.pending if r.ts <= horizon)
-        metrics[name], judged = _judge(sensor, metric, ready)
-        detections += judged
-    if not detections and metrics == state.metrics:
-        return state, []
-    return state.model_copy(update={"metrics": metrics}), detections
+        detections += _judge(sensor, metric, ready)
+    return detections
 
 
 def overdue(state: DeviceState, heartbeat_s: float, now: datetime) -> bool:
@@ -116,55 +146,57 @@ def overdue(state: DeviceState, heartbeat_s: float, now: datetime) -> bool:
 
 def _admit(
     sensor: Sensor, metric: MetricState, reading: Reading, lateness: timedelta
-) -> tuple[MetricState, list[Detection]]:
-    if any(r.ts == reading.ts for r in (*metric.history, *metric.pending)):
-        return metric, []  # a redelivery
+) -> list[Detection]:
+    ts = reading.ts
+    if any(r.ts == ts for r in metric.history) or any(r.ts == ts for r in metric.pending):
+        return []  # a redelivery
     newest, judged = metric.newest, metric.judged
-    if (judged is not None and reading.ts < judged) or (
-        newest is not None and reading.ts < newest - lateness
-    ):
-        return metric.model_copy(update={"late": metric.late + 1}), []
-    pending = tuple(sorted((*metric.pending, reading), key=lambda r: r.ts))
+    if (judged is not None and ts < judged) or (newest is not None and ts < newest - lateness):
+        metric.late += 1
+        return []
+    pending = metric.pending
+    if pending and ts < pending[-1].ts:
+        bisect.insort(pending, reading, key=_time)
+    else:
+        pending.append(reading)
     watermark = pending[-1].ts - lateness
-    ready = sum(1 for r in pending if r.ts <= watermark)
-    return _judge(sensor, metric.model_copy(update={"pending": pending}), ready)
+    return _judge(sensor, metric, sum(1 for r in pending if r.ts <= watermark))
 
 
-def _judge(sensor: Sensor, metric: MetricState, count: int) -> tuple[MetricState, list[Detection]]:
+def _time(reading: Reading) -> datetime:
+    return reading.ts
+
+
+def _judge(sensor: Sensor, metric: MetricState, count: int) -> list[Detection]:
     """Judge the ``count`` oldest pending readings in time order."""
     if count == 0:
-        return metric, []
-    rules = [r for r in sensor.rules if r.metric == metric.pending[0].metric]
-    levels = list(metric.levels or (None,) * len(rules))
-    history = list(metric.history)
+        return []
+    rules = sensor.rules_for(metric.pending[0].metric)
+    levels = metric.levels
+    if len(levels) != len(rules):
+        levels[:] = [None] * len(rules)
     detections = []
     for reading in metric.pending[:count]:
-        history = _trim([*history, reading], rules)
+        metric.history.append(reading)
+        _trim(metric.history, rules)
         for i, rule in enumerate(rules):
-            level = rule_level(rule, history, levels[i])
+            level = rule_level(rule, metric.history, levels[i])
             if level != levels[i]:
-                detections.append(_detection(sensor, rule, level, history))
+                detections.append(_detection(sensor, rule, level, metric.history))
                 levels[i] = level
-    judged = metric.model_copy(
-        update={
-            "pending": metric.pending[count:],
-            "history": tuple(history),
-            "levels": tuple(levels),
-        }
-    )
-    return judged, detections
+    del metric.pending[:count]
+    return detections
 
 
-def _trim(history: list[Reading], rules: Iterable[SensorRule]) -> list[Reading]:
+def _trim(history: list[Reading], rules: Sequence[SensorRule]) -> None:
     """Keep what the rules can still look at: their longest window (plus the reading before it,
     the value held when the window opened) and their largest count of newest readings."""
-    rules = list(rules)
-    window = timedelta(seconds=max((r.window_s for r in rules), default=0.0))
-    count = max((r.samples for r in rules), default=1)
-    boundary = history[-1].ts - window
-    inside = sum(1 for r in history if r.ts > boundary)
-    keep = max(count, inside + (1 if window else 0))
-    return history[-keep:]
+    window = max((r.window_s for r in rules), default=0.0)
+    keep = max((r.samples for r in rules), default=1)
+    if window:
+        boundary = history[-1].ts - timedelta(seconds=window)
+        keep = max(keep, 1 + sum(1 for r in history if r.ts > boundary))
+    del history[:-keep]
 
 
 def _detection(

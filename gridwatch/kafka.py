@@ -26,24 +26,31 @@ def compression() -> str | None:
     return "lz4" if all(importlib.util.find_spec(c) is not None for c in codecs) else None
 
 
-class KeyHashCache(DefaultPartitioner):  # type: ignore[misc]
-    """kafka-python's default partitioning (murmur2 of the key, as aiokafka and the Java client
-    do, so readings and Faust's status messages of a device share a partition), with each key's
-    hash remembered: keys are device ids, few and repeated, and the pure-Python murmur2 was a
-    tenth of the bridge's time."""
+@lru_cache(maxsize=65536)
+def key_hash(key: bytes) -> int:
+    """The default partitioners' hash of a key (murmur2, as kafka-python, aiokafka and the Java
+    client compute it), remembered: keys are device ids, few and repeated, and the pure-Python
+    murmur2 was a tenth of the bridge's time."""
+    return int(murmur2(key)) & 0x7FFFFFFF
 
-    def __init__(self, size: int = 65536) -> None:
-        super().__init__()
-        self._hash = lru_cache(maxsize=size)(murmur2)
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the default partitioners give ``key`` among ``partitions``."""
+    return key_hash(key) % partitions
+
+
+class KeyHashCache(DefaultPartitioner):  # type: ignore[misc]
+    """kafka-python's default partitioning with ``key_hash``, so readings and Faust's status
+    messages and table entries of a device share a partition."""
 
     def partition(
         self, topic: str, key: Any, serialized_key: bytes | None, value: Any, sv: Any, cluster: Any
     ) -> int:
         partitions = cluster.partitions_for_topic(topic) if serialized_key is not None else None
-        if not partitions:  # no key, or an unknown topic: the default's choice or its error
+        if serialized_key is None or not partitions:  # the default's choice, or its error
             return int(super().partition(topic, key, serialized_key, value, sv, cluster))
         ordered = sorted(partitions)
-        return int(ordered[(self._hash(serialized_key) & 0x7FFFFFFF) % len(ordered)])
+        return int(ordered[partition_of(serialized_key, len(ordered))])
 
 
 def producer(bootstrap: str, **overrides: object) -> KafkaProducer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -215,3 +216,11 @@ class Sensor(Model):
             if rule.metric not in self.metrics:
                 raise ValueError(f"rule on metric {rule.metric!r} the sensor does not report")
         return self
+
+    @cached_property
+    def _by_metric(self) -> dict[str, tuple[SensorRule, ...]]:
+        return {m: tuple(r for r in self.rules if r.metric == m) for m in self.metrics}
+
+    def rules_for(self, metric: str) -> tuple[SensorRule, ...]:
+        """The rules on ``metric``, in site-file order (looked up once per reading)."""
+        return self._by_metric.get(metric, ())

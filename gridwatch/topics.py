@@ -10,7 +10,7 @@ from gridwatch.events import (
     DeviceStatus,
     Event,
     Incident,
-    Reading,
+    ReadingBatch,
 )
 
 READINGS = "gw.readings"
@@ -22,7 +22,7 @@ DEADLETTER = "gw.deadletter"
 DEVICE_STATUS = "gw.device-status"
 
 MODELS: dict[str, type[Event]] = {
-    READINGS: Reading,
+    READINGS: ReadingBatch,
     DETECTIONS: Detection,
     INCIDENTS: Incident,
     ALERTS: Alert,

@@ -1,5 +1,8 @@
 """MQTT → Kafka bridge: device telemetry and status in, validated readings out to
-``gw.readings`` and status changes to ``gw.device-status``, both keyed by device id.
+``gw.readings`` and status changes to ``gw.device-status``, partitioned by device id.
+
+The readings of one message are sent as one ``ReadingBatch`` per partition their devices hash
+to (a gateway message carries a hundred devices; one device's message, one batch).
 
 At-least-once end to end: the bridge subscribes with QoS 1 and a persistent session, and
 acknowledges an MQTT message only after Kafka has acknowledged everything made from it. A bridge
@@ -18,9 +21,9 @@ import paho.mqtt.client as mqtt
 from kafka import KafkaProducer
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gridwatch import topics
+from gridwatch import kafka, topics
 from gridwatch.errors import PayloadError, ServiceError
-from gridwatch.events import DeadLetter
+from gridwatch.events import DeadLetter, Reading, ReadingBatch
 from gridwatch.site import Site
 from ingest.telemetry import parse_status, parse_telemetry
 
@@ -41,6 +44,15 @@ class BridgeStats:
                 setattr(self, name, getattr(self, name) + n)
 
 
+def batch_by_partition(readings: list[Reading], partitions: int) -> list[ReadingBatch]:
+    """One batch per ``gw.readings`` partition the readings' devices hash to, in their order."""
+    by_partition: dict[int, list[Reading]] = {}
+    for reading in readings:
+        partition = kafka.partition_of(reading.device_id.encode(), partitions)
+        by_partition.setdefault(partition, []).append(reading)
+    return [ReadingBatch(readings=tuple(batch)) for batch in by_partition.values()]
+
+
 class MqttBridge:
     def __init__(
         self,
@@ -58,6 +70,7 @@ class MqttBridge:
         self.host, self.port = host, port
         self.subscriptions = [(f"gw/{site.street.code}/+/{c}", 1) for c in ("telemetry", "status")]
         self.stats = BridgeStats()
+        self.partitions = 1  # of gw.readings, learnt from Kafka on start
         self._subscribed = threading.Event()
         # A persistent session (clean_session=False) makes the broker keep QoS 1 messages for
         # us while we are away; manual_ack holds the PUBACK until Kafka has the readings.
@@ -75,6 +88,10 @@ class MqttBridge:
         self.client.on_message = self._on_message
 
     def start(self, timeout: float = 10.0) -> None:
+        partitions = self.producer.partitions_for(topics.READINGS)
+        if not partitions:
+            raise ServiceError(f"Kafka has no topic {topics.READINGS}; create the topics first")
+        self.partitions = len(partitions)
         try:
             self.client.connect(self.host, self.port, keepalive=30)
         except OSError as err:
@@ -109,7 +126,10 @@ class MqttBridge:
                 records = [(topics.DEVICE_STATUS, key, status.to_bytes())]
             else:
                 readings = parse_telemetry(self.site, msg.topic, payload)
-                records = [(topics.READINGS, r.device_id.encode(), r.to_bytes()) for r in readings]
+                records = [
+                    (topics.READINGS, batch.key, batch.to_bytes())
+                    for batch in batch_by_partition(readings, self.partitions)
+                ]
                 self.stats.add(readings=len(readings))
         except PayloadError as err:
             log.warning("dead-lettering message on %s: %s", msg.topic, err)

@@ -34,6 +34,10 @@ def register_fusion(ctx: StreamContext) -> None:
     placed_topic = ctx.topic(PLACED_TOPIC, internal=True)
     incidents = ctx.topic(topics.INCIDENTS)
     fusion_state = ctx.app.Table("fusion-state", default=str)
+    # Each kind's state decoded, while the table still holds the text it came from: a busy
+    # kind's state holds every open detection, and decoding it per detection was most of the
+    # agent's time. A state rebuilt from the changelog differs, and is decoded anew.
+    decoded: dict[str, tuple[str, FusionState]] = {}
 
     @ctx.app.agent(ctx.topic(topics.DETECTIONS), concurrency=1)
     async def place(stream: faust.StreamT[bytes]) -> None:
@@ -64,10 +68,17 @@ def register_fusion(ctx: StreamContext) -> None:
         async for key, raw in stream.items():
             try:
                 detection = decode(Detection, raw)
-                stored = fusion_state[key.decode()]
-                state = FusionState.model_validate_json(stored) if stored else FusionState()
+                kind = key.decode()
+                stored = fusion_state[kind]
+                hit = decoded.get(kind)
+                if hit is not None and hit[0] == stored:
+                    state = hit[1]
+                else:
+                    state = FusionState.model_validate_json(stored) if stored else FusionState()
                 new_state, incident = fuse(state, detection, fusion_ctx)
-                fusion_state[key.decode()] = new_state.model_dump_json()
+                text = new_state.model_dump_json()
+                fusion_state[kind] = text
+                decoded[kind] = (text, new_state)
                 if incident is not None:
                     log.info(
                         "incident %s rev %d %s at %s (±%s m)",

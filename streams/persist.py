@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
 from gridwatch.errors import PayloadError
-from gridwatch.events import DeadLetter, Event, decode
+from gridwatch.events import DeadLetter, Event, ReadingBatch, decode
 from gridwatch.store.rollups import refresh_rollups, rollups_need_refresh
 from gridwatch.store.writer import write_events
 
@@ -49,7 +49,8 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> tuple[list[Event], int
 
     Each topic's messages are decoded as one JSON array, a single call into pydantic instead of
     one per message; a batch holding a bad message is decoded again one message at a time to
-    find it, so the dead letter carries that message's bytes and reason.
+    find it, so the dead letter carries that message's bytes and reason. A batch of readings
+    is stored as its readings.
     """
     by_topic: dict[str, list[bytes]] = {}
     for topic, raw in records:
@@ -62,15 +63,19 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> tuple[list[Event], int
             decoded = _array_of(model).validate_json(b"[" + b",".join(raws) + b"]")
         except ValidationError:
             decoded = []
-        if len(decoded) == len(raws):
-            events += decoded
-            continue
-        for raw in raws:
-            try:
-                events.append(decode(model, raw))
-            except PayloadError as err:
-                bad += 1
-                events.append(DeadLetter.of(f"kafka:{topic}", raw, str(err)))
+        if len(decoded) != len(raws):
+            decoded = []
+            for raw in raws:
+                try:
+                    decoded.append(decode(model, raw))
+                except PayloadError as err:
+                    bad += 1
+                    decoded.append(DeadLetter.of(f"kafka:{topic}", raw, str(err)))
+        for event in decoded:
+            if isinstance(event, ReadingBatch):
+                events += event.readings
+            else:
+                events.append(event)
     return events, bad
 
 

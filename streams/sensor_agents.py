@@ -11,16 +11,27 @@ changes state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import faust
 
-from detectors.sensor_state import DeviceState, on_reading, on_status, overdue, waiting
+from detectors.sensor_state import (
+    LAST_SEEN_SLACK,
+    DeviceState,
+    decisive,
+    on_reading,
+    on_status,
+    overdue,
+    waiting,
+)
+from detectors.sensor_state import decode as decode_state
+from detectors.sensor_state import encode as encode_state
 from gridwatch import topics
 from gridwatch.errors import PayloadError
-from gridwatch.events import Detection, DeviceStatus, Reading, decode, utcnow
+from gridwatch.events import Detection, DeviceStatus, Reading, ReadingBatch, decode, utcnow
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
 from streams.context import StreamContext
@@ -41,43 +52,49 @@ def register_sensor_rules(
     site = ctx.site
     detections = ctx.topic(topics.DETECTIONS)
     statuses = ctx.topic(topics.DEVICE_STATUS)
-    # Partitioned by key like the source topics (same key bytes, same murmur2), so a device's
-    # changelog entry lands in the partition of its readings whichever event the write follows.
-    states = ctx.app.Table("device-state", default=str, use_partitioner=True)
+    # Partitioned by key like the source topics, so a device's changelog entry lands in the
+    # partition of its readings whichever event the write follows: the raw key is the device
+    # id's bytes, hashed exactly as the bridge hashes it. A value is the state's JSON.
+    states = ctx.app.Table(
+        "device-state", key_type=bytes, value_type=bytes, default=bytes, use_partitioner=True
+    )
     source = ctx.app.topic(
         topics.READINGS, topics.DEVICE_STATUS, key_serializer="raw", value_serializer="raw"
     )
 
-    cache = _StateCache()
+    cache = _StateCache(site)
 
     @ctx.app.agent(source, concurrency=1)
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
         # Events are judged one by one, in order, but in small batches: a device's state is
-        # written to the table (and its changelog) once per batch, not once per reading (a
-        # gateway message brings every metric of a device together). The states are written
-        # before the batch's detections are sent, as they were per event, so a crash can
-        # replay readings into a state that has seen them but not repeat a detection.
+        # written to the table (and its changelog) at most once per batch, and only when the
+        # table would otherwise lose something (``_StateCache.changed``). The states are
+        # written before the batch's detections are sent, so a crash can replay readings into
+        # a state that has seen them but not repeat a detection.
         batches = cast("faust.Stream[bytes]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
         async for events in batches:
-            changed: dict[str, DeviceState] = {}
+            touched: dict[str, tuple[Sensor, DeviceState]] = {}
             found: list[tuple[bytes, Detection]] = []
             for event in events:
                 raw: bytes = event.value
                 topic: str = event.message.topic
                 try:
-                    sensor, state, new_state, judged = _advance(
-                        site, states, topic, raw, cache, changed
-                    )
-                    if new_state is not state and new_state != state:
-                        changed[sensor.id] = new_state
-                    found += [(sensor.id.encode(), d) for d in judged]
+                    messages = _messages(topic, raw)
                 except PayloadError as err:
                     await ctx.dead(topic, raw, str(err))
-                except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
-                    log.exception("sensor rules failed on a %s message", topic)
-                    await ctx.dead(topic, raw, f"processing error: {err!r}")
-            for device_id, new_state in changed.items():
-                states[device_id] = cache.encode(device_id, new_state)
+                    continue
+                for message in messages:
+                    try:
+                        sensor, state = _state_of(site, message.device_id, states, cache, touched)
+                        judged = _judge(site, sensor, state, message)
+                        found += [(sensor.id.encode(), d) for d in judged]
+                    except Exception as err:  # noqa: BLE001 - one bad message must not stop it
+                        if not isinstance(err, PayloadError):
+                            log.exception("sensor rules failed on a %s message", topic)
+                        await ctx.dead(topic, message.to_bytes(), _reason(err))
+            for sensor, state in touched.values():
+                if cache.changed(sensor, state):
+                    states[sensor.id.encode()] = cache.store(sensor.id, state)
             for key, detection in found:
                 await detections.send(key=key, value=detection.to_bytes())
 
@@ -86,11 +103,12 @@ def register_sensor_rules(
     @ctx.app.timer(heartbeat_check_s)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         now = clock()
-        for device_id, stored in list(states.items()):
+        for key, stored in list(states.items()):
+            device_id = key.decode()
             sensor = site.sensor(device_id)
             if sensor is None or not stored:
                 continue
-            state = cache.decode(device_id, stored)
+            state = cache.load(device_id, stored)
             status = None
             if overdue(state, site.heartbeat_s(sensor), now):
                 log.info("device %s silent since %s", device_id, state.last_seen)
@@ -103,50 +121,91 @@ def register_sensor_rules(
                 await statuses.send(key=device_id.encode(), value=status.to_bytes())
 
 
-class _StateCache:
-    """The decoded form of each device's stored state, so a reading costs no decode of it.
+@dataclass
+class _Cached:
+    stored: bytes  # the table's value this state was decoded from or encoded to
+    state: DeviceState  # advanced in place by the readings since
+    decisive: tuple[object, ...] | None  # ``decisive`` of the stored value
+    last_seen: datetime | None  # ``last_seen`` of the stored value
 
-    Only a mirror of the table: an entry is used while the table still holds exactly the text
+
+class _StateCache:
+    """The decoded form of each device's stored state, so a reading costs no decode of it, and
+    what was stored, so a state is written only when the table would otherwise lose something.
+
+    Only a mirror of the table: an entry is used while the table still holds exactly the value
     it was made from, so a state rebuilt from the changelog or written elsewhere is decoded anew.
     """
 
-    def __init__(self) -> None:
-        self._decoded: dict[str, tuple[str, DeviceState]] = {}
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._entries: dict[str, _Cached] = {}
 
-    def decode(self, device_id: str, stored: str) -> DeviceState:
+    def load(self, device_id: str, stored: bytes) -> DeviceState:
         if not stored:
             return DeviceState()
-        hit = self._decoded.get(device_id)
-        if hit is not None and hit[0] == stored:
-            return hit[1]
-        state = DeviceState.model_validate_json(stored)
-        self._decoded[device_id] = (stored, state)
+        hit = self._entries.get(device_id)
+        if hit is not None and hit.stored == stored:
+            return hit.state
+        state = decode_state(stored)
+        self._remember(device_id, stored, state)
         return state
 
-    def encode(self, device_id: str, state: DeviceState) -> str:
-        text = state.model_dump_json()
-        self._decoded[device_id] = (text, state)
-        return text
+    def changed(self, sensor: Sensor, state: DeviceState) -> bool:
+        """The table would lose something if it kept the stored value (see ``decisive``)."""
+        entry = self._entries.get(sensor.id)
+        lateness = self.site.telemetry.allowed_lateness_s
+        if entry is None or entry.state is not state or entry.decisive is None:
+            return True
+        if decisive(sensor, state, lateness) != entry.decisive:
+            return True
+        slack = timedelta(seconds=self.site.heartbeat_s(sensor) * LAST_SEEN_SLACK)
+        seen = state.last_seen
+        return seen is not None and (entry.last_seen is None or seen - entry.last_seen >= slack)
+
+    def store(self, device_id: str, state: DeviceState) -> bytes:
+        stored = encode_state(state)
+        self._remember(device_id, stored, state)
+        return stored
+
+    def _remember(self, device_id: str, stored: bytes, state: DeviceState) -> None:
+        sensor = self.site.sensor(device_id)
+        lateness = self.site.telemetry.allowed_lateness_s
+        mark = decisive(sensor, state, lateness) if sensor is not None else None
+        self._entries[device_id] = _Cached(stored, state, mark, state.last_seen)
 
 
-def _advance(
+def _messages(topic: str, raw: bytes) -> Sequence[Reading | DeviceStatus]:
+    if topic == topics.READINGS:
+        return decode(ReadingBatch, raw).readings
+    return [decode(DeviceStatus, raw)]
+
+
+def _state_of(
     site: Site,
+    device_id: str,
     states: Any,
-    topic: str,
-    raw: bytes,
     cache: _StateCache,
-    unwritten: dict[str, DeviceState],
-) -> tuple[Sensor, DeviceState, DeviceState, list[Detection]]:
-    message: Reading | DeviceStatus
-    message = decode(Reading, raw) if topic == topics.READINGS else decode(DeviceStatus, raw)
-    sensor = site.sensor(message.device_id)
+    touched: dict[str, tuple[Sensor, DeviceState]],
+) -> tuple[Sensor, DeviceState]:
+    """The device's sensor and its state, marked as touched by this batch."""
+    if device_id in touched:
+        return touched[device_id]
+    sensor = site.sensor(device_id)
     if sensor is None:
-        raise PayloadError(f"unknown device {message.device_id!r}")
-    state = unwritten.get(sensor.id)
-    if state is None:
-        state = cache.decode(sensor.id, states[sensor.id])
+        raise PayloadError(f"unknown device {device_id!r}")
+    touched[device_id] = sensor, cache.load(device_id, states[device_id.encode()])
+    return touched[device_id]
+
+
+def _judge(
+    site: Site, sensor: Sensor, state: DeviceState, message: Reading | DeviceStatus
+) -> list[Detection]:
+    lateness = site.telemetry.allowed_lateness_s
     if isinstance(message, Reading):
-        new_state, found = on_reading(sensor, state, message, site.telemetry.allowed_lateness_s)
-    else:
-        new_state, found = on_status(sensor, state, message, site.telemetry.allowed_lateness_s)
-    return sensor, state, new_state, found
+        return on_reading(sensor, state, message, lateness)
+    return on_status(sensor, state, message, lateness)
+
+
+def _reason(err: Exception) -> str:
+    return str(err) if isinstance(err, PayloadError) else f"processing error: {err!r}"

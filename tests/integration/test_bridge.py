@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch import kafka, topics
-from gridwatch.events import DeadLetter, Reading, decode
+from gridwatch.events import DeadLetter, ReadingBatch, decode
 from gridwatch.site import Site
 from ingest.mqtt_bridge import MqttBridge
 
@@ -82,9 +82,14 @@ def test_bad_messages_are_dead_lettered_and_the_bridge_keeps_going(
         assert "JSON" in decoded[1].reason
         # The good message after the bad ones made it through.
         found = asyncio.run(
-            collect(kafka_bootstrap, topics.READINGS, 1, lambda raw: b"1.25" in raw)
+            collect(
+                kafka_bootstrap,
+                topics.READINGS,
+                1,
+                lambda raw: b'"device_id":"WL-2"' in raw and b'"value":1.25' in raw,
+            )
         )
-        reading = decode(Reading, found[0])
+        (reading,) = decode(ReadingBatch, found[0]).readings
         assert reading.device_id == "WL-2" and reading.value == 1.25
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (

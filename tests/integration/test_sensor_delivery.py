@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gridwatch import kafka, topics
-from gridwatch.events import Reading
+from gridwatch.events import Reading, ReadingBatch
 from gridwatch.services import EmbeddedServices
 from gridwatch.settings import Settings
 from gridwatch.site import Site
@@ -185,7 +185,8 @@ def test_the_writer_survives_a_database_restart(
         for i in range(first, first + n):
             reading = Reading(device_id=f"{run}-db", metric="water_level_m", value=1.0, unit="m",
                               ts=datetime_at(t0 + i / 1000))  # fmt: skip
-            producer.send(topics.READINGS, key=reading.device_id.encode(), value=reading.to_bytes())
+            batch = ReadingBatch(readings=(reading,))
+            producer.send(topics.READINGS, key=batch.key, value=batch.to_bytes())
         producer.flush(30)
 
     with EmbeddedServices(settings, run_dir) as urls:

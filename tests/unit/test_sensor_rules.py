@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.sensor_rules import threshold_level
-from detectors.sensor_state import DeviceState, on_reading, on_status, overdue
+from detectors.sensor_state import (
+    DeviceState,
+    decisive,
+    decode,
+    encode,
+    on_reading,
+    on_status,
+    overdue,
+)
 from gridwatch.events import DetectionKind, DeviceStatus, Level, Point, Reading
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
@@ -41,11 +49,13 @@ def reading(value: float, seconds: float, device: str = "G-1") -> Reading:
 def run(
     sensor: Sensor, values: list[tuple[float, float]], lateness: float = 0.0
 ) -> list[tuple[str | None, Level | None, float]]:
-    """(rule, level, seconds) of every detection, in emission order."""
+    """(rule, level, seconds) of every detection, in emission order. The state goes through
+    its stored form after every reading, as a worker rebuilding it from the changelog would."""
     state = DeviceState()
     out = []
     for value, t in values:
-        state, found = on_reading(sensor, state, reading(value, t, sensor.id), lateness)
+        found = on_reading(sensor, state, reading(value, t, sensor.id), lateness)
+        state = decode(encode(state))
         for d in found:
             assert d.cleared == (d.level is None) and d.evidence
             out.append((d.rule, d.level, (d.ts - T0).total_seconds()))
@@ -151,22 +161,61 @@ def test_disorder_and_duplicates_within_the_lateness_change_nothing(
     assert _as_set(run(sensor, messy + tail, 3.0)) == _as_set(run(sensor, clean + tail, 3.0))
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    values=st.lists(st.sampled_from([1.0, 2.45, 2.6, 2.95, 3.1, 3.45, 3.6]), min_size=2,
+                    max_size=40),
+    data=st.data(),
+)  # fmt: skip
+def test_a_state_stored_only_when_decisive_changes_replays_to_the_same_detections(
+    values: list[float], data: st.DataObject
+) -> None:
+    """A worker stores a threshold gauge's state only when ``decisive`` changes. Restarted at any
+    reading from what it stored, and fed from any offset it may have committed, it emits exactly
+    the detections the live worker emitted after the crash, and none for readings before it."""
+    sensor = gauge(THRESHOLD, {"type": "out_of_range", "metric": "water_level_m", "low": 0.5,
+                               "high": 3.5, "level": "yellow"})  # fmt: skip
+    live, emitted, stored = DeviceState(), [], []
+    mark, kept = decisive(sensor, live, 0.0), encode(live)
+    assert mark is not None
+    for i, value in enumerate(values):
+        emitted.append([(d.rule, d.level) for d in on_reading(sensor, live, reading(value, i))])
+        if decisive(sensor, live, 0.0) != mark:
+            mark, kept = decisive(sensor, live, 0.0), encode(live)
+        stored.append(kept)
+    crash = data.draw(st.integers(0, len(values) - 1), label="crash after reading")
+    committed = data.draw(st.integers(0, crash + 1), label="first reading replayed")
+    restored = decode(stored[crash])
+    for i in range(committed, len(values)):
+        found = [(d.rule, d.level) for d in on_reading(sensor, restored, reading(values[i], i))]
+        assert found == (emitted[i] if i > crash else [])
+
+
+def test_only_memoryless_rules_without_lateness_store_the_state_sparingly() -> None:
+    assert decisive(gauge(THRESHOLD), DeviceState(), 0.0) is not None
+    assert decisive(gauge(THRESHOLD), DeviceState(), 1.0) is None
+    n_of_m = {"type": "n_of_m", "metric": "water_level_m", "above": 2.0, "n": 2, "m": 3,
+              "level": "yellow"}  # fmt: skip
+    assert decisive(gauge(THRESHOLD, n_of_m), DeviceState(), 0.0) is None
+
+
 def test_readings_older_than_the_lateness_are_counted_not_judged() -> None:
     sensor = gauge(THRESHOLD)
     state = DeviceState()
     for value, t in [(2.0, 0), (2.0, 10), (3.6, 2)]:
-        state, found = on_reading(sensor, state, reading(value, t), 1.0)
+        found = on_reading(sensor, state, reading(value, t), 1.0)
         assert not found
     assert state.metrics["water_level_m"].late == 1
 
 
 def test_offline_from_last_will_and_heartbeat_and_back() -> None:
     sensor = gauge(THRESHOLD)
-    state, _ = on_reading(sensor, DeviceState(), reading(1.0, 0), 0.0)
+    state = DeviceState()
+    on_reading(sensor, state, reading(1.0, 0), 0.0)
     assert not overdue(state, 60, T0 + timedelta(seconds=60))
     assert overdue(state, 60, T0 + timedelta(seconds=61))
     will = DeviceStatus(device_id="G-1", online=False, ts=T0 + timedelta(seconds=61))
-    state, found = on_status(sensor, state, will)
+    found = on_status(sensor, state, will)
     assert [(d.kind, d.level, d.rule) for d in found] == [
         (DetectionKind.DEVICE_OFFLINE, Level.YELLOW, "offline:status")
     ]
@@ -174,11 +223,13 @@ def test_offline_from_last_will_and_heartbeat_and_back() -> None:
     again = DeviceStatus(
         device_id="G-1", online=False, ts=T0 + timedelta(seconds=70), cause="heartbeat"
     )
-    assert on_status(sensor, state, again) == (state, [])
+    before = encode(state)
+    assert on_status(sensor, state, again) == []
+    assert encode(state) == before
     assert not overdue(state, 60, T0 + timedelta(seconds=500))
     # A reading from before it went offline does not bring it back; a newer one does.
-    state, found = on_reading(sensor, state, reading(1.0, 30), 0.0)
+    found = on_reading(sensor, state, reading(1.0, 30), 0.0)
     assert not found and not state.online
-    state, found = on_reading(sensor, state, reading(1.0, 80), 0.0)
+    found = on_reading(sensor, state, reading(1.0, 80), 0.0)
     assert [(d.kind, d.cleared) for d in found] == [(DetectionKind.DEVICE_OFFLINE, True)]
     assert state.online

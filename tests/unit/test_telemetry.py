@@ -2,9 +2,12 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from gridwatch.errors import PayloadError, UnknownDeviceError
+from gridwatch.events import Reading
 from gridwatch.site import Site
+from ingest.mqtt_bridge import batch_by_partition
 from ingest.telemetry import parse_telemetry
 
 TOPIC = "gw/520199003/WL-1/telemetry"
@@ -70,3 +73,26 @@ def test_unknown_device(tiny_site: Site) -> None:
 def test_nan_is_rejected(tiny_site: Site) -> None:
     with pytest.raises(PayloadError):
         parse_telemetry(tiny_site, TOPIC, b'{"ts": 1, "values": {"water_level_m": NaN}}')
+
+
+def test_readings_are_batched_by_the_partition_their_device_hashes_to() -> None:
+    ts = datetime(2026, 11, 27, tzinfo=UTC)
+    readings = [
+        Reading(device_id=f"D{i % 40}", metric="water_level_m", value=i, unit="m", ts=ts)
+        for i in range(200)
+    ]
+    partitions = list(range(6))
+    batches = batch_by_partition(readings, len(partitions))
+    assert 1 < len(batches) <= len(partitions)
+    # Nothing lost or reordered within a device.
+    flat = [r for b in batches for r in b.readings]
+    assert sorted(flat, key=lambda r: r.value) == readings
+    for device in {r.device_id for r in readings}:
+        assert [r.value for r in flat if r.device_id == device] == [
+            r.value for r in readings if r.device_id == device
+        ]
+    # A batch's key picks, with the partitioner Faust's tables use, every device's partition.
+    for batch in batches:
+        pick = DefaultPartitioner()
+        chosen = {pick(r.device_id.encode(), partitions, partitions) for r in batch.readings}
+        assert chosen == {pick(batch.key, partitions, partitions)}
