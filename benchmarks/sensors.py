@@ -180,10 +180,12 @@ def raw_mqtt_msgs_per_s(host: str, port: int, messages: int = 20_000) -> float:
 
 
 def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, bytes]]:
+    """The gateway messages of period ``step``, each timed at its share of the period."""
     topic = f"gw/{site.street.code}/gateway/telemetry"
-    ts = start_ms + int(step * 1000 / RATE_HZ)
+    count = -(-len(site.sensors) // PER_MESSAGE)
     out = []
-    for first in range(0, len(site.sensors), PER_MESSAGE):
+    for n, first in enumerate(range(0, len(site.sensors), PER_MESSAGE)):
+        ts = start_ms + int((step + n / count) * 1000 / RATE_HZ)
         body = {
             s.id: [
                 {
@@ -211,10 +213,13 @@ def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
     start, start_ms = time.monotonic(), time.time_ns() // 1_000_000
     infos, step = [], 0
     while step / RATE_HZ < duration:
-        delay = step / RATE_HZ - (time.monotonic() - start)
-        if delay > 0:
-            time.sleep(delay)
-        infos += [client.publish(t, p, qos=1) for t, p in _gateway_messages(site, step, start_ms)]
+        # Gateways are not synchronised: their messages are spread over each period.
+        messages = _gateway_messages(site, step, start_ms)
+        for i, (topic, payload) in enumerate(messages):
+            delay = (step + i / len(messages)) / RATE_HZ - (time.monotonic() - start)
+            if delay > 0:
+                time.sleep(delay)
+            infos.append(client.publish(topic, payload, qos=1))
         step += 1
     for info in infos:
         info.wait_for_publish(timeout=120)
