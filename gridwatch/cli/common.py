@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -113,6 +114,16 @@ async def stop_on_signal(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+
+def steady_memory() -> None:
+    """Tune the garbage collector for a role that handles every reading, once it has loaded
+    its configuration: what exists now (the site, thousands of sensor models) is moved out of
+    the collector's sight, and young collections run every 50,000 allocations instead of 700.
+    Most of what a role allocates per message is freed by reference counting alone, and with
+    the default thresholds the collector took about a sixth of the rule worker's time."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def all_topics() -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from gridwatch.cli.common import (
     services_app,
     simulate_app,
     site_or_fail,
+    steady_memory,
     stop_on_signal,
     store_app,
     streams_app,
@@ -90,6 +91,7 @@ def ingest_mqtt() -> None:
         username=user,
         password=password,
     )
+    steady_memory()
     bridge.start()
     with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
@@ -108,6 +110,7 @@ def streams_worker(
     settings = Settings()
     urls, site = required_services(settings), site_or_fail(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    steady_memory()
     Worker(
         build_app(site, urls.kafka_bootstrap, datadir), loglevel="INFO"
     ).execute_from_commandline()
@@ -232,6 +235,7 @@ def store_writer() -> None:
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
     with psycopg.connect(urls.database_url) as conn:
         ensure_schema(conn)
+    steady_memory()
 
     async def main() -> None:
         stop = asyncio.Event()
