@@ -1,9 +1,11 @@
 """``gridwatch bench sensors``: the real sensor path, measured on the embedded services.
 
 MQTT (gateway messages, QoS 1) → bridge → Kafka → rules (Faust) → store writer → PostgreSQL,
-each role its own process as in production, with ``devices`` devices reporting two metrics each
-for ``duration`` seconds. Then, on the same machine in the same run: the raw ceilings — binary
-COPY rows/s into the same ``readings`` table, and MQTT QoS 1 messages/s through the same broker.
+each role its own process as in production, with ``devices`` devices reporting ``metrics``
+metrics (two by default: a hazard and rainfall; four adds battery and signal, as field stations
+report) once a second for ``duration`` seconds. Then, on the same machine in the same run: the
+raw ceilings — binary COPY rows/s into the same ``readings`` table, and MQTT QoS 1 messages/s
+through the same broker.
 A reading is one value of one metric (a ``readings`` row, a data point); a device report carries
 one reading per metric.
 """
@@ -37,7 +39,13 @@ from gridwatch.store.schema import ensure_schema
 
 PER_MESSAGE = 100  # device reports per gateway message
 RATE_HZ = 1.0  # reports per device per second
-METRICS = {"water_level_m": (0.0, 15.0), "rainfall_mm_h": (0.0, 300.0)}
+# What a device may report, with its plausible range: the hazard first, then its health.
+METRICS = {
+    "water_level_m": (0.0, 15.0),
+    "rainfall_mm_h": (0.0, 300.0),
+    "battery_v": (0.0, 5.0),
+    "rssi_dbm": (-130.0, 0.0),
+}
 RULE = {"metric": "water_level_m", "yellow": 2.5, "orange": 3.0, "red": 3.5, "hysteresis": 0.1}
 # Every device crosses the yellow threshold and back every ``CYCLE`` reports: detections to time.
 CYCLE = 10
@@ -46,9 +54,10 @@ CYCLE = 10
 @dataclass
 class Result:
     devices: int
+    metrics_per_report: int
     duration_s: float
     mqtt_broker: str
-    reports_sent: int  # device reports, two readings (data points) each
+    reports_sent: int  # device reports, ``metrics_per_report`` readings (data points) each
     data_points_sent: int
     readings_stored: int
     lost: int
@@ -66,14 +75,16 @@ class Result:
     bridge_vs_raw_mqtt: float
 
 
-def bench_site(base: Site, devices: int) -> Site:
+def bench_site(base: Site, devices: int, metrics: int = 2) -> Site:
+    """``base`` with ``devices`` bench devices reporting the first ``metrics`` of METRICS."""
+    reported = dict(list(METRICS.items())[:metrics])
     first = base.grids[0].micro_grids[0].polygon[0]
     sensors = [
         {
             "id": f"B{i:05d}",
             "kind": "multi",
             "location": {"lon": first[0], "lat": first[1]},
-            "metrics": {m: {"unit": "-", "min": lo, "max": hi} for m, (lo, hi) in METRICS.items()},
+            "metrics": {m: {"unit": "-", "min": lo, "max": hi} for m, (lo, hi) in reported.items()},
             "rules": [RULE],
             "heartbeat_s": 600,
         }
@@ -191,16 +202,23 @@ def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, b
                 {
                     "ts": ts,
                     "seq": step,
-                    "values": {
-                        "water_level_m": 2.7 if i % 50 == 0 and (step + i) % CYCLE == 0 else 1.0,
-                        "rainfall_mm_h": round(5 + (step % 7) * 0.5, 2),
-                    },
+                    "values": {m: _value(m, step, i) for m in site.sensors[0].metrics},
                 }
             ]  # fmt: skip
             for i, s in enumerate(site.sensors[first : first + PER_MESSAGE], start=first)
         }
         out.append((topic, json.dumps(body, separators=(",", ":")).encode()))
     return out
+
+
+def _value(metric: str, step: int, device: int) -> float:
+    if metric == "water_level_m":  # every 50th device crosses yellow and back each CYCLE
+        return 2.7 if device % 50 == 0 and (step + device) % CYCLE == 0 else 1.0
+    if metric == "rainfall_mm_h":
+        return round(5 + (step % 7) * 0.5, 2)
+    if metric == "battery_v":
+        return round(3.7 - (step % 100) * 0.001, 3)
+    return -70.0 - step % 5
 
 
 def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
@@ -297,7 +315,7 @@ def _wait_stored(
             time.sleep(1.0)
 
 
-def run(site: Site, devices: int, duration: float) -> Result:
+def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
     """The whole benchmark on fresh embedded services."""
     with tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as tmp:
         work = Path(tmp)
@@ -308,7 +326,7 @@ def run(site: Site, devices: int, duration: float) -> Result:
                 ensure_schema(conn)
             copy_ceiling = raw_copy_rows_per_s(urls.database_url)
             mqtt_ceiling = raw_mqtt_msgs_per_s(urls.mqtt_host, urls.mqtt_port)
-            site = bench_site(site, devices)
+            site = bench_site(site, devices, metrics)
             site_file = work / "site.yaml"
             site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
             roles = _roles(urls, site_file, work)
@@ -321,7 +339,7 @@ def run(site: Site, devices: int, duration: float) -> Result:
                 started = datetime.now(UTC)
                 sent = _publish_for(site, urls, duration)
                 count, unique, _first, last = _wait_stored(
-                    urls.database_url, sent * len(METRICS), baseline
+                    urls.database_url, sent * metrics, baseline
                 )
                 cpu_after = _cpu_by_role(os.getpid())
                 cpu = {r: s - cpu_before.get(r, 0.0) for r, s in cpu_after.items()}
@@ -332,13 +350,14 @@ def run(site: Site, devices: int, duration: float) -> Result:
                 for role in roles:
                     role.kill()
                     role.wait(30)
-    points = sent * len(METRICS)
+    points = sent * metrics
     elapsed = max((last - started).total_seconds(), 1e-9) if last else float("inf")
     per_s = unique / elapsed
     return Result(
-        devices=devices, duration_s=duration, mqtt_broker=_broker(), reports_sent=sent,
+        devices=devices, metrics_per_report=metrics, duration_s=duration, mqtt_broker=_broker(),
+        reports_sent=sent,
         data_points_sent=points, readings_stored=unique, lost=points - unique,
-        duplicated=count - unique, reports_per_s=round(per_s / len(METRICS), 1),
+        duplicated=count - unique, reports_per_s=round(per_s / metrics, 1),
         data_points_per_s=round(per_s, 1),
         rule_latency_ms_p50=round(p50, 1) if p50 is not None else None,
         rule_latency_ms_p99=round(p99, 1) if p99 is not None else None,
@@ -354,7 +373,7 @@ def run(site: Site, devices: int, duration: float) -> Result:
         raw_copy_rows_per_s=round(copy_ceiling, 1),
         raw_mqtt_qos1_msgs_per_s=round(mqtt_ceiling, 1),
         writer_vs_raw_copy=round(per_s / copy_ceiling, 3),
-        bridge_vs_raw_mqtt=round(points / PER_MESSAGE / len(METRICS) / elapsed / mqtt_ceiling, 3),
+        bridge_vs_raw_mqtt=round(points / PER_MESSAGE / metrics / elapsed / mqtt_ceiling, 3),
     )  # fmt: skip
 
 

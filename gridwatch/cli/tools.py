@@ -141,11 +141,13 @@ def bench_cameras(
 
 @bench_app.command("sensors")
 def bench_sensors(
-    devices: Annotated[int, typer.Option(help="simulated devices, two metrics each")] = 1000,
+    devices: Annotated[int, typer.Option(help="simulated devices, one report a second")] = 1000,
     duration: Annotated[float, typer.Option(help="seconds of publishing")] = 30.0,
+    metrics: Annotated[int, typer.Option(min=1, max=4, help="metrics per report")] = 2,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
     """The sensor path end to end on embedded services, with the raw COPY and MQTT ceilings."""
     from benchmarks.sensors import report, run
 
-    console.print(report(run(site_or_fail(Settings()), devices, duration), json_path))
+    result = run(site_or_fail(Settings()), devices, duration, metrics)
+    console.print(report(result, json_path))

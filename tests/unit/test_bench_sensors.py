@@ -3,18 +3,23 @@ each, in gateway messages spread over the period that the bridge accepts."""
 
 import json
 
-from benchmarks.sensors import METRICS, PER_MESSAGE, _gateway_messages, bench_site
+import pytest
+
+from benchmarks.sensors import PER_MESSAGE, _gateway_messages, bench_site
 from gridwatch.site import Site
 from ingest.telemetry import parse_telemetry
 
 
-def test_each_period_carries_every_device_once_spread_over_the_period(tiny_site: Site) -> None:
-    site = bench_site(tiny_site, 250)
+@pytest.mark.parametrize("metrics", [2, 4])
+def test_each_period_carries_every_device_once_spread_over_the_period(
+    tiny_site: Site, metrics: int
+) -> None:
+    site = bench_site(tiny_site, 250, metrics)
     start_ms = 1_764_230_400_000
     messages = _gateway_messages(site, 3, start_ms)
     assert len(messages) == -(-250 // PER_MESSAGE)
     readings = [r for topic, payload in messages for r in parse_telemetry(site, topic, payload)]
-    assert len(readings) == 250 * len(METRICS)
+    assert len(readings) == 250 * metrics
     assert {r.device_id for r in readings} == {s.id for s in site.sensors}
     times = [next(iter(json.loads(payload).values()))[0]["ts"] for _, payload in messages]
     assert times == sorted(times) and len(set(times)) == len(times)
