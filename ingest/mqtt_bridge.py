@@ -1,7 +1,7 @@
 """MQTT → Kafka bridge: device telemetry and status in, validated readings out to
 ``gw.readings`` and status changes to ``gw.device-status``, partitioned by device id.
 
-The readings of one message are sent as one ``ReadingBatch`` per partition their devices hash
+The reports of one message are sent as one ``ReadingBatch`` per partition their devices hash
 to (a gateway message carries a hundred devices; one device's message, one batch).
 
 At-least-once end to end: the bridge subscribes with QoS 1 and a persistent session, and
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch import kafka, topics
 from gridwatch.errors import PayloadError, ServiceError
-from gridwatch.events import DeadLetter, Reading, ReadingBatch
+from gridwatch.events import DeadLetter, ReadingBatch, Report, utcnow
 from gridwatch.site import Site
 from ingest.telemetry import parse_status, parse_telemetry
 
@@ -44,13 +45,18 @@ class BridgeStats:
                 setattr(self, name, getattr(self, name) + n)
 
 
-def batch_by_partition(readings: list[Reading], partitions: int) -> list[ReadingBatch]:
-    """One batch per ``gw.readings`` partition the readings' devices hash to, in their order."""
-    by_partition: dict[int, list[Reading]] = {}
-    for reading in readings:
-        partition = kafka.partition_of(reading.device_id.encode(), partitions)
-        by_partition.setdefault(partition, []).append(reading)
-    return [ReadingBatch(readings=tuple(batch)) for batch in by_partition.values()]
+def batch_by_partition(
+    reports: list[Report], partitions: int, received_at: datetime
+) -> list[ReadingBatch]:
+    """One batch per ``gw.readings`` partition the reports' devices hash to, in their order."""
+    by_partition: dict[int, list[Report]] = {}
+    for report in reports:
+        partition = kafka.partition_of(report.device_id.encode(), partitions)
+        by_partition.setdefault(partition, []).append(report)
+    return [
+        ReadingBatch(received_at=received_at, reports=tuple(batch))
+        for batch in by_partition.values()
+    ]
 
 
 class MqttBridge:
@@ -125,12 +131,12 @@ class MqttBridge:
                 key = status.device_id.encode()
                 records = [(topics.DEVICE_STATUS, key, status.to_bytes())]
             else:
-                readings = parse_telemetry(self.site, msg.topic, payload)
+                reports = parse_telemetry(self.site, msg.topic, payload)
                 records = [
                     (topics.READINGS, batch.key, batch.to_bytes())
-                    for batch in batch_by_partition(readings, self.partitions)
+                    for batch in batch_by_partition(reports, self.partitions, utcnow())
                 ]
-                self.stats.add(readings=len(readings))
+                self.stats.add(readings=sum(len(r.values) for r in reports))
         except PayloadError as err:
             log.warning("dead-lettering message on %s: %s", msg.topic, err)
             letter = DeadLetter.of(f"mqtt:{msg.topic}", payload, str(err))

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gridwatch.errors import PayloadError, UnknownDeviceError
-from gridwatch.events import DeviceStatus, Reading, describe_validation_error, new_id, utcnow
+from gridwatch.events import DeviceStatus, FiniteFloat, Report, describe_validation_error, utcnow
 from gridwatch.site import Site
 
 GATEWAY = "gateway"
-
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class TelemetryPoint(BaseModel):
@@ -85,10 +83,9 @@ def parse_status(
     return DeviceStatus(device_id=device, online=parsed.state == "online", ts=ts)
 
 
-def parse_telemetry(
-    site: Site, topic: str, payload: bytes, received_at: datetime | None = None
-) -> list[Reading]:
-    """Every reading in one MQTT message, or PayloadError with the reason (nothing partial)."""
+def parse_telemetry(site: Site, topic: str, payload: bytes) -> list[Report]:
+    """Every device report in one MQTT message, its values checked against the registry and
+    given their units, or PayloadError with the reason (nothing partial)."""
     device = device_of(topic, site.street.code)
     try:
         if device == GATEWAY:
@@ -100,23 +97,16 @@ def parse_telemetry(
         raise PayloadError(describe_validation_error(err)) from err
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PayloadError(f"not UTF-8 JSON: {err}") from err
-    received = received_at or utcnow()
     return [
-        reading
-        for device_id, points in batches.items()
-        for point in points
-        for reading in _readings(site, device_id, point, received)
+        _report(site, device_id, point) for device_id, points in batches.items() for point in points
     ]
 
 
-def _readings(
-    site: Site, device_id: str, point: TelemetryPoint, received: datetime
-) -> list[Reading]:
+def _report(site: Site, device_id: str, point: TelemetryPoint) -> Report:
     sensor = site.sensor(device_id)
     if sensor is None:
         raise UnknownDeviceError(f"unknown device {device_id!r}")
-    out = []
-    ts = point.time
+    values = {}
     for metric, value in point.values.items():
         spec = sensor.metrics.get(metric)
         if spec is None:
@@ -125,32 +115,5 @@ def _readings(
             raise PayloadError(
                 f"{device_id}.{metric}={value} outside plausible range [{spec.min}, {spec.max}]"
             )
-        out.append(_trusted_reading(device_id, metric, value, spec.unit, ts, point.seq, received))
-    return out
-
-
-_READING_FIELDS = frozenset(Reading.model_fields) - {"schema_"}  # as validation leaves it
-_set = object.__setattr__
-
-
-def _trusted_reading(
-    device_id: str,
-    metric: str,
-    value: float,
-    unit: str,
-    ts: datetime,
-    seq: int | None,
-    received: datetime,
-) -> Reading:
-    """A Reading from fields validated already (the point by its model; device, metric, unit
-    and range by the registry). Validating them again was a sixth of the bridge's time, and
-    ``model_construct`` is slower still; this fills the instance as ``model_construct`` does."""
-    reading = Reading.__new__(Reading)
-    _set(reading, "__dict__", {
-        "id": new_id(), "schema_": "gw.reading/1", "device_id": device_id, "metric": metric,
-        "value": value, "unit": unit, "ts": ts, "seq": seq, "received_at": received,
-    })  # fmt: skip
-    _set(reading, "__pydantic_fields_set__", set(_READING_FIELDS))
-    _set(reading, "__pydantic_extra__", None)
-    _set(reading, "__pydantic_private__", None)
-    return reading
+        values[metric] = (value, spec.unit)
+    return Report.trusted(device_id, point.time, point.seq, values)

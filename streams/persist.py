@@ -73,7 +73,7 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> tuple[list[Event], int
                     decoded.append(DeadLetter.of(f"kafka:{topic}", raw, str(err)))
         for event in decoded:
             if isinstance(event, ReadingBatch):
-                events += event.readings
+                events += event.readings()
             else:
                 events.append(event)
     return events, bad

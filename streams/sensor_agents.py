@@ -177,7 +177,7 @@ class _StateCache:
 
 def _messages(topic: str, raw: bytes) -> Sequence[Reading | DeviceStatus]:
     if topic == topics.READINGS:
-        return decode(ReadingBatch, raw).readings
+        return decode(ReadingBatch, raw).readings()
     return [decode(DeviceStatus, raw)]
 
 

@@ -86,10 +86,10 @@ def test_bad_messages_are_dead_lettered_and_the_bridge_keeps_going(
                 kafka_bootstrap,
                 topics.READINGS,
                 1,
-                lambda raw: b'"device_id":"WL-2"' in raw and b'"value":1.25' in raw,
+                lambda raw: b'"device_id":"WL-2"' in raw and b'"water_level_m":[1.25,"m"]' in raw,
             )
         )
-        (reading,) = decode(ReadingBatch, found[0]).readings
+        (reading,) = decode(ReadingBatch, found[0]).readings()
         assert reading.device_id == "WL-2" and reading.value == 1.25
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (

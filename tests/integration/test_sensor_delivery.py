@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gridwatch import kafka, topics
-from gridwatch.events import Reading, ReadingBatch
+from gridwatch.events import ReadingBatch, Report
 from gridwatch.services import EmbeddedServices
 from gridwatch.settings import Settings
 from gridwatch.site import Site
@@ -183,9 +183,9 @@ def test_the_writer_survives_a_database_restart(
 
     def send(first: int, n: int) -> None:
         for i in range(first, first + n):
-            reading = Reading(device_id=f"{run}-db", metric="water_level_m", value=1.0, unit="m",
-                              ts=datetime_at(t0 + i / 1000))  # fmt: skip
-            batch = ReadingBatch(readings=(reading,))
+            report = Report(device_id=f"{run}-db", ts=datetime_at(t0 + i / 1000),
+                            values={"water_level_m": (1.0, "m")})  # fmt: skip
+            batch = ReadingBatch(reports=(report,))
             producer.send(topics.READINGS, key=batch.key, value=batch.to_bytes())
         producer.flush(30)
 
