@@ -147,18 +147,19 @@ def overdue(state: DeviceState, heartbeat_s: float, now: datetime) -> bool:
 def _admit(
     sensor: Sensor, metric: MetricState, reading: Reading, lateness: timedelta
 ) -> list[Detection]:
-    ts = reading.ts
-    if any(r.ts == ts for r in metric.history) or any(r.ts == ts for r in metric.pending):
-        return []  # a redelivery
-    newest, judged = metric.newest, metric.judged
-    if (judged is not None and ts < judged) or (newest is not None and ts < newest - lateness):
-        metric.late += 1
-        return []
-    pending = metric.pending
-    if pending and ts < pending[-1].ts:
-        bisect.insort(pending, reading, key=_time)
-    else:
+    ts, newest, pending = reading.ts, metric.newest, metric.pending
+    if newest is None or ts > newest:  # in order: the common case, neither late nor repeated
         pending.append(reading)
+    else:
+        if any(r.ts == ts for r in metric.history) or any(r.ts == ts for r in pending):
+            return []  # a redelivery
+        judged = metric.judged
+        if (judged is not None and ts < judged) or ts < newest - lateness:
+            metric.late += 1
+            return []
+        bisect.insort(pending, reading, key=_time)
+    if not lateness:
+        return _judge(sensor, metric, len(pending))
     watermark = pending[-1].ts - lateness
     return _judge(sensor, metric, sum(1 for r in pending if r.ts <= watermark))
 
@@ -171,32 +172,33 @@ def _judge(sensor: Sensor, metric: MetricState, count: int) -> list[Detection]:
     """Judge the ``count`` oldest pending readings in time order."""
     if count == 0:
         return []
-    rules = sensor.rules_for(metric.pending[0].metric)
-    levels = metric.levels
+    name = metric.pending[0].metric
+    rules = sensor.rules_for(name)
+    window, keep = sensor.lookback(name)
+    levels, history = metric.levels, metric.history
     if len(levels) != len(rules):
         levels[:] = [None] * len(rules)
     detections = []
     for reading in metric.pending[:count]:
-        metric.history.append(reading)
-        _trim(metric.history, rules)
+        history.append(reading)
+        _trim(history, window, keep)
         for i, rule in enumerate(rules):
-            level = rule_level(rule, metric.history, levels[i])
+            level = rule_level(rule, history, levels[i])
             if level != levels[i]:
-                detections.append(_detection(sensor, rule, level, metric.history))
+                detections.append(_detection(sensor, rule, level, history))
                 levels[i] = level
     del metric.pending[:count]
     return detections
 
 
-def _trim(history: list[Reading], rules: Sequence[SensorRule]) -> None:
+def _trim(history: list[Reading], window: float, keep: int) -> None:
     """Keep what the rules can still look at: their longest window (plus the reading before it,
     the value held when the window opened) and their largest count of newest readings."""
-    window = max((r.window_s for r in rules), default=0.0)
-    keep = max((r.samples for r in rules), default=1)
     if window:
         boundary = history[-1].ts - timedelta(seconds=window)
         keep = max(keep, 1 + sum(1 for r in history if r.ts > boundary))
-    del history[:-keep]
+    if len(history) > keep:
+        del history[:-keep]
 
 
 def _detection(

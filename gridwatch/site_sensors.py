@@ -224,3 +224,18 @@ class Sensor(Model):
     def rules_for(self, metric: str) -> tuple[SensorRule, ...]:
         """The rules on ``metric``, in site-file order (looked up once per reading)."""
         return self._by_metric.get(metric, ())
+
+    @cached_property
+    def _lookback(self) -> dict[str, tuple[float, int]]:
+        return {
+            metric: (
+                max((r.window_s for r in rules), default=0.0),
+                max((r.samples for r in rules), default=1),
+            )
+            for metric, rules in self._by_metric.items()
+        }
+
+    def lookback(self, metric: str) -> tuple[float, int]:
+        """How far back the rules on ``metric`` look: their longest window in seconds, and
+        their largest count of newest values."""
+        return self._lookback.get(metric, (0.0, 1))
