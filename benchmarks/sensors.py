@@ -297,19 +297,21 @@ def _inserted(database_url: str) -> int:
 
 def _wait_stored(
     database_url: str, want: int, baseline: int, quiet_s: float = 20.0
-) -> tuple[Any, ...]:
+) -> tuple[tuple[Any, ...], dict[str, float]]:
     """Until ``want`` rows more than ``baseline`` are inserted or none came for ``quiet_s``;
-    then the exact figures from the table itself."""
+    then the exact figures from the table itself, and the CPU by role taken just before them
+    (the exact count is the benchmark's work, not the pipeline's)."""
     last, since = -1, time.monotonic()
     with psycopg.connect(database_url, autocommit=True) as conn:
         while True:
             (inserted,) = conn.execute(PROGRESS_SQL).fetchone() or (0,)
             quiet = time.monotonic() - since > quiet_s
             if inserted - baseline >= want or quiet:
+                cpu = _cpu_by_role(os.getpid())
                 # Aborted inserts count in the statistics too: the table has the last word.
                 stored = tuple(conn.execute(STORED_SQL).fetchone() or ())
                 if stored[1] >= want or quiet:
-                    return stored
+                    return stored, cpu
             if inserted != last:
                 last, since = inserted, time.monotonic()
             time.sleep(1.0)
@@ -338,10 +340,9 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
                 cpu_before = _cpu_by_role(os.getpid())
                 started = datetime.now(UTC)
                 sent = _publish_for(site, urls, duration)
-                count, unique, _first, last = _wait_stored(
+                (count, unique, _first, last), cpu_after = _wait_stored(
                     urls.database_url, sent * metrics, baseline
                 )
-                cpu_after = _cpu_by_role(os.getpid())
                 cpu = {r: s - cpu_before.get(r, 0.0) for r, s in cpu_after.items()}
                 time.sleep(2)  # the last detections
                 with psycopg.connect(urls.database_url) as conn:
