@@ -109,9 +109,12 @@ class MqttBridge:
         log.info("bridge subscribed to %s", [t for t, _ in self.subscriptions])
 
     def stop(self) -> None:
+        """Wait for Kafka's acknowledgements, pass them on to the broker, and close both
+        clients: the bridge owns the producer it was given."""
         self.producer.flush(timeout=10)
         self.client.disconnect()
         self.client.loop_stop()
+        self.producer.close(timeout=10)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
