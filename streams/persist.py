@@ -151,6 +151,10 @@ async def run_persist(
     stats = PersistStats()
     next_rollup = time.monotonic() + rollup_every_s
     writer = DatabaseWriter(database_url)
+    # Refreshes run on their own connection beside the writes: one takes long enough that
+    # fresh rows (and detections) waiting behind it showed as latency.
+    rollups = DatabaseWriter(database_url)
+    refresh: asyncio.Future[bool] | None = None
     consumer = kafka.consumer(bootstrap, group_id, *topic_names)
     await consumer.start()
     try:
@@ -158,8 +162,8 @@ async def run_persist(
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             if ready is not None and consumer.assignment():
                 ready.set()
-            if time.monotonic() >= next_rollup:
-                await asyncio.to_thread(writer.refresh_rollups)
+            if time.monotonic() >= next_rollup and (refresh is None or refresh.done()):
+                refresh = asyncio.ensure_future(asyncio.to_thread(rollups.refresh_rollups))
                 next_rollup = time.monotonic() + rollup_every_s
             records = [(r.topic, r.value or b"") for rs in batches.values() for r in rs]
             if not records:
@@ -172,8 +176,13 @@ async def run_persist(
             stats.db_retries = writer.retries
             for table, n in inserted.items():
                 stats.rows[table] = stats.rows.get(table, 0) + n
-        await asyncio.to_thread(writer.refresh_rollups)
+        if refresh is not None:
+            await refresh
+        await asyncio.to_thread(rollups.refresh_rollups)
     finally:
+        if refresh is not None and not refresh.done():
+            await asyncio.wait([refresh])
         await consumer.stop()
         writer.close()
+        rollups.close()
     return stats

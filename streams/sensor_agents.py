@@ -10,6 +10,7 @@ changes state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 # A batch closes at this many events or after this long, whichever comes first.
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.01
+# Devices the heartbeat check looks at before it lets the agent run.
+HEARTBEAT_SLICE = 1000
 
 
 def register_sensor_rules(
@@ -103,7 +106,9 @@ def register_sensor_rules(
     @ctx.app.timer(heartbeat_check_s)  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
         now = clock()
-        for key, stored in list(states.items()):
+        for i, (key, stored) in enumerate(list(states.items())):
+            if i % HEARTBEAT_SLICE == HEARTBEAT_SLICE - 1:
+                await asyncio.sleep(0)  # let the rules run between slices of a large site
             device_id = key.decode()
             sensor = site.sensor(device_id)
             if sensor is None or not stored:
