@@ -47,7 +47,8 @@ METRICS = {
     "rssi_dbm": (-130.0, 0.0),
 }
 RULE = {"metric": "water_level_m", "yellow": 2.5, "orange": 3.0, "red": 3.5, "hysteresis": 0.1}
-# Every device crosses the yellow threshold and back every ``CYCLE`` reports: detections to time.
+# Every 50th device crosses the yellow threshold and back every ``CYCLE`` reports, each in its
+# own phase: a steady stream of detections to time, not a street-wide burst every CYCLE.
 CYCLE = 10
 
 
@@ -212,8 +213,8 @@ def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, b
 
 
 def _value(metric: str, step: int, device: int) -> float:
-    if metric == "water_level_m":  # every 50th device crosses yellow and back each CYCLE
-        return 2.7 if device % 50 == 0 and (step + device) % CYCLE == 0 else 1.0
+    if metric == "water_level_m":
+        return 2.7 if device % 50 == 0 and (step + device // 50) % CYCLE == 0 else 1.0
     if metric == "rainfall_mm_h":
         return round(5 + (step % 7) * 0.5, 2)
     if metric == "battery_v":
