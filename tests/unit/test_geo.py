@@ -11,21 +11,10 @@ from pyproj import Geod
 
 from gridwatch.events import Point
 from gridwatch.geo import GridIndex, LocalProjection
-from gridwatch.settings import SAMPLE_SITE
-from gridwatch.site import Site, load_site
+from gridwatch.site import Site
 
 WGS84 = Geod(ellps="WGS84")  # the reference: exact geodesics, independent of the projection
 CENTER = Point(lon=106.65, lat=26.62)
-
-
-@pytest.fixture(scope="module")
-def site() -> Site:
-    return load_site(SAMPLE_SITE)
-
-
-@pytest.fixture(scope="module")
-def index(site: Site) -> GridIndex:
-    return GridIndex(site)
 
 
 def test_every_micro_grid_resolves_to_itself(site: Site, index: GridIndex) -> None:

@@ -7,18 +7,10 @@ from datetime import UTC, datetime, timedelta
 from alerts.cases import Action, AuditEntry, Case, apply, open_case
 from alerts.kpi import compute
 from gridwatch.events import IncidentKind, Level
+from tests.unit.test_cases import HAPPY
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 LIMIT = timedelta(hours=24)
-MAIN = (
-    Action.REGISTER,
-    Action.DISPATCH,
-    Action.ACCEPT,
-    Action.HANDLE,
-    Action.REPORT,
-    Action.VERIFY,
-    Action.CLOSE,
-)
 
 
 def trail(n: int, close_after: timedelta | None, *, rework: bool = False) -> list[AuditEntry]:
@@ -27,9 +19,9 @@ def trail(n: int, close_after: timedelta | None, *, rework: bool = False) -> lis
     case: Case
     case, first = open_case(f"C{n}", IncidentKind.FLOOD, Level.YELLOW, opened, LIMIT)
     entries = [first]
-    actions = MAIN if close_after is not None else MAIN[:3]
+    actions = HAPPY if close_after is not None else HAPPY[:3]
     if rework:
-        actions = (*MAIN[:5], Action.REWORK, Action.REPORT, *MAIN[5:])
+        actions = (*HAPPY[:5], Action.REWORK, Action.REPORT, *HAPPY[5:])
     step = (close_after or timedelta(hours=1)) / len(actions)
     for i, action in enumerate(actions, start=1):
         case, entry = apply(

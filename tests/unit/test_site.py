@@ -19,16 +19,6 @@ from gridwatch.site import Site, load_site
 
 
 @pytest.fixture(scope="module")
-def site() -> Site:
-    return load_site(SAMPLE_SITE)
-
-
-@pytest.fixture(scope="module")
-def index(site: Site) -> GridIndex:
-    return GridIndex(site)
-
-
-@pytest.fixture(scope="module")
 def micro_m(site: Site, index: GridIndex) -> np.ndarray:
     """Every micro-grid polygon in metres, in file order."""
     rings = [m.polygon for g in site.grids for m in g.micro_grids]
