@@ -7,6 +7,7 @@ time-ordered UUIDv7 id and timezone-aware times. Event time (``ts``) drives rule
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import threading
 import time
@@ -106,6 +107,11 @@ class SourceType(StrEnum):
     WATCHTOWER = "watchtower"
 
 
+# What PostgreSQL can store, checked when a message is validated rather than found at COPY
+# time: text without NUL, integers within int8 (int4 where the column is int4).
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Lon = Annotated[float, Field(ge=-180, le=180)]
 Lat = Annotated[float, Field(ge=-90, le=90)]
 
@@ -135,12 +141,12 @@ class Reading(Event):
     ``ReadingBatch`` carries the batch's id and arrival time."""
 
     schema_: Literal["gw.reading/1"] = Field(default="gw.reading/1", alias="schema")
-    device_id: str = Field(min_length=1, max_length=64)
-    metric: str = Field(min_length=1, max_length=64)
+    device_id: Text = Field(min_length=1, max_length=64)
+    metric: Text = Field(min_length=1, max_length=64)
     value: float
-    unit: str
+    unit: Text
     ts: AwareDatetime
-    seq: int | None = None
+    seq: Int64 | None = None
     received_at: AwareDatetime = Field(default_factory=utcnow)
 
     @property
@@ -170,10 +176,10 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 class Report(Model):
     """One device's values at one instant as it reported them, each with its metric's unit."""
 
-    device_id: str = Field(min_length=1, max_length=64)
+    device_id: Text = Field(min_length=1, max_length=64)
     ts: AwareDatetime
-    seq: int | None = None
-    values: dict[str, tuple[FiniteFloat, str]] = Field(min_length=1, description="value, unit")
+    seq: Int64 | None = None
+    values: dict[Text, tuple[FiniteFloat, Text]] = Field(min_length=1, description="value, unit")
 
     @classmethod
     def trusted(
@@ -226,7 +232,7 @@ class DeviceStatus(Event):
     tick (``watermark``) that lets rules judge the readings of a device that went quiet."""
 
     schema_: Literal["gw.device-status/1"] = Field(default="gw.device-status/1", alias="schema")
-    device_id: str = Field(min_length=1, max_length=64)
+    device_id: Text = Field(min_length=1, max_length=64)
     online: bool
     ts: AwareDatetime
     cause: Literal["status", "heartbeat", "watermark"] = "status"
@@ -234,7 +240,7 @@ class DeviceStatus(Event):
 
 class SourceRef(Model):
     type: SourceType
-    id: str
+    id: Text
 
 
 class Detection(Event):
@@ -249,8 +255,8 @@ class Detection(Event):
     location: Point | None = None
     bearing_deg: float | None = Field(default=None, ge=0, lt=360)
     bbox: tuple[int, int, int, int] | None = None
-    snapshot: str | None = None
-    rule: str | None = None
+    snapshot: Text | None = None
+    rule: Text | None = None
     evidence: tuple[Reading, ...] = ()
     cleared: bool = Field(default=False, description="the condition has ended")
 
@@ -263,17 +269,17 @@ class Incident(Event):
     """
 
     schema_: Literal["gw.incident/1"] = Field(default="gw.incident/1", alias="schema")
-    revision: int = Field(default=1, ge=1)
+    revision: Int32 = Field(default=1, ge=1)
     kind: IncidentKind
     location: Point
-    community_code: str
-    grid_code: str
-    micro_grid_code: str | None
+    community_code: Text
+    grid_code: Text
+    micro_grid_code: Text | None
     level: Level
     confidence: float = Field(ge=0, le=1)
     sources: tuple[SourceRef, ...]
     detection_ids: tuple[UUID, ...]
-    departments: tuple[str, ...] = ()
+    departments: tuple[Text, ...] = ()
     first_seen: AwareDatetime
     last_seen: AwareDatetime
     ended: bool = False
@@ -287,60 +293,104 @@ class Target(Model):
     """Who an alert goes to: a grid worker, a community, a department or the command center."""
 
     role: Literal["grid_worker", "community", "department", "command_center"]
-    id: str
+    id: Text
 
 
 class Alert(Event):
     schema_: Literal["gw.alert/1"] = Field(default="gw.alert/1", alias="schema")
-    fingerprint: str
+    fingerprint: Text
     incident_id: UUID
-    incident_revision: int
+    incident_revision: Int32
     kind: IncidentKind
     level: Level
     state: Literal["firing", "resolved"]
     targets: tuple[Target, ...]
-    summary: str
+    summary: Text
     location: Point
-    grid_code: str
+    grid_code: Text
     ts: AwareDatetime
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[Text, ...] = ()
 
 
 class CaseEvent(Event):
     schema_: Literal["gw.case-event/1"] = Field(default="gw.case-event/1", alias="schema")
-    case_id: str
-    seq: int = Field(ge=0)
-    from_state: str | None
-    to_state: str
-    actor: str
+    case_id: Text
+    seq: Int32 = Field(ge=0)
+    from_state: Text | None
+    to_state: Text
+    actor: Text
     ts: AwareDatetime
-    note: str = ""
-    action: str | None = Field(
+    note: Text = ""
+    action: Text | None = Field(
         default=None, description="what the actor did (accept, rework, …); None: a state report"
     )
 
 
-class DeadLetter(Event):
-    """A message gridwatch could not accept, kept whole with the reason."""
+DEADLETTER_KEEP_BYTES = 16 * 1024
+REASON_MAX_CHARS = 2000
+SOURCE_MAX_CHARS = 300
 
-    schema_: Literal["gw.deadletter/1"] = Field(default="gw.deadletter/1", alias="schema")
+
+def storable_text(text: str) -> str:
+    """Text PostgreSQL can store: NUL (which no text column takes) and lone surrogates (which
+    UTF-8 cannot encode) are written as backslash escapes instead."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def reason_of(err: BaseException) -> str:
+    """One line for a dead letter: a PayloadError's own words, else the error's type and text
+    (an error we did not foresee is still a reason, not a crash)."""
+    text = str(err) if isinstance(err, PayloadError) else f"processing error: {err!r}"
+    return " ".join(text.split())
+
+
+class DeadLetter(Event):
+    """A message gridwatch could not accept, with the reason. Bounded: the first
+    ``DEADLETTER_KEEP_BYTES`` of the payload are kept, with the whole payload's size and SHA-256,
+    so a dead letter of any message fits on a topic and in a row."""
+
+    schema_: Literal["gw.deadletter/2"] = Field(default="gw.deadletter/2", alias="schema")
     source: str = Field(description="where it came from: an MQTT or Kafka topic")
     reason: str
-    payload_b64: str
+    payload_b64: str = Field(description="the payload's first DEADLETTER_KEEP_BYTES bytes")
+    size: int = Field(ge=0, description="the whole payload's size in bytes")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the whole payload's SHA-256")
     ts: AwareDatetime = Field(default_factory=utcnow)
 
     @classmethod
     def of(cls, source: str, payload: bytes, reason: str) -> DeadLetter:
-        return cls(source=source, reason=reason, payload_b64=base64.b64encode(payload).decode())
+        return cls(
+            source=source,
+            reason=reason,
+            payload_b64=base64.b64encode(payload[:DEADLETTER_KEEP_BYTES]).decode(),
+            size=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+        )
+
+    @classmethod
+    def of_error(cls, source: str, payload: bytes, err: BaseException) -> DeadLetter:
+        return cls.of(source, payload, reason_of(err))
 
     @property
     def payload(self) -> bytes:
+        """What is kept of the payload: all of it unless ``truncated``."""
         return base64.b64decode(self.payload_b64)
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.payload)
 
     @field_validator("reason")
     @classmethod
     def _short_reason(cls, value: str) -> str:
-        return value[:2000]
+        return storable_text(value[:REASON_MAX_CHARS])
+
+    @field_validator("source")
+    @classmethod
+    def _short_source(cls, value: str) -> str:
+        return storable_text(value[:SOURCE_MAX_CHARS])
 
 
 E = TypeVar("E", bound=Event)

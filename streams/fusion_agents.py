@@ -12,7 +12,7 @@ import faust
 
 from gridwatch import topics
 from gridwatch.errors import PayloadError
-from gridwatch.events import Detection, SourceType, decode
+from gridwatch.events import Detection, SourceType, decode, reason_of
 from gridwatch.geo import GridIndex
 from streams.context import StreamContext
 from streams.fusion import INCIDENT_OF, FusionContext, FusionState, fuse
@@ -61,7 +61,7 @@ def register_fusion(ctx: StreamContext) -> None:
                 await ctx.dead(topics.DETECTIONS, raw, str(err))
             except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
                 log.exception("placing a detection failed")
-                await ctx.dead(topics.DETECTIONS, raw, f"processing error: {err!r}")
+                await ctx.dead(topics.DETECTIONS, raw, reason_of(err))
 
     @ctx.app.agent(placed_topic, concurrency=1)
     async def fusion(stream: faust.StreamT[bytes]) -> None:
@@ -91,4 +91,4 @@ def register_fusion(ctx: StreamContext) -> None:
                     await incidents.send(key=str(incident.id).encode(), value=incident.to_bytes())
             except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
                 log.exception("fusion failed")
-                await ctx.dead(PLACED_TOPIC, raw, f"processing error: {err!r}")
+                await ctx.dead(PLACED_TOPIC, raw, reason_of(err))

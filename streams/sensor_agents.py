@@ -32,7 +32,15 @@ from detectors.sensor_state import decode as decode_state
 from detectors.sensor_state import encode as encode_state
 from gridwatch import topics
 from gridwatch.errors import PayloadError
-from gridwatch.events import Detection, DeviceStatus, Reading, ReadingBatch, decode, utcnow
+from gridwatch.events import (
+    Detection,
+    DeviceStatus,
+    Reading,
+    ReadingBatch,
+    decode,
+    reason_of,
+    utcnow,
+)
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
 from streams.context import StreamContext
@@ -94,7 +102,7 @@ def register_sensor_rules(
                     except Exception as err:  # noqa: BLE001 - one bad message must not stop it
                         if not isinstance(err, PayloadError):
                             log.exception("sensor rules failed on a %s message", topic)
-                        await ctx.dead(topic, message.to_bytes(), _reason(err))
+                        await ctx.dead(topic, message.to_bytes(), reason_of(err))
             for sensor, state in touched.values():
                 if cache.changed(sensor, state):
                     states[sensor.id.encode()] = cache.store(sensor.id, state)
@@ -210,7 +218,3 @@ def _judge(
     if isinstance(message, Reading):
         return on_reading(sensor, state, message, lateness)
     return on_status(sensor, state, message, lateness)
-
-
-def _reason(err: Exception) -> str:
-    return str(err) if isinstance(err, PayloadError) else f"processing error: {err!r}"

@@ -117,9 +117,14 @@ CREATE TABLE IF NOT EXISTS deadletters (
     source    text        NOT NULL,
     reason    text        NOT NULL,
     payload   bytea       NOT NULL,
+    size      bigint,
+    sha256    text,
     stored_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (id, ts)
 );
+-- payload keeps a bounded prefix of the message; size and sha256 describe the whole of it.
+ALTER TABLE deadletters ADD COLUMN IF NOT EXISTS size bigint;
+ALTER TABLE deadletters ADD COLUMN IF NOT EXISTS sha256 text;
 CREATE TABLE IF NOT EXISTS schema_info (
     key   text PRIMARY KEY,
     value text NOT NULL

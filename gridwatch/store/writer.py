@@ -189,8 +189,10 @@ SPECS: dict[type[Event], TableSpec] = {
             ("source", "text"),
             ("reason", "text"),
             ("payload", "bytea"),
+            ("size", "int8"),
+            ("sha256", "text"),
         ),
-        lambda d: (d.ts, d.id, d.source, d.reason, d.payload),
+        lambda d: (d.ts, d.id, d.source, d.reason, d.payload, d.size, d.sha256),
     ),
     DeviceStatus: TableSpec(
         "device_status",

@@ -1,3 +1,4 @@
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -5,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from gridwatch.errors import PayloadError
-from gridwatch.events import DeadLetter, Level, Reading, decode
+from gridwatch.events import DEADLETTER_KEEP_BYTES, DeadLetter, Level, Reading, decode, reason_of
 
 
 def test_reading_round_trip_keeps_schema_tag_and_time() -> None:
@@ -50,3 +51,44 @@ def test_level_order_and_raise() -> None:
     assert Level.YELLOW.raised() is Level.ORANGE
     assert Level.ORANGE.raised(5) is Level.RED
     assert sorted([Level.RED, Level.YELLOW, Level.ORANGE], key=lambda x: x.rank) == list(Level)
+
+
+def test_dead_letter_of_a_large_message_is_bounded_with_size_and_digest() -> None:
+    raw = b"[" + b'{"ts":1,"values":{"x":1}},' * 50_000 + b"]"
+    letter = decode(DeadLetter, DeadLetter.of("mqtt:gw/x", raw, "too large").to_bytes())
+    assert letter.size == len(raw) and letter.truncated
+    assert letter.payload == raw[:DEADLETTER_KEEP_BYTES]
+    assert letter.sha256 == hashlib.sha256(raw).hexdigest()
+    assert len(letter.to_bytes()) < 2 * DEADLETTER_KEEP_BYTES
+
+
+def test_dead_letter_text_is_storable_in_postgresql() -> None:
+    letter = DeadLetter.of("mqtt:gw/x/a\x00b/telemetry", b"{}", "metric 'a\x00b\ud800' unknown")
+    assert "\x00" not in letter.source + letter.reason
+    assert letter.reason == "metric 'a\\x00b\\ud800' unknown"
+    (letter.source + letter.reason).encode("utf-8")
+
+
+def test_an_unforeseen_error_is_a_reason_on_one_line() -> None:
+    assert reason_of(PayloadError("seq: too large")) == "seq: too large"
+    assert reason_of(OverflowError("date\nvalue out of range")) == (
+        "processing error: OverflowError('date\\nvalue out of range')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("seq", 2**63, "less than or equal to 9223372036854775807"),
+        ("seq", -(2**63) - 1, "greater than or equal to"),
+        ("metric", "water\x00level", "should match pattern"),
+        ("unit", "m\x00", "should match pattern"),
+    ],
+)
+def test_values_postgresql_cannot_store_are_refused_at_validation(
+    field: str, value: object, problem: str
+) -> None:
+    fields = {"device_id": "d", "metric": "m", "value": 1.0, "unit": "u", "seq": 1}
+    fields[field] = value
+    with pytest.raises(ValidationError, match=problem):
+        Reading(ts=datetime(2026, 1, 1, tzinfo=UTC), **fields)  # type: ignore[arg-type]
