@@ -198,6 +198,16 @@ class TelemetryPolicy(Model):
     heartbeat_s: float = Field(
         default=300.0, gt=0, description="a device silent this long is raised as offline"
     )
+    max_ahead_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="a reading stamped further ahead of the receiver's clock is refused",
+    )
+    max_age_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="a reading stamped further behind the receiver's clock is refused",
+    )
 
 
 class Sensor(Model):
