@@ -1,104 +1,154 @@
 """Status callbacks from the dispatch system and the broadcast system, into ``gw.case-events``.
 
-Both endpoints check the HMAC signature, turn the body into a ``CaseEvent`` and answer 200 only
-after Kafka has acknowledged it, so a callback is never lost: the caller retries until then.
+Each route checks the signature with its own key (the dispatch key on the dispatch route, the
+broadcast key on the broadcast route; ``gridwatch.signing``, replays refused), validates the
+body strictly (a 400 names the field and the rule) and answers 200 only after Kafka has
+acknowledged the ``CaseEvent``, so a callback is never lost: the caller retries until then.
 The callback's ``event_id`` becomes the event id, which makes a retried callback a no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from datetime import datetime
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Literal
 from uuid import UUID
 
 from aiohttp import web
 from kafka import KafkaProducer
-from pydantic import ValidationError
+from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
+from alerts.sinks import BROADCAST, DISPATCH
 from gridwatch import topics
-from gridwatch.events import CaseEvent, describe_validation_error
-from gridwatch.signing import verify
+from gridwatch.events import CaseEvent, Int32, Model, Text, describe_validation_error
+from gridwatch.signing import Verifier
 
 log = logging.getLogger(__name__)
 
 BROADCAST_STATE = {1: "received", 2: "playing", 3: "played", 4: "failed"}
+ROUTES = {DISPATCH: "/v1/callbacks/dispatch", BROADCAST: "/v1/callbacks/broadcast"}
+CaseId = Annotated[Text, Field(min_length=1, max_length=200)]
 
 
-def dispatch_event(body: dict[str, Any]) -> CaseEvent:
-    return CaseEvent(
-        id=UUID(str(body["event_id"])),
-        case_id=str(body["case_id"]),
-        seq=int(body["seq"]),
-        from_state=body.get("from_state"),
-        to_state=str(body["state"]),
-        action=body.get("action"),
-        actor=str(body["actor"]),
-        ts=datetime.fromisoformat(str(body["ts"])),
-        note=str(body.get("note", "")),
-    )
+class Callback(Model):
+    """No coercion: ``"7"`` is not a number and ``1`` is not a string (docs/dispatch-api.yaml)."""
+
+    model_config = ConfigDict(strict=True)
 
 
-def broadcast_event(body: dict[str, Any]) -> CaseEvent:
-    state = int(body["BrdState"])
-    return CaseEvent(
-        id=UUID(str(body["event_id"])),
-        case_id=str(body["case_id"]),
-        seq=int(body.get("seq", 0)),
-        from_state=None,
-        to_state=BROADCAST_STATE[state],
-        action="broadcast_state",
-        actor=str(body.get("actor", "broadcast")),
-        ts=datetime.fromisoformat(str(body["ts"])),
-        note=f"{body.get('EBMID', '')} BrdState={state}",
-    )
+class DispatchCallback(Callback):
+    event_id: UUID
+    case_id: CaseId
+    seq: Int32 = Field(ge=0)
+    action: Literal[
+        "accept",
+        "handle",
+        "report",
+        "verify",
+        "close",
+        "return",
+        "rework",
+        "extend",
+        "park",
+        "resume",
+    ]
+    state: Literal["registered", "accepted", "handling", "reported", "verified", "closed", "parked"]
+    from_state: Text | None = None
+    actor: Text = Field(min_length=1)
+    ts: AwareDatetime
+    note: Text = ""
+
+    def event(self) -> CaseEvent:
+        return CaseEvent(
+            id=self.event_id,
+            case_id=self.case_id,
+            seq=self.seq,
+            from_state=self.from_state,
+            to_state=self.state,
+            action=self.action,
+            actor=self.actor,
+            ts=self.ts,
+            note=self.note,
+        )
+
+
+class BroadcastCallback(Callback):
+    event_id: UUID
+    case_id: CaseId
+    seq: Int32 = Field(default=0, ge=0)
+    EBMID: Text = ""  # the EBM profile's own field names
+    BrdState: int = Field(ge=1, le=4, description="EBM state: 1 received … 4 failed")
+    actor: Text = Field(default="broadcast", min_length=1)
+    ts: AwareDatetime
+
+    def event(self) -> CaseEvent:
+        return CaseEvent(
+            id=self.event_id,
+            case_id=self.case_id,
+            seq=self.seq,
+            from_state=None,
+            to_state=BROADCAST_STATE[self.BrdState],
+            action="broadcast_state",
+            actor=self.actor,
+            ts=self.ts,
+            note=f"{self.EBMID} BrdState={self.BrdState}",
+        )
+
+
+Parse = Callable[[bytes], CaseEvent]
+PARSERS: dict[str, Parse] = {
+    DISPATCH: lambda body: DispatchCallback.model_validate_json(body).event(),
+    BROADCAST: lambda body: BroadcastCallback.model_validate_json(body).event(),
+}
 
 
 class CallbackServer:
-    def __init__(self, secret: bytes, producer: KafkaProducer) -> None:
-        self.secret = secret
+    """The callback API; ``keys`` holds the HMAC key of each route (``DISPATCH``, ``BROADCAST``)."""
+
+    def __init__(self, keys: Mapping[str, bytes], producer: KafkaProducer) -> None:
         self.producer = producer
         self.app = web.Application()
-        self.app.router.add_post("/v1/callbacks/dispatch", self._dispatch)
-        self.app.router.add_post("/v1/callbacks/broadcast", self._broadcast)
+        for route, path in ROUTES.items():
+            self.app.router.add_post(path, self._handler(route, Verifier(keys[route])))
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str, port: int = 0) -> str:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         bound = self._runner.addresses[0][1]
         self.url = f"http://{host}:{bound}"
+        log.info("callback API listening on %s", self.url)
         return self.url
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _dispatch(self, request: web.Request) -> web.Response:
-        return await self._accept(request, dispatch_event)
+    def _handler(
+        self, route: str, verifier: Verifier
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        parse = PARSERS[route]
 
-    async def _broadcast(self, request: web.Request) -> web.Response:
-        return await self._accept(request, broadcast_event)
+        async def accept(request: web.Request) -> web.Response:
+            body = await request.read()
+            refusal = verifier.verify(request.method, request.raw_path, request.headers, body)
+            if refusal is not None:
+                log.warning("%s callback refused: %s", route, refusal.reason)
+                return web.json_response({"error": refusal.reason}, status=refusal.status)
+            try:
+                event = parse(body)
+            except ValidationError as err:
+                reason = describe_validation_error(err)
+                log.warning("%s callback rejected: %s", route, reason)
+                return web.json_response({"error": reason}, status=400)
+            future = self.producer.send(
+                topics.CASE_EVENTS, key=event.case_id.encode(), value=event.to_bytes()
+            )
+            await asyncio.to_thread(future.get, 10)
+            return web.json_response({"accepted": str(event.id)})
 
-    async def _accept(self, request: web.Request, parse: Any) -> web.Response:
-        body = await request.read()
-        problem = verify(self.secret, request.headers, body)
-        if problem is not None:
-            log.warning("callback refused: %s", problem)
-            return web.json_response({"error": problem}, status=401)
-        try:
-            event: CaseEvent = parse(json.loads(body))
-        except ValidationError as err:
-            return web.json_response({"error": describe_validation_error(err)}, status=422)
-        except (ValueError, KeyError, TypeError) as err:
-            return web.json_response({"error": f"bad callback: {err!r}"}, status=422)
-        future = self.producer.send(
-            topics.CASE_EVENTS, key=event.case_id.encode(), value=event.to_bytes()
-        )
-        await asyncio.to_thread(future.get, 10)
-        return web.json_response({"accepted": str(event.id)})
+        return accept

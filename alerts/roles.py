@@ -25,6 +25,7 @@ from gridwatch import kafka, topics
 from gridwatch.errors import PayloadError
 from gridwatch.events import Alert, CaseEvent, DeadLetter, Incident, decode, utcnow
 from gridwatch.site import Site
+from gridwatch.xml_signature import XmlSigner
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +151,18 @@ async def run_relay(
     secrets: Mapping[str, bytes],
     stop: asyncio.Event,
     *,
+    cap_signer: XmlSigner | None = None,
     clock: Clock = utcnow,
 ) -> Relay:
-    """Deliver the outbox to the dispatch and broadcast systems until ``stop``."""
+    """Deliver the outbox to the dispatch and broadcast systems until ``stop``; CAP documents
+    are signed by ``cap_signer`` (without one they are refused, never sent unsigned)."""
     policy = site.policy
+    broadcast = policy.broadcast
     senders = {
         DISPATCH: HttpSender(policy.dispatch.url, secrets[DISPATCH], policy.dispatch.timeout_s),
-        BROADCAST: HttpSender(policy.broadcast.url, secrets[BROADCAST], policy.broadcast.timeout_s),
+        BROADCAST: HttpSender(
+            broadcast.url, secrets[BROADCAST], broadcast.timeout_s, cap_signer=cap_signer
+        ),
     }
 
     async def on_dead(message: Message, reason: str) -> None:

@@ -27,3 +27,13 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=1, ge=1, description="partitions of created topics")
     evidence_dir: Path = Field(default=Path("evidence"), description="snapshot store")
     run_dir: Path | None = Field(default=None, description="where embedded services keep data")
+    # The closed loop's doors: where the callback API listens, and the CAP signing identity.
+    callback_host: str = Field(
+        default="127.0.0.1", description="address the status callback API binds to"
+    )
+    cap_signing_key: Path | None = Field(
+        default=None, description="PEM private key (RSA or EC) that signs every CAP message"
+    )
+    cap_signing_cert: Path | None = Field(
+        default=None, description="PEM certificate of that key, sent in each signature"
+    )

@@ -11,6 +11,16 @@ from pydantic import (
 from gridwatch.events import Model, Point
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
+# A camera's or watchtower's id names its directories under GRIDWATCH_EVIDENCE_DIR (evidence
+# and baselines): a letter or digit first, then letters, digits, '.', '_' or '-', so never '.'
+# or '..', and never a slash or a backslash.
+SourceId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="1-64 letters, digits, '.', '_', '-'; starts with a letter or digit",
+    ),
+]
 
 
 class ImageZone(Model):
@@ -49,7 +59,7 @@ class Vision(Model):
 
 
 class Camera(Model):
-    id: str
+    id: SourceId
     name: str
     url: str
     location: Point
@@ -70,7 +80,7 @@ class Preset(Model):
 
 
 class Watchtower(Model):
-    id: str
+    id: SourceId
     name: str
     location: Point
     height_m: float = Field(gt=0)

@@ -1,5 +1,6 @@
 """The evidence store: a JPEG of the whole frame and a crop of the region, per detection; and
-beside it the construction baselines an operator acknowledges."""
+beside it the construction baselines an operator acknowledges. Every directory is checked to
+stay inside its store, whatever a source id says."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from detectors.frame import Box, Frame, Image, grow
+from gridwatch.errors import ConfigError
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """``root/parts…``, refused unless it resolves inside ``root`` (no '..', no absolute part,
+    no symlink out)."""
+    path = root.joinpath(*parts)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"{'/'.join(parts)!r} would be written outside {root}")
+    return path
 
 
 class EvidenceStore:
@@ -23,7 +34,7 @@ class EvidenceStore:
 
     def save(self, frame: Frame, box: Box | None, detection_id: UUID) -> str:
         """Write the snapshot (and the crop beside it); return the snapshot's path."""
-        folder = self.root / frame.source_id / frame.ts.strftime("%Y-%m-%d")
+        folder = inside(self.root, frame.source_id, frame.ts.strftime("%Y-%m-%d"))
         folder.mkdir(parents=True, exist_ok=True)
         snapshot = folder / f"{detection_id}.jpg"
         params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
@@ -62,7 +73,7 @@ class BaselineStore:
         self.root = root / "baselines"
 
     def _folder(self, source_id: str, preset: int | None) -> Path:
-        return self.root / source_id / ("fixed" if preset is None else f"preset-{preset}")
+        return inside(self.root, source_id, "fixed" if preset is None else f"preset-{preset}")
 
     def record(self, source_id: str, preset: int | None) -> BaselineRecord | None:
         path = self._folder(source_id, preset) / "baseline.json"

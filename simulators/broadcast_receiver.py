@@ -1,6 +1,8 @@
 """A simulated emergency broadcast platform (应急广播平台): takes CAP 1.2 and EBM messages,
 records each one (CAP as ``.xml``), "plays" it and reports the broadcast state (EBM BrdState:
-2 playing, 3 played) back to gridwatch, signed, retrying until it is taken.
+2 playing, 3 played) back to gridwatch, signed, retrying until it is taken. A CAP message whose
+enveloped XML signature is missing or does not verify against the configured certificate is
+refused (422, reason logged) and recorded nowhere.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+from cryptography import x509
 
 from gridwatch.events import new_id
 from gridwatch.signing import sign
+from gridwatch.xml_signature import SignatureError, verify
 from simulators.recorder import Faults, RecordingServer
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,7 @@ PLAYED = 3
 class BroadcastReceiver:
     secret: bytes
     callback_url: str | None
+    certificate: x509.Certificate  # the CAP sender's: every CAP message must be signed by it
     record_dir: Path | None = None
     play_s: float = 0.3
     faults: Faults = field(default_factory=Faults)
@@ -34,8 +39,23 @@ class BroadcastReceiver:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, port: int = 0) -> str:
-        self._server = RecordingServer("broadcast", self.secret, self.record_dir, self.faults)
+        self._server = RecordingServer(
+            "broadcast", self.secret, self.record_dir, self.faults, check=self._check_signature
+        )
         return await self._server.start("/v1/broadcasts", self._on_message, port)
+
+    @property
+    def refused(self) -> list[str]:
+        return self._server.refused
+
+    def _check_signature(self, body: bytes, content_type: str) -> str | None:
+        if "xml" not in content_type:
+            return None  # EBM JSON is authenticated by the request signature alone
+        try:
+            verify(body, self.certificate)
+        except SignatureError as err:
+            return str(err)
+        return None
 
     @property
     def received(self) -> dict[str, bytes]:
@@ -74,7 +94,10 @@ class BroadcastReceiver:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             for _ in range(20):
                 try:
-                    headers = {"Content-Type": "application/json", **sign(self.secret, body)}
+                    headers = {
+                        "Content-Type": "application/json",
+                        **sign(self.secret, "POST", self.callback_url, body),
+                    }
                     async with session.post(self.callback_url, data=body, headers=headers) as r:
                         if r.status < 300:
                             return

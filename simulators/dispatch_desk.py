@@ -103,7 +103,10 @@ class DispatchDesk:
         delay = 0.2
         while True:  # a callback is retried until gridwatch has taken it
             try:
-                headers = {"Content-Type": "application/json", **sign(self.secret, body)}
+                headers = {
+                    "Content-Type": "application/json",
+                    **sign(self.secret, "POST", self.callback_url, body),
+                }
                 async with self._session.post(self.callback_url, data=body, headers=headers) as r:
                     if r.status < 300:
                         return

@@ -3,7 +3,9 @@ records every message it accepts, one file per message, and answers by a fault p
 
 A message is recorded once per idempotency key: a retried delivery is answered as the first
 one was and written nowhere, which is what "exactly once at the receiver" means and what the
-fault tests count.
+fault tests count. Requests are verified as gridwatch verifies its callbacks (signature over
+method, path, timestamp, nonce, idempotency key and body; replays refused), and a ``check``
+may refuse a body (the broadcast receiver's CAP signature) before anything is recorded.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from gridwatch.signing import IDEMPOTENCY_HEADER, verify
+from gridwatch.signing import IDEMPOTENCY_HEADER, Verifier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,17 +38,25 @@ class Faults:
 
 
 Handler = Callable[[str, bytes, str], Awaitable[dict[str, object]]]
+Check = Callable[[bytes, str], str | None]  # body, content type → why it is refused, or None
 
 
 class RecordingServer:
     def __init__(
-        self, name: str, secret: bytes, record_dir: Path | None, faults: Faults | None = None
+        self,
+        name: str,
+        secret: bytes,
+        record_dir: Path | None,
+        faults: Faults | None = None,
+        check: Check | None = None,
     ) -> None:
         self.name = name
-        self.secret = secret
+        self.verifier = Verifier(secret)
+        self.check = check
         self.record_dir = record_dir
         self.faults = faults or Faults()
         self.received: dict[str, bytes] = {}  # idempotency key → body, first delivery only
+        self.refused: list[str] = []  # why each refused request was refused
         self.requests = 0
         self._answers: dict[str, dict[str, object]] = {}
         self._count = itertools.count(1)
@@ -79,19 +92,22 @@ class RecordingServer:
         async def route(request: web.Request) -> web.Response:
             self.requests += 1
             body = await request.read()
-            problem = verify(self.secret, request.headers, body)
-            if problem is not None:
-                return web.json_response({"error": problem}, status=401)
+            refusal = self.verifier.verify(request.method, request.raw_path, request.headers, body)
+            if refusal is not None:
+                return self._refuse(refusal.status, refusal.reason)
             key = request.headers.get(IDEMPOTENCY_HEADER, "")
             if not key:
-                return web.json_response({"error": "Idempotency-Key is required"}, status=400)
+                return self._refuse(400, "Idempotency-Key is required")
+            content_type = request.headers.get("Content-Type", "application/json")
+            problem = None if self.check is None else self.check(body, content_type)
+            if problem is not None:
+                return self._refuse(422, f"{key}: {problem}")
             if self.requests <= self.faults.fail_first:
                 return web.json_response({"error": "simulated failure"}, status=500)
             if self.requests <= self.faults.fail_first + self.faults.slow_first:
                 await asyncio.sleep(self.faults.delay_s)
             if key in self.received:  # a retry: answered as before, recorded nowhere
                 return web.json_response(self._answers.get(key, {"received": key}))
-            content_type = request.headers.get("Content-Type", "application/json")
             self.received[key] = body
             self._record(key, body, content_type)
             answer = await handler(key, body, content_type)
@@ -99,6 +115,11 @@ class RecordingServer:
             return web.json_response(answer)
 
         return route
+
+    def _refuse(self, status: int, reason: str) -> web.Response:
+        log.warning("%s refused a request (%d): %s", self.name, status, reason)
+        self.refused.append(reason)
+        return web.json_response({"error": reason}, status=status)
 
     def _record(self, key: str, body: bytes, content_type: str) -> None:
         if self.record_dir is None:

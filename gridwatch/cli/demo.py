@@ -73,10 +73,11 @@ def demo(
 async def _run_demo(
     site: Site, urls: ServiceUrls, run_dir: Path, scenario: Any, timeout: float
 ) -> dict[str, Any]:
-    from alerts.callbacks import CallbackServer
+    from alerts.callbacks import ROUTES, CallbackServer
     from alerts.roles import run_closed_loop, run_engine, run_relay
     from alerts.sinks import BROADCAST, DISPATCH
     from gridwatch import kafka
+    from gridwatch.xml_signature import load_signer, make_throwaway
     from ingest.mqtt_bridge import MqttBridge
     from simulators.broadcast_receiver import BroadcastReceiver
     from simulators.dispatch_desk import DeskPolicy, DispatchDesk
@@ -93,19 +94,24 @@ async def _run_demo(
 
     stop = asyncio.Event()
     producer = kafka.producer(urls.kafka_bootstrap)
-    secret = secrets.token_bytes(32)
+    # Throwaway doors: a key per sink, and a CAP signing key with its self-signed certificate.
+    keys = {DISPATCH: secrets.token_bytes(32), BROADCAST: secrets.token_bytes(32)}
+    cap_signer = load_signer(*make_throwaway(run_dir / "cap-signing", "gridwatch demo CAP"))
     received = run_dir / "received"
-    callbacks = CallbackServer(secret, producer)
-    callback_url = await callbacks.start()
+    callbacks = CallbackServer(keys, producer)
+    callback_url = await callbacks.start("127.0.0.1")
     # The desk takes a second per step, so the flood case is still open when it turns red.
     desk = DispatchDesk(
-        secret,
-        f"{callback_url}/v1/callbacks/dispatch",
+        keys[DISPATCH],
+        f"{callback_url}{ROUTES[DISPATCH]}",
         received / "dispatch",
         DeskPolicy(step_delay_s=1.0, rework_kinds=("flood",)),
     )
     receiver = BroadcastReceiver(
-        secret, f"{callback_url}/v1/callbacks/broadcast", received / "broadcast"
+        keys[BROADCAST],
+        f"{callback_url}{ROUTES[BROADCAST]}",
+        certificate=cap_signer.certificate,
+        record_dir=received / "broadcast",
     )
     policy = site.policy.compressed(DEMO_TIME_FACTOR)
     policy = policy.model_copy(
@@ -132,9 +138,7 @@ async def _run_demo(
             asyncio.create_task(
                 run_closed_loop(site, db, urls.kafka_bootstrap, producer, stop, ready=ready[2])
             ),
-            asyncio.create_task(
-                run_relay(site, db, producer, {DISPATCH: secret, BROADCAST: secret}, stop)
-            ),
+            asyncio.create_task(run_relay(site, db, producer, keys, stop, cap_signer=cap_signer)),
             asyncio.create_task(_approve_broadcasts(site, db, stop)),
         ]
         # Play only once every consumer group has its partitions, so latency is the pipeline's.

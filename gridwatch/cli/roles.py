@@ -147,28 +147,41 @@ def alerts_relay(
     from alerts.roles import run_closed_loop, run_relay
     from alerts.sinks import BROADCAST, DISPATCH
     from gridwatch import kafka
+    from gridwatch.signing import require_key
+    from gridwatch.xml_signature import load_signer
 
     settings = Settings()
-    urls, site = required_services(settings), site_or_fail(settings)
+    site = site_or_fail(settings)
+    sinks = {DISPATCH: site.policy.dispatch, BROADCAST: site.policy.broadcast}
+    # The doors are checked before any service is touched: a placeholder key never goes live.
+    if settings.cap_signing_key is None or settings.cap_signing_cert is None:
+        raise fail(
+            "set GRIDWATCH_CAP_SIGNING_KEY and GRIDWATCH_CAP_SIGNING_CERT"
+            " (the PEM key and certificate that sign every CAP message)"
+        )
+    try:
+        keys = {
+            name: require_key(s.secret_env, os.environ.get(s.secret_env))
+            for name, s in sinks.items()
+        }
+        cap_signer = load_signer(settings.cap_signing_key, settings.cap_signing_cert)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    urls = required_services(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
     with psycopg.connect(urls.database_url) as conn:
         ensure_schema(conn)
-    sinks = {DISPATCH: site.policy.dispatch, BROADCAST: site.policy.broadcast}
-    missing = sorted({s.secret_env for s in sinks.values() if not os.environ.get(s.secret_env)})
-    if missing:
-        raise fail(f"set {', '.join(missing)} (the HMAC keys shared with the sinks)")
-    keys = {name: os.environ[s.secret_env].encode() for name, s in sinks.items()}
 
     async def main() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
         producer = kafka.producer(urls.kafka_bootstrap)
-        callbacks = CallbackServer(keys[DISPATCH], producer)
-        await callbacks.start("0.0.0.0", callback_port)  # noqa: S104 - the sinks call in
+        callbacks = CallbackServer(keys, producer)
+        await callbacks.start(settings.callback_host, callback_port)
         try:
             await asyncio.gather(
                 run_closed_loop(site, urls.database_url, urls.kafka_bootstrap, producer, stop),
-                run_relay(site, urls.database_url, producer, keys, stop),
+                run_relay(site, urls.database_url, producer, keys, stop, cap_signer=cap_signer),
             )
         finally:
             await callbacks.stop()

@@ -1,14 +1,25 @@
-"""Every CAP message kind the system emits validates against the official CAP 1.2 XSD."""
+"""Every CAP message kind the system emits validates against the official CAP 1.2 XSD, signed
+(an enveloped XML-DSig signature) as well as unsigned."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from alerts.cap import InvalidCap, Notice, to_cap, to_ebm, validate_cap
+from alerts.cap import InvalidCap, Notice, sign_cap, to_cap, to_ebm, validate_cap
+from gridwatch.errors import ConfigError
 from gridwatch.events import IncidentKind, Level, Point
+from gridwatch.xml_signature import (
+    SignatureError,
+    XmlSigner,
+    load_certificate,
+    load_signer,
+    make_throwaway,
+    verify,
+)
 
 SENT = datetime(2026, 4, 5, 6, 7, 8, 123456, tzinfo=UTC)
 
@@ -73,3 +84,43 @@ def test_an_invalid_document_is_refused_with_the_schema_reason() -> None:
     bad = to_cap(notice()).replace(b"<msgType>Alert</msgType>", b"<msgType>Panic</msgType>")
     with pytest.raises(InvalidCap, match="msgType"):
         validate_cap(bad)
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> XmlSigner:
+    return load_signer(*make_throwaway(tmp_path_factory.mktemp("cap"), "test CAP sender"))
+
+
+@pytest.mark.parametrize("msg_type", ["Alert", "Update", "Cancel"])
+def test_a_signed_message_is_valid_cap_and_verifies(signer: XmlSigner, msg_type: str) -> None:
+    refs = (notice(),) if msg_type != "Alert" else ()
+    signed = sign_cap(to_cap(notice(msg_type, references=refs)), signer)
+    validate_cap(signed)  # the schema allows ds:Signature at the end of alert
+    assert signed.rstrip().endswith(b"</ds:Signature></alert>")
+    verify(signed, signer.certificate)
+
+
+def test_one_altered_byte_of_the_text_fails_verification(signer: XmlSigner) -> None:
+    signed = sign_cap(to_cap(notice()), signer)
+    at = signed.index(b"corroborated")
+    altered = signed[:at] + b"C" + signed[at + 1 :]
+    validate_cap(altered)  # still valid CAP: only the signature can tell
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify(altered, signer.certificate)
+
+
+def test_an_unsigned_message_or_another_senders_is_refused(
+    signer: XmlSigner, tmp_path: Path
+) -> None:
+    with pytest.raises(SignatureError, match="missing"):
+        verify(to_cap(notice()), signer.certificate)
+    _, other = make_throwaway(tmp_path, "someone else")
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify(sign_cap(to_cap(notice()), signer), load_certificate(other))
+
+
+def test_a_key_and_a_certificate_that_do_not_belong_together_are_refused(tmp_path: Path) -> None:
+    key, _ = make_throwaway(tmp_path / "a", "a")
+    _, cert = make_throwaway(tmp_path / "b", "b")
+    with pytest.raises(ConfigError, match="is not the certificate of"):
+        load_signer(key, cert)
