@@ -1,23 +1,31 @@
 """The outbox relay over real HTTP: an endpoint down for a while, answering 500s, or slower than
 the client waits — every message arrives exactly once after recovery, none is lost; refused
-messages end in the dead-letter table and are reported."""
+messages end in the dead-letter table and are reported. CAP leaves signed, and the broadcast
+receiver refuses an unsigned or altered CAP message."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
+import aiohttp
 import psycopg
 import pytest
+from cryptography import x509
 
-from alerts.outbox import Message, Relay, enqueue
-from alerts.sinks import DISPATCH, HttpSender
+from alerts.cap import CAP_CONTENT_TYPE, sign_cap, to_cap, validate_cap
+from alerts.outbox import DeliveryError, Message, Relay, enqueue
+from alerts.sinks import BROADCAST, DISPATCH, HttpSender
 from gridwatch.policy import Delivery
+from gridwatch.signing import sign
 from gridwatch.store.schema import ensure_schema
+from gridwatch.xml_signature import XmlSigner, load_signer, make_throwaway, verify
+from simulators.broadcast_receiver import BroadcastReceiver
 from simulators.recorder import Faults, RecordingServer
+from tests.unit.test_cap import notice
 
-SECRET = b"test-secret"
+SECRET = b"test-secret-of-thirty-two-bytes!"
 FAST = Delivery(max_attempts=40, backoff_base_s=0.02, backoff_max_s=0.3)
 
 
@@ -104,3 +112,95 @@ def test_a_bad_signature_is_refused_at_once(db: str) -> None:
     server, relay, dead = asyncio.run(deliver(db, Faults(), secret=b"wrong"))
     assert relay.dead == 12 and server.received == {}
     assert "HTTP 401" in dead[0] and "signature does not match" in dead[0]
+
+
+@pytest.fixture(scope="module")
+def cap_signer(tmp_path_factory: pytest.TempPathFactory) -> XmlSigner:
+    return load_signer(*make_throwaway(tmp_path_factory.mktemp("cap"), "test CAP sender"))
+
+
+def cap_message(body: bytes) -> Message:
+    return Message(
+        id=1,
+        key="C1.alert:cap",
+        sink=BROADCAST,
+        content_type=CAP_CONTENT_TYPE,
+        body=body,
+        case_id="C1",
+        attempts=1,
+    )
+
+
+async def broadcast(
+    certificate: x509.Certificate, send: Callable[[str], Awaitable[None]]
+) -> BroadcastReceiver:
+    """A broadcast receiver that trusts ``certificate``, for the time ``send`` takes."""
+    receiver = BroadcastReceiver(SECRET, None, certificate=certificate)
+    url = await receiver.start()
+    try:
+        await send(url)
+    finally:
+        await receiver.stop()
+    return receiver
+
+
+def test_a_signed_cap_message_is_taken_and_verifies_at_the_receiver(cap_signer: XmlSigner) -> None:
+    async def send(url: str) -> None:
+        sender = HttpSender(url, SECRET, 5, cap_signer=cap_signer)
+        try:
+            await sender(cap_message(to_cap(notice())))
+        finally:
+            await sender.close()
+
+    receiver = asyncio.run(broadcast(cap_signer.certificate, send))
+    [body] = receiver.received.values()
+    verify(body, cap_signer.certificate)
+    validate_cap(body)
+
+
+@pytest.mark.parametrize("tamper", [False, True], ids=["unsigned", "one-byte-altered"])
+def test_an_unsigned_or_altered_cap_message_is_refused_at_the_receiver(
+    cap_signer: XmlSigner, tamper: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = to_cap(notice())
+    if tamper:
+        signed = sign_cap(document, cap_signer)
+        at = signed.index(b"corroborated")
+        document = signed[:at] + b"C" + signed[at + 1 :]
+    answers: list[tuple[int, str]] = []
+
+    async def send(url: str) -> None:
+        headers = {
+            "Content-Type": CAP_CONTENT_TYPE,
+            **sign(SECRET, "POST", url, document, idempotency_key="C1.alert:cap"),
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=document, headers=headers) as resp,
+        ):
+            answers.append((resp.status, (await resp.json())["error"]))
+
+    receiver = asyncio.run(broadcast(cap_signer.certificate, send))
+    [(status, error)] = answers
+    assert status == 422 and "XML signature" in error
+    assert ("does not verify" if tamper else "missing") in error
+    assert receiver.received == {} and receiver.refused == [error]
+    assert any("refused" in r.message and "XML signature" in r.message for r in caplog.records)
+
+
+def test_the_relay_never_sends_cap_unsigned(cap_signer: XmlSigner) -> None:
+    failures: list[DeliveryError] = []
+
+    async def send(url: str) -> None:
+        sender = HttpSender(url, SECRET, 5)  # no signing key configured
+        try:
+            await sender(cap_message(to_cap(notice())))
+        except DeliveryError as err:
+            failures.append(err)
+        finally:
+            await sender.close()
+
+    receiver = asyncio.run(broadcast(cap_signer.certificate, send))
+    [failure] = failures
+    assert failure.permanent and "no CAP signing key" in str(failure)
+    assert receiver.received == {} and receiver.refused == []  # nothing was sent

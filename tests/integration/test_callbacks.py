@@ -1,0 +1,215 @@
+"""The callback API of a real `gridwatch alerts relay` process, over real HTTP: where it listens,
+which key each route takes, replays, strict bodies, and what reaches ``gw.case-events``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from gridwatch import kafka, topics
+from gridwatch.services import ServiceUrls
+from gridwatch.signing import sign
+from gridwatch.xml_signature import make_throwaway
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+HOST = "127.0.0.2"  # a loopback address that is not the default: the setting is honoured
+DISPATCH_KEY = b"d" * 32
+BROADCAST_KEY = b"b" * 32
+TS = "2026-07-01T08:00:00+08:00"
+
+
+@dataclass(frozen=True)
+class Relay:
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def relay(services: ServiceUrls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    """The relay role as deployed, with a site whose broadcast sink has a key of its own."""
+    tmp = tmp_path_factory.mktemp("relay")
+    site = tmp / "site.yaml"
+    site.write_text(
+        (FIXTURES / "tiny_site.yaml").read_text(encoding="utf-8")
+        + "policy:\n  broadcast:\n    url: http://127.0.0.1:9/v1/broadcasts\n"
+        "    secret_env: BROADCAST_HMAC_KEY\n",
+        encoding="utf-8",
+    )
+    key, cert = make_throwaway(tmp, "test CAP sender")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(services.database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}
+    env |= {
+        "GRIDWATCH_DATABASE_URL": make_conninfo(services.database_url, dbname=name),
+        "GRIDWATCH_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "GRIDWATCH_MQTT_URL": f"mqtt://{services.mqtt_host}:{services.mqtt_port}",
+        "GRIDWATCH_SITE": str(site),
+        "GRIDWATCH_CALLBACK_HOST": HOST,
+        "GRIDWATCH_CAP_SIGNING_KEY": str(key),
+        "GRIDWATCH_CAP_SIGNING_CERT": str(cert),
+        "SINK_HMAC_KEY": DISPATCH_KEY.decode(),
+        "BROADCAST_HMAC_KEY": BROADCAST_KEY.decode(),
+    }
+    command = [sys.executable, "-m", "gridwatch", "alerts", "relay", "--callback-port", str(port)]
+    log = tmp / "relay.log"
+    with log.open("w", encoding="utf-8") as out:
+        process = subprocess.Popen(command, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex((HOST, port)) == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            output = log.read_text(encoding="utf-8")[-4000:]
+            pytest.fail(f"the relay did not listen on {HOST}:{port}:\n{output}", pytrace=False)
+        yield Relay(process, f"http://{HOST}:{port}", port)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        with psycopg.connect(services.database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def dispatch_body(case_id: str, **changes: object) -> bytes:
+    body: dict[str, object] = {
+        "event_id": str(uuid.uuid4()),
+        "case_id": case_id,
+        "seq": 1,
+        "action": "accept",
+        "state": "accepted",
+        "actor": "desk",
+        "ts": TS,
+    }
+    return json.dumps(body | changes).encode()
+
+
+def broadcast_body(case_id: str) -> bytes:
+    body = {"event_id": str(uuid.uuid4()), "case_id": case_id, "EBMID": "E1", "BrdState": 3}
+    return json.dumps(body | {"ts": TS}).encode()
+
+
+async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as resp,
+    ):
+        return resp.status, (await resp.json())["error" if resp.status >= 300 else "accepted"]
+
+
+def signed_post(url: str, key: bytes, body: bytes) -> tuple[int, str]:
+    return asyncio.run(post(url, body, sign(key, "POST", url, body)))
+
+
+def test_the_callback_api_listens_only_on_the_configured_address(relay: Relay) -> None:
+    listening = {
+        c.laddr
+        for c in psutil.Process(relay.process.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == relay.port
+    }
+    assert {address.ip for address in listening} == {HOST}  # not 0.0.0.0, not ::
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", relay.port)) != 0
+
+
+def test_each_route_takes_its_own_key(relay: Relay) -> None:
+    case = f"C-{uuid.uuid4().hex[:8]}"
+    dispatch, broadcast = (
+        f"{relay.url}/v1/callbacks/dispatch",
+        f"{relay.url}/v1/callbacks/broadcast",
+    )
+    assert signed_post(broadcast, BROADCAST_KEY, broadcast_body(case))[0] == 200
+    assert signed_post(dispatch, DISPATCH_KEY, dispatch_body(case))[0] == 200
+    assert signed_post(broadcast, DISPATCH_KEY, broadcast_body(case)) == (
+        401,
+        "signature does not match",
+    )
+    assert signed_post(dispatch, BROADCAST_KEY, dispatch_body(case))[0] == 401
+
+
+def test_a_captured_request_cannot_be_replayed_nor_moved(relay: Relay) -> None:
+    url = f"{relay.url}/v1/callbacks/dispatch"
+    body = dispatch_body(f"C-{uuid.uuid4().hex[:8]}")
+    headers = sign(DISPATCH_KEY, "POST", url, body)
+    assert asyncio.run(post(url, body, headers))[0] == 200
+    assert asyncio.run(post(url, body, headers)) == (
+        401,
+        "replayed request: nonce already seen within the window",
+    )
+    fresh = sign(DISPATCH_KEY, "POST", url, body)
+    moved = f"{relay.url}/v1/callbacks/dispatch?again=1"
+    assert asyncio.run(post(moved, body, fresh)) == (401, "signature does not match")
+    keyed = {**sign(DISPATCH_KEY, "POST", url, body), "Idempotency-Key": "added-later"}
+    assert asyncio.run(post(url, body, keyed)) == (401, "signature does not match")
+
+
+async def _case_events(bootstrap: str, case_id: str, until: str) -> list[dict[str, object]]:
+    """Every gw.case-events record of ``case_id``, read until the event ``until`` arrives."""
+    consumer = kafka.consumer(bootstrap, f"test-{uuid.uuid4().hex}", topics.CASE_EVENTS)
+    await consumer.start()
+    found: list[dict[str, object]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(e["id"] == until for e in found):
+            batches = await consumer.getmany(timeout_ms=500)
+            for record in (r for rs in batches.values() for r in rs):
+                event = json.loads(record.value or b"{}")
+                if event.get("case_id") == case_id:
+                    found.append(event)
+    finally:
+        await consumer.stop()
+    return found
+
+
+BAD_BODIES: list[tuple[str, dict[str, object]]] = [
+    ("seq", {"seq": "7"}),
+    ("seq", {"seq": True}),
+    ("seq", {"seq": 2**63}),
+    ("actor", {"actor": 5}),
+    ("ts", {"ts": "2026-07-01T08:00:00"}),
+    ("event_id", {"event_id": "x"}),
+    ("state", {"state": "done"}),
+    ("extra", {"extra": 1}),
+]
+
+
+def test_a_bad_callback_is_refused_naming_the_field_and_never_reaches_case_events(
+    relay: Relay, kafka_bootstrap: str
+) -> None:
+    url = f"{relay.url}/v1/callbacks/dispatch"
+    case = f"C-{uuid.uuid4().hex[:8]}"
+    for field, change in BAD_BODIES:
+        status, error = signed_post(url, DISPATCH_KEY, dispatch_body(case, **change))
+        assert status == 400 and error.startswith(f"{field}: "), (change, error)
+    good = dispatch_body(case, seq=2)
+    assert signed_post(url, DISPATCH_KEY, good)[0] == 200
+    good_id = json.loads(good)["event_id"]
+    events = asyncio.run(_case_events(kafka_bootstrap, case, good_id))
+    assert [e["id"] for e in events] == [good_id]  # keyed by case: a bad one would come first
