@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Literal
+from typing import Annotated, TypeVar
 from uuid import UUID
 
 from aiohttp import web
 from kafka import KafkaProducer
-from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, ValidationError
 
+from alerts.cases import Action, State
 from alerts.sinks import BROADCAST, DISPATCH
 from gridwatch import topics
 from gridwatch.events import CaseEvent, Int32, Model, Text, describe_validation_error
@@ -29,6 +30,34 @@ log = logging.getLogger(__name__)
 BROADCAST_STATE = {1: "received", 2: "playing", 3: "played", 4: "failed"}
 ROUTES = {DISPATCH: "/v1/callbacks/dispatch", BROADCAST: "/v1/callbacks/broadcast"}
 CaseId = Annotated[Text, Field(min_length=1, max_length=200)]
+# What a dispatch system may report; the other actions and states are gridwatch's own.
+CALLBACK_ACTIONS = frozenset(
+    {
+        Action.ACCEPT,
+        Action.HANDLE,
+        Action.REPORT,
+        Action.VERIFY,
+        Action.CLOSE,
+        Action.RETURN,
+        Action.REWORK,
+        Action.EXTEND,
+        Action.PARK,
+        Action.RESUME,
+    }
+)
+CALLBACK_STATES = frozenset(State) - {State.RECEIVED, State.DISPATCHED}
+
+E = TypeVar("E", Action, State)
+
+
+def _one_of(allowed: frozenset[E]) -> Callable[[E], E]:
+    def check(value: E) -> E:
+        if value not in allowed:
+            names = ", ".join(sorted(allowed))
+            raise ValueError(f"{value.value!r} is not reported by callbacks (one of {names})")
+        return value
+
+    return check
 
 
 class Callback(Model):
@@ -41,19 +70,8 @@ class DispatchCallback(Callback):
     event_id: UUID
     case_id: CaseId
     seq: Int32 = Field(ge=0)
-    action: Literal[
-        "accept",
-        "handle",
-        "report",
-        "verify",
-        "close",
-        "return",
-        "rework",
-        "extend",
-        "park",
-        "resume",
-    ]
-    state: Literal["registered", "accepted", "handling", "reported", "verified", "closed", "parked"]
+    action: Annotated[Action, AfterValidator(_one_of(CALLBACK_ACTIONS))]
+    state: Annotated[State, AfterValidator(_one_of(CALLBACK_STATES))]
     from_state: Text | None = None
     actor: Text = Field(min_length=1)
     ts: AwareDatetime
@@ -65,8 +83,8 @@ class DispatchCallback(Callback):
             case_id=self.case_id,
             seq=self.seq,
             from_state=self.from_state,
-            to_state=self.state,
-            action=self.action,
+            to_state=self.state.value,
+            action=self.action.value,
             actor=self.actor,
             ts=self.ts,
             note=self.note,
