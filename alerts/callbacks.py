@@ -1,6 +1,7 @@
 """Status callbacks from the dispatch system and the broadcast system, into ``gw.case-events``.
 
-Each route checks the signature with its own key (the dispatch key on the dispatch route, the
+The API listens on one configured address, over HTTPS when given a certificate. Each route
+checks the signature with its own key (the dispatch key on the dispatch route, the
 broadcast key on the broadcast route; ``gridwatch.signing``, replays refused), validates the
 body strictly (a 400 names the field and the rule) and answers 200 only after Kafka has
 acknowledged the ``CaseEvent``, so a callback is never lost: the caller retries until then.
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Annotated, TypeVar
 from uuid import UUID
 
@@ -22,6 +25,7 @@ from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, Validatio
 from alerts.cases import Action, State
 from alerts.sinks import BROADCAST, DISPATCH
 from gridwatch import topics
+from gridwatch.errors import ConfigError
 from gridwatch.events import CaseEvent, Int32, Model, Text, describe_validation_error
 from gridwatch.signing import Verifier
 
@@ -121,6 +125,20 @@ PARSERS: dict[str, Parse] = {
 }
 
 
+def tls_context(certificate: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The HTTPS context of the callback API from PEM files; None (plain HTTP) without them."""
+    if certificate is None and key is None:
+        return None
+    if certificate is None or key is None:
+        raise ConfigError("set both GRIDWATCH_CALLBACK_TLS_CERT and GRIDWATCH_CALLBACK_TLS_KEY")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"callback TLS certificate {certificate} or key {key}: {err}") from err
+    return context
+
+
 class CallbackServer:
     """The callback API; ``keys`` holds the HMAC key of each route (``DISPATCH``, ``BROADCAST``)."""
 
@@ -132,13 +150,14 @@ class CallbackServer:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    async def start(self, host: str, port: int = 0) -> str:
+    async def start(self, host: str, port: int = 0, *, tls: ssl.SSLContext | None = None) -> str:
+        """Listen on ``host`` only (HTTPS with ``tls``); returns the base URL."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
         await site.start()
         bound = self._runner.addresses[0][1]
-        self.url = f"http://{host}:{bound}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{bound}"
         log.info("callback API listening on %s", self.url)
         return self.url
 

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     callback_host: str = Field(
         default="127.0.0.1", description="address the status callback API binds to"
     )
+    callback_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain) the callback API serves HTTPS with"
+    )
+    callback_tls_key: Path | None = Field(default=None, description="its PEM private key")
     cap_signing_key: Path | None = Field(
         default=None, description="PEM private key (RSA or EC) that signs every CAP message"
     )

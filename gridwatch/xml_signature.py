@@ -9,6 +9,7 @@ brings. The sender (``alerts``) and the simulated broadcast receiver share these
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,12 +102,15 @@ def load_certificate(path: Path) -> x509.Certificate:
         raise ConfigError(f"certificate {path}: {err}") from err
 
 
-def make_throwaway(directory: Path, common_name: str, days: int = 7) -> tuple[Path, Path]:
-    """A new EC P-256 key and a self-signed certificate for it (for a demo or a test stack)."""
+def make_throwaway(
+    directory: Path, common_name: str, days: int = 7, ip_addresses: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """A new EC P-256 key and a self-signed certificate for it (for a demo or a test stack);
+    with ``ip_addresses`` the certificate also serves TLS on those addresses."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -114,8 +118,11 @@ def make_throwaway(directory: Path, common_name: str, days: int = 7) -> tuple[Pa
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=days))
-        .sign(key, hashes.SHA256())
     )
+    if ip_addresses:
+        names = [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    certificate = builder.sign(key, hashes.SHA256())
     directory.mkdir(parents=True, exist_ok=True)
     key_path, certificate_path = directory / "signing-key.pem", directory / "signing-cert.pem"
     key_path.touch(mode=0o600)

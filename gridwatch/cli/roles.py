@@ -143,7 +143,7 @@ def alerts_relay(
     dispatch and broadcast systems, and the HTTP endpoint their callbacks come to."""
     import os
 
-    from alerts.callbacks import CallbackServer
+    from alerts.callbacks import CallbackServer, tls_context
     from alerts.roles import run_closed_loop, run_relay
     from alerts.sinks import BROADCAST, DISPATCH
     from gridwatch import kafka
@@ -165,6 +165,7 @@ def alerts_relay(
             for name, s in sinks.items()
         }
         cap_signer = load_signer(settings.cap_signing_key, settings.cap_signing_cert)
+        tls = tls_context(settings.callback_tls_cert, settings.callback_tls_key)
     except GridwatchError as err:
         raise fail(str(err)) from err
     urls = required_services(settings)
@@ -177,7 +178,7 @@ def alerts_relay(
         await stop_on_signal(stop)
         producer = kafka.producer(urls.kafka_bootstrap)
         callbacks = CallbackServer(keys, producer)
-        await callbacks.start(settings.callback_host, callback_port)
+        await callbacks.start(settings.callback_host, callback_port, tls=tls)
         try:
             await asyncio.gather(
                 run_closed_loop(site, urls.database_url, urls.kafka_bootstrap, producer, stop),

@@ -1,4 +1,4 @@
-"""The callback API of a real `gridwatch alerts relay` process, over real HTTP: where it listens,
+"""The callback API of a real `gridwatch alerts relay` process, over real HTTPS: where it listens,
 which key each route takes, replays, strict bodies, and what reaches ``gw.case-events``."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ class Relay:
     process: subprocess.Popen[bytes]
     url: str
     port: int
+    tls: ssl.SSLContext  # trusts the relay's certificate
 
 
 def _free_port() -> int:
@@ -60,6 +62,7 @@ def relay(services: ServiceUrls, tmp_path_factory: pytest.TempPathFactory) -> It
         encoding="utf-8",
     )
     key, cert = make_throwaway(tmp, "test CAP sender")
+    tls_key, tls_cert = make_throwaway(tmp / "tls", "callback API", ip_addresses=(HOST,))
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -71,6 +74,8 @@ def relay(services: ServiceUrls, tmp_path_factory: pytest.TempPathFactory) -> It
         "GRIDWATCH_MQTT_URL": f"mqtt://{services.mqtt_host}:{services.mqtt_port}",
         "GRIDWATCH_SITE": str(site),
         "GRIDWATCH_CALLBACK_HOST": HOST,
+        "GRIDWATCH_CALLBACK_TLS_CERT": str(tls_cert),
+        "GRIDWATCH_CALLBACK_TLS_KEY": str(tls_key),
         "GRIDWATCH_CAP_SIGNING_KEY": str(key),
         "GRIDWATCH_CAP_SIGNING_CERT": str(cert),
         "SINK_HMAC_KEY": DISPATCH_KEY.decode(),
@@ -90,7 +95,9 @@ def relay(services: ServiceUrls, tmp_path_factory: pytest.TempPathFactory) -> It
         else:
             output = log.read_text(encoding="utf-8")[-4000:]
             pytest.fail(f"the relay did not listen on {HOST}:{port}:\n{output}", pytrace=False)
-        yield Relay(process, f"http://{HOST}:{port}", port)
+        yield Relay(
+            process, f"https://{HOST}:{port}", port, ssl.create_default_context(cafile=tls_cert)
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -116,16 +123,16 @@ def broadcast_body(case_id: str) -> bytes:
     return json.dumps(body | {"ts": TS}).encode()
 
 
-async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+async def post(relay: Relay, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
     async with (
-        aiohttp.ClientSession() as session,
-        session.post(url, data=body, headers=headers) as resp,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=relay.tls)) as session,
+        session.post(relay.url + path, data=body, headers=headers) as resp,
     ):
         return resp.status, (await resp.json())["error" if resp.status >= 300 else "accepted"]
 
 
-def signed_post(url: str, key: bytes, body: bytes) -> tuple[int, str]:
-    return asyncio.run(post(url, body, sign(key, "POST", url, body)))
+def signed_post(relay: Relay, path: str, key: bytes, body: bytes) -> tuple[int, str]:
+    return asyncio.run(post(relay, path, body, sign(key, "POST", path, body)))
 
 
 def test_the_callback_api_listens_only_on_the_configured_address(relay: Relay) -> None:
@@ -139,35 +146,48 @@ def test_the_callback_api_listens_only_on_the_configured_address(relay: Relay) -
         assert s.connect_ex(("127.0.0.1", relay.port)) != 0
 
 
+DISPATCH_ROUTE, BROADCAST_ROUTE = "/v1/callbacks/dispatch", "/v1/callbacks/broadcast"
+
+
+def test_the_callback_api_speaks_only_https(relay: Relay) -> None:
+    body = dispatch_body("C-plain")
+    url = f"http://{HOST}:{relay.port}{DISPATCH_ROUTE}"
+
+    async def plain() -> None:
+        async with aiohttp.ClientSession() as session:
+            await session.post(url, data=body, headers=sign(DISPATCH_KEY, "POST", url, body))
+
+    with pytest.raises(aiohttp.ClientError):
+        asyncio.run(plain())
+
+
 def test_each_route_takes_its_own_key(relay: Relay) -> None:
     case = f"C-{uuid.uuid4().hex[:8]}"
-    dispatch, broadcast = (
-        f"{relay.url}/v1/callbacks/dispatch",
-        f"{relay.url}/v1/callbacks/broadcast",
-    )
-    assert signed_post(broadcast, BROADCAST_KEY, broadcast_body(case))[0] == 200
-    assert signed_post(dispatch, DISPATCH_KEY, dispatch_body(case))[0] == 200
-    assert signed_post(broadcast, DISPATCH_KEY, broadcast_body(case)) == (
+    assert signed_post(relay, BROADCAST_ROUTE, BROADCAST_KEY, broadcast_body(case))[0] == 200
+    assert signed_post(relay, DISPATCH_ROUTE, DISPATCH_KEY, dispatch_body(case))[0] == 200
+    assert signed_post(relay, BROADCAST_ROUTE, DISPATCH_KEY, broadcast_body(case)) == (
         401,
         "signature does not match",
     )
-    assert signed_post(dispatch, BROADCAST_KEY, dispatch_body(case))[0] == 401
+    assert signed_post(relay, DISPATCH_ROUTE, BROADCAST_KEY, dispatch_body(case))[0] == 401
 
 
 def test_a_captured_request_cannot_be_replayed_nor_moved(relay: Relay) -> None:
-    url = f"{relay.url}/v1/callbacks/dispatch"
     body = dispatch_body(f"C-{uuid.uuid4().hex[:8]}")
-    headers = sign(DISPATCH_KEY, "POST", url, body)
-    assert asyncio.run(post(url, body, headers))[0] == 200
-    assert asyncio.run(post(url, body, headers)) == (
+    headers = sign(DISPATCH_KEY, "POST", DISPATCH_ROUTE, body)
+    assert asyncio.run(post(relay, DISPATCH_ROUTE, body, headers))[0] == 200
+    assert asyncio.run(post(relay, DISPATCH_ROUTE, body, headers)) == (
         401,
         "replayed request: nonce already seen within the window",
     )
-    fresh = sign(DISPATCH_KEY, "POST", url, body)
-    moved = f"{relay.url}/v1/callbacks/dispatch?again=1"
-    assert asyncio.run(post(moved, body, fresh)) == (401, "signature does not match")
-    keyed = {**sign(DISPATCH_KEY, "POST", url, body), "Idempotency-Key": "added-later"}
-    assert asyncio.run(post(url, body, keyed)) == (401, "signature does not match")
+    fresh = sign(DISPATCH_KEY, "POST", DISPATCH_ROUTE, body)
+    moved = f"{DISPATCH_ROUTE}?again=1"
+    assert asyncio.run(post(relay, moved, body, fresh)) == (401, "signature does not match")
+    keyed = {**sign(DISPATCH_KEY, "POST", DISPATCH_ROUTE, body), "Idempotency-Key": "added-later"}
+    assert asyncio.run(post(relay, DISPATCH_ROUTE, body, keyed)) == (
+        401,
+        "signature does not match",
+    )
 
 
 async def _case_events(bootstrap: str, case_id: str, until: str) -> list[dict[str, object]]:
@@ -203,13 +223,14 @@ BAD_BODIES: list[tuple[str, dict[str, object]]] = [
 def test_a_bad_callback_is_refused_naming_the_field_and_never_reaches_case_events(
     relay: Relay, kafka_bootstrap: str
 ) -> None:
-    url = f"{relay.url}/v1/callbacks/dispatch"
     case = f"C-{uuid.uuid4().hex[:8]}"
     for field, change in BAD_BODIES:
-        status, error = signed_post(url, DISPATCH_KEY, dispatch_body(case, **change))
+        status, error = signed_post(
+            relay, DISPATCH_ROUTE, DISPATCH_KEY, dispatch_body(case, **change)
+        )
         assert status == 400 and error.startswith(f"{field}: "), (change, error)
     good = dispatch_body(case, seq=2)
-    assert signed_post(url, DISPATCH_KEY, good)[0] == 200
+    assert signed_post(relay, DISPATCH_ROUTE, DISPATCH_KEY, good)[0] == 200
     good_id = json.loads(good)["event_id"]
     events = asyncio.run(_case_events(kafka_bootstrap, case, good_id))
     assert [e["id"] for e in events] == [good_id]  # keyed by case: a bad one would come first
