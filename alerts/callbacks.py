@@ -161,6 +161,11 @@ class CallbackServer:
         log.info("callback API listening on %s", self.url)
         return self.url
 
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses it listens on."""
+        return [] if self._runner is None else [str(a[0]) for a in self._runner.addresses]
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()

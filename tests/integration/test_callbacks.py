@@ -23,8 +23,11 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from alerts.callbacks import CallbackServer
+from alerts.sinks import BROADCAST, DISPATCH
 from gridwatch import kafka, topics
 from gridwatch.services import ServiceUrls
+from gridwatch.settings import Settings
 from gridwatch.signing import sign
 from gridwatch.xml_signature import make_throwaway
 
@@ -149,6 +152,24 @@ def test_the_callback_api_listens_only_on_the_configured_address(relay: Relay) -
 DISPATCH_ROUTE, BROADCAST_ROUTE = "/v1/callbacks/dispatch", "/v1/callbacks/broadcast"
 
 
+def test_by_default_the_callback_api_listens_on_loopback_only(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("GRIDWATCH_CALLBACK_HOST", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env
+    keys = {DISPATCH: DISPATCH_KEY, BROADCAST: BROADCAST_KEY}
+
+    async def bound() -> set[str]:
+        server = CallbackServer(keys, kafka.producer(kafka_bootstrap))
+        await server.start(Settings().callback_host)
+        try:
+            return set(server.addresses)
+        finally:
+            await server.stop()
+
+    assert asyncio.run(bound()) == {"127.0.0.1"}
+
+
 def test_the_callback_api_speaks_only_https(relay: Relay) -> None:
     body = dispatch_body("C-plain")
     url = f"http://{HOST}:{relay.port}{DISPATCH_ROUTE}"
@@ -229,6 +250,10 @@ def test_a_bad_callback_is_refused_naming_the_field_and_never_reaches_case_event
             relay, DISPATCH_ROUTE, DISPATCH_KEY, dispatch_body(case, **change)
         )
         assert status == 400 and error.startswith(f"{field}: "), (change, error)
+    for state in ("3", True, 5):
+        body = json.dumps(json.loads(broadcast_body(case)) | {"BrdState": state}).encode()
+        status, error = signed_post(relay, BROADCAST_ROUTE, BROADCAST_KEY, body)
+        assert status == 400 and error.startswith("BrdState: "), (state, error)
     good = dispatch_body(case, seq=2)
     assert signed_post(relay, DISPATCH_ROUTE, DISPATCH_KEY, good)[0] == 200
     good_id = json.loads(good)["event_id"]
