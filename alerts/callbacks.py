@@ -51,11 +51,11 @@ CALLBACK_ACTIONS = frozenset(
 )
 CALLBACK_STATES = frozenset(State) - {State.RECEIVED, State.DISPATCHED}
 
-E = TypeVar("E", Action, State)
+Member = TypeVar("Member", Action, State)
 
 
-def _one_of(allowed: frozenset[E]) -> Callable[[E], E]:
-    def check(value: E) -> E:
+def _one_of(allowed: frozenset[Member]) -> Callable[[Member], Member]:
+    def check(value: Member) -> Member:
         if value not in allowed:
             names = ", ".join(sorted(allowed))
             raise ValueError(f"{value.value!r} is not reported by callbacks (one of {names})")
