@@ -2,6 +2,7 @@
 
 import json
 
+from gridwatch.xml_signature import load_certificate, verify
 from tests.conftest import DemoRun
 
 
@@ -48,6 +49,10 @@ def test_demo_fire_flood_and_plume_close_the_loop(demo_run: DemoRun) -> None:
     texts = [c.read_text() for c in caps]
     assert sum("<msgType>Cancel</msgType>" in t for t in texts) == 3
     assert all("<references>" in t for t in texts if "<msgType>Cancel</msgType>" in t)
+    # Each CAP message arrived signed by the demo's throwaway CAP key.
+    certificate = load_certificate(demo_run.run_dir / "cap-signing" / "signing-cert.pem")
+    for cap in caps:
+        verify(cap.read_bytes(), certificate)
     first = json.loads(next((received / "dispatch").glob("0001-*.json")).read_text())
     assert first["action"] == "dispatch"
     assert "broadcast approved" in demo_run.stdout
