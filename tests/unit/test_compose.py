@@ -25,6 +25,7 @@ import yaml
 
 from gridwatch import topics
 from gridwatch.settings import Settings
+from gridwatch.store.reader import DEFAULT_READER
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -44,6 +45,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "alerts-relay": ("alerts", "relay"),
     "store-writer": ("store", "writer"),
     "simulator": ("simulate", "sensors"),
+    "db-init": ("store", "grant-reader"),
 }
 EXPECTED_COMMANDS = {
     ("ingest", "mqtt"),
@@ -52,10 +54,11 @@ EXPECTED_COMMANDS = {
     ("alerts", "relay"),
     ("store", "writer"),
     ("simulate", "sensors"),
+    ("store", "grant-reader"),
 }
 # Bind-mounted files that operators create and that are never committed.
 OPERATOR_PROVIDED = {"deploy/mosquitto/passwd"}
-ONE_SHOT = {"kafka-init"}
+ONE_SHOT = {"kafka-init", "db-init"}
 DATASOURCE_UID = "gridwatch-db"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards"
 PROVISIONING_IN_GRAFANA = "/etc/grafana/provisioning"
@@ -608,7 +611,7 @@ def test_grafana_admin_password_comes_from_the_environment() -> None:
     assert provisioning["read_only"]
 
 
-def test_grafana_datasource_is_the_gridwatch_database() -> None:
+def test_grafana_datasource_is_the_gridwatch_database_read_only() -> None:
     document = yaml.safe_load(GRAFANA_DATASOURCES.read_text(encoding="utf-8"))
     assert document["apiVersion"] == 1
     [source] = [ds for ds in document["datasources"] if ds.get("uid") == DATASOURCE_UID]
@@ -619,10 +622,11 @@ def test_grafana_datasource_is_the_gridwatch_database() -> None:
 
     grafana_env = interpolated_environment(services()["grafana"])
     db_env = interpolated_environment(services()["timescaledb"])
+    granted = interpolated_environment(services()["db-init"])
     wanted = {
-        "user": (source.get("user"), db_env["POSTGRES_USER"]),
+        "user": (source.get("user"), DEFAULT_READER),
         "database": (json_data.get("database", source.get("database")), db_env["POSTGRES_DB"]),
-        "password": (source["secureJsonData"]["password"], db_env["POSTGRES_PASSWORD"]),
+        "password": (source["secureJsonData"]["password"], granted["GRIDWATCH_READER_PASSWORD"]),
     }
     for what, (value, expected) in wanted.items():
         variable = grafana_env_reference(value) if "$" in str(value) else None
@@ -631,7 +635,21 @@ def test_grafana_datasource_is_the_gridwatch_database() -> None:
             assert value == expected, f"datasource {what}: {value!r}, want {expected!r}"
             continue
         assert variable in grafana_env, f"grafana service does not set {variable} ({what})"
-        assert grafana_env[variable] == expected, f"datasource {what} is not the database's"
+        assert grafana_env[variable] == expected, f"datasource {what} is not the reader's"
+    assert DEFAULT_READER != db_env["POSTGRES_USER"], "Grafana must not log in as the superuser"
+    raw_grafana_env = environment(services()["grafana"])
+    assert "POSTGRES_PASSWORD" not in " ".join(raw_grafana_env.values()), (
+        "Grafana must not know the superuser's password"
+    )
+
+
+def test_grafana_starts_after_its_read_only_role_exists() -> None:
+    init = services()["db-init"]
+    assert cli_path(init) == ("store", "grant-reader") and "--user" not in str(init["command"])
+    assert init.get("restart") == "no"
+    assert depends_on(services()["grafana"])["db-init"]["condition"] == (
+        "service_completed_successfully"
+    )
 
 
 def test_grafana_loads_dashboards_from_the_repository() -> None:
