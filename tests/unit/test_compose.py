@@ -32,7 +32,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
+MOSQUITTO_CONF = MOSQUITTO_DIR / "mosquitto.conf"
 GRAFANA_DATASOURCES = ROOT / "dashboards" / "provisioning" / "datasources" / "gridwatch.yaml"
 GRAFANA_DASHBOARDS = ROOT / "dashboards" / "provisioning" / "dashboards" / "gridwatch.yaml"
 
@@ -57,7 +58,11 @@ EXPECTED_COMMANDS = {
     ("store", "grant-reader"),
 }
 # Bind-mounted files that operators create and that are never committed.
-OPERATOR_PROVIDED = {"deploy/mosquitto/passwd"}
+OPERATOR_PROVIDED = {
+    "deploy/mosquitto/passwd",
+    "deploy/mosquitto/certs",
+    "deploy/mosquitto/certs/ca.crt",
+}
 ONE_SHOT = {"kafka-init", "db-init"}
 DATASOURCE_UID = "gridwatch-db"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards"
@@ -378,7 +383,9 @@ def test_every_bind_mounted_host_path_exists() -> None:
                     f"{name}: {relative} needs `bind: {{create_host_path: false}}`"
                 )
                 assert mount.get("read_only"), f"{name}: mount {relative} read-only"
-                assert relative in ignored, f"{relative} must be listed in .dockerignore"
+                assert any(relative == i or relative.startswith(i + "/") for i in ignored), (
+                    f"{relative} must be listed in .dockerignore"
+                )
                 continue
             assert source.exists(), f"{name}: bind-mounted {mount['source']} does not exist"
     assert checked, "no bind mounts found: the parser is wrong"
@@ -474,7 +481,9 @@ def test_role_endpoints_point_at_the_stack() -> None:
             assert server in internal, f"{name}: {server} is not an advertised listener"
 
         mqtt = urlsplit(env["GRIDWATCH_MQTT_URL"])
-        assert (mqtt.scheme, mqtt.hostname, mqtt.port) == ("mqtt", "mosquitto", 1883), name
+        assert (mqtt.scheme, mqtt.hostname, mqtt.port) == ("mqtts", "mosquitto", 8883), name
+        ca = mount_at(services()[name], env["GRIDWATCH_MQTT_CA"])
+        assert bind_source(ca) == ROOT / "deploy" / "mosquitto" / "certs" / "ca.crt", name
         assert mqtt.username == mqtt_env["MQTT_USERNAME"], name
         assert mqtt.password is None, f"{name}: the MQTT password goes in GRIDWATCH_MQTT_PASSWORD"
         assert env["GRIDWATCH_MQTT_PASSWORD"] == mqtt_env["MQTT_PASSWORD"], name
@@ -584,19 +593,50 @@ def _mosquitto_conf() -> dict[str, list[str]]:
     return conf
 
 
-def test_mosquitto_requires_a_password_file() -> None:
+def test_mosquitto_requires_tls_a_password_file_and_an_acl() -> None:
     conf = _mosquitto_conf()
     broker = services()["mosquitto"]
-    assert conf["listener"] == ["1883"]
+    # TLS for everyone; plain MQTT only on the container's loopback, for the healthcheck.
+    assert conf["listener"] == ["1883 127.0.0.1", "8883"]
+    assert conf["per_listener_settings"] == ["false"]
     assert conf["allow_anonymous"] == ["false"]
     assert conf["persistence"] == ["true"]
-    [password_file] = conf["password_file"]
-    passwd = mount_at(broker, password_file)
-    assert bind_source(passwd) == ROOT / "deploy" / "mosquitto" / "passwd"
+    assert conf["tls_version"] == ["tlsv1.2"]
+    assert int(conf["max_packet_size"][0]) > 0, "a message size limit"
+    for key in ("password_file", "acl_file", "cafile", "certfile", "keyfile"):
+        [path] = conf[key]
+        found = [
+            m for m in mounts(broker) if path == m["target"] or path.startswith(m["target"] + "/")
+        ]
+        assert len(found) == 1 and found[0]["read_only"], f"{key} {path} is not mounted read-only"
+    assert bind_source(mount_at(broker, conf["password_file"][0])) == MOSQUITTO_DIR / "passwd"
+    assert bind_source(mount_at(broker, conf["acl_file"][0])) == MOSQUITTO_DIR / "acl"
+    assert bind_source(mount_at(broker, "/mosquitto/config/certs")) == MOSQUITTO_DIR / "certs"
     assert bind_source(mount_at(broker, "/mosquitto/config/mosquitto.conf")) == MOSQUITTO_CONF
     [data] = conf["persistence_location"]
     mount_at(broker, data.rstrip("/"))
-    assert "1883" in " ".join(str(port) for port in broker.get("ports", []))
+    published = " ".join(str(port) for port in broker.get("ports", []))
+    assert "8883" in published and "1883" not in published, "publish the TLS port only"
+    check = " ".join(strings(broker["healthcheck"]["test"]))
+    assert "-h 127.0.0.1 -p 1883" in check, "the healthcheck uses the loopback listener"
+
+
+def test_the_acl_lets_a_device_publish_only_under_its_own_id() -> None:
+    lines = [
+        line.split()
+        for line in (MOSQUITTO_DIR / "acl").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    patterns = [line[1:] for line in lines if line[0] == "pattern"]
+    assert patterns == [["write", "gw/+/%u/telemetry"], ["write", "gw/+/%u/status"]]
+    [user] = [i for i, line in enumerate(lines) if line[0] == "user"]
+    assert lines[user] == [
+        "user",
+        environment(services()["mosquitto"])["MQTT_USERNAME"].split(":-")[1].rstrip("}"),
+    ]
+    granted = [line for line in lines[user + 1 :] if line[0] == "topic"]
+    assert ["topic", "read", "gw/#"] in granted
+    assert not any(t[-1] == "#" for t in granted), "nobody subscribes to #"
 
 
 # --- Grafana --------------------------------------------------------------------------------
