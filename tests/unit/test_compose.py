@@ -630,10 +630,8 @@ def test_the_acl_lets_a_device_publish_only_under_its_own_id() -> None:
     patterns = [line[1:] for line in lines if line[0] == "pattern"]
     assert patterns == [["write", "gw/+/%u/telemetry"], ["write", "gw/+/%u/status"]]
     [user] = [i for i, line in enumerate(lines) if line[0] == "user"]
-    assert lines[user] == [
-        "user",
-        environment(services()["mosquitto"])["MQTT_USERNAME"].split(":-")[1].rstrip("}"),
-    ]
+    pipeline = interpolated_environment(services()["mosquitto"])["MQTT_USERNAME"]
+    assert lines[user] == ["user", pipeline]
     granted = [line for line in lines[user + 1 :] if line[0] == "topic"]
     assert ["topic", "read", "gw/#"] in granted
     assert not any(t[-1] == "#" for t in granted), "nobody subscribes to #"
