@@ -60,6 +60,8 @@ def grant_reader(conn: psycopg.Connection, user: str, password: str) -> None:
             ("statement_timeout", STATEMENT_TIMEOUT),
             ("idle_in_transaction_session_timeout", STATEMENT_TIMEOUT),
             ("default_transaction_read_only", "on"),
+            # Backslashes stay literal inside '...', so a doubled quote always closes a value.
+            ("standard_conforming_strings", "on"),
         ):
             conn.execute(
                 sql.SQL("ALTER ROLE {} SET {} = {}").format(

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gridwatch import kafka, topics
 from gridwatch.events import ReadingBatch, decode
@@ -36,6 +37,7 @@ from gridwatch.processes import HOST, accepts_connections, answers_mqtt, claim_p
 from gridwatch.settings import Settings
 from gridwatch.site import Site
 from ingest.mqtt_bridge import MqttBridge
+from simulators.sensors import Message, MqttPublisher
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 MOSQUITTO, MOSQUITTO_PASSWD = shutil.which("mosquitto"), shutil.which("mosquitto_passwd")
@@ -45,6 +47,7 @@ pytestmark = pytest.mark.skipif(
 )
 STREET = "520199003"
 PIPELINE = "gridwatch"  # the ACL's pipeline login
+SIMULATOR = "simulator"  # the ACL's fleet login of a test stack
 DEVICES = ("WL-1", "WL-2")
 
 
@@ -126,7 +129,7 @@ def broker() -> Iterator[Broker]:
     (root / "certs").mkdir(mode=0o755)
     (root / "data").mkdir(mode=0o777)
     _certificates(root / "certs")
-    passwords = {user: uuid.uuid4().hex for user in (PIPELINE, *DEVICES)}
+    passwords = {user: uuid.uuid4().hex for user in (PIPELINE, SIMULATOR, *DEVICES)}
     passwd = root / "passwd"
     for user, password in passwords.items():
         flags = ["-b"] if passwd.exists() else ["-c", "-b"]
@@ -191,7 +194,9 @@ class Client:
         self.client.loop_start()
         assert self.connected.wait(10), f"{user} could not log in"
 
-    def _on_subscribe(self, _c: object, _u: object, _mid: int, codes: list, _p: object) -> None:
+    def _on_subscribe(
+        self, _c: object, _u: object, _mid: int, codes: list[ReasonCode], _p: object
+    ) -> None:
         self.granted = [not code.is_failure for code in codes]
         self.subscribed.set()
 
@@ -228,10 +233,10 @@ def telemetry(marker: str) -> bytes:
     ).encode()
 
 
-def wait_for(condition: object, timeout: float = 10) -> bool:
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return True
         time.sleep(0.05)
     return False
@@ -294,14 +299,25 @@ def test_a_plain_connection_to_the_tls_port_fails(broker: Broker) -> None:
         plain.loop_stop()
 
 
-def test_a_device_cannot_publish_as_another(clients: dict[str, Client]) -> None:
-    bridge, device = clients[PIPELINE], clients["WL-1"]
+def forge(broker: Broker, user: str, topic: str, payload: bytes) -> None:
+    """Publish as ``user`` where its ACL forbids it. Mosquitto 2.0 answers with a "not
+    authorised" PUBACK, which a paho MQTT 3.1.1 client takes as the end of the connection."""
+    forger = Client(broker, user)
+    try:
+        forger.publish(topic, payload)
+        forger.dropped.wait(3)
+    finally:
+        forger.close()
+
+
+def test_a_device_cannot_publish_as_another(broker: Broker, clients: dict[str, Client]) -> None:
+    bridge = clients[PIPELINE]
     assert bridge.subscribe(f"gw/{STREET}/+/telemetry") == [True]
     run = uuid.uuid4().hex
-    device.publish(f"gw/{STREET}/WL-2/telemetry", telemetry(f"forged-{run}"))
-    device.publish(f"gw/{STREET}/WL-1/telemetry", telemetry(f"own-{run}")).wait_for_publish(10)
+    forge(broker, "WL-1", f"gw/{STREET}/WL-2/telemetry", telemetry(f"forged-{run}"))
+    own = clients["WL-1"].publish(f"gw/{STREET}/WL-1/telemetry", telemetry(f"own-{run}"))
+    own.wait_for_publish(10)
     assert wait_for(lambda: any(f"own-{run}".encode() in p for _, p in bridge.received))
-    # QoS 1 from one client arrives in order: the forged one would have come first.
     assert not any(f"forged-{run}".encode() in p for _, p in bridge.received)
 
 
@@ -334,3 +350,24 @@ def test_an_oversize_message_is_refused_by_the_broker(
     finally:
         small.close()
     assert not any(run.encode() in p and b"after" not in p for _, p in bridge.received)
+
+
+def test_the_simulator_publishes_for_every_device_and_the_bridges_login_for_none(
+    broker: Broker, clients: dict[str, Client]
+) -> None:
+    bridge = clients[PIPELINE]
+    assert bridge.subscribe(f"gw/{STREET}/+/telemetry") == [True]
+    run = uuid.uuid4().hex
+    forge(broker, PIPELINE, f"gw/{STREET}/WL-1/telemetry", telemetry(f"bridge-{run}"))
+    publisher = MqttPublisher(HOST, broker.tls_port, access=broker.access(SIMULATOR))
+    messages = [
+        Message(0.0, f"gw/{STREET}/{device}/telemetry", telemetry(f"sim-{run}"), 1)
+        for device in DEVICES
+    ]
+    assert publisher.play(iter(messages)) == len(DEVICES)
+
+    def simulated() -> set[str]:
+        return {topic.split("/")[2] for topic, p in bridge.received if f"sim-{run}".encode() in p}
+
+    assert wait_for(lambda: simulated() == set(DEVICES)), bridge.received
+    assert not any(f"bridge-{run}".encode() in p for _, p in bridge.received)

@@ -64,6 +64,9 @@ OPERATOR_PROVIDED = {
     "deploy/mosquitto/certs/ca.crt",
 }
 ONE_SHOT = {"kafka-init", "db-init"}
+# The simulator logs in to MQTT as itself: the ACL lets it, and only it, publish for any device.
+SIMULATOR_USER = "simulator"
+SIMULATOR_LOGIN = ("GRIDWATCH_MQTT_URL", "GRIDWATCH_MQTT_PASSWORD")
 DATASOURCE_UID = "gridwatch-db"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards"
 PROVISIONING_IN_GRAFANA = "/etc/grafana/provisioning"
@@ -336,7 +339,19 @@ def test_the_common_role_settings_come_from_one_anchor() -> None:
     for name in ROLES:
         service = services()[name]
         for key in ("image", "build", "environment"):
-            assert service.get(key) == anchor.get(key), f"{name}.{key} differs from x-gridwatch"
+            value = service.get(key)
+            if name == "simulator" and key == "environment":
+                # Its own MQTT login; everything else as every role.
+                value = {**value, **{k: anchor[key][k] for k in SIMULATOR_LOGIN}}
+            assert value == anchor.get(key), f"{name}.{key} differs from x-gridwatch"
+
+
+def test_the_simulator_has_its_own_mqtt_login() -> None:
+    simulator = interpolated_environment(services()["simulator"])
+    bridge = interpolated_environment(services()["ingest-mqtt"])
+    assert set(SIMULATOR_LOGIN) == {k for k in simulator if simulator[k] != bridge[k]}
+    assert urlsplit(simulator["GRIDWATCH_MQTT_URL"]).username == SIMULATOR_USER
+    assert simulator["GRIDWATCH_MQTT_PASSWORD"] == env_example()["MQTT_SIM_PASSWORD"]
 
 
 def test_every_depends_on_target_exists_with_the_right_condition() -> None:
@@ -482,6 +497,8 @@ def test_role_endpoints_point_at_the_stack() -> None:
 
         mqtt = urlsplit(env["GRIDWATCH_MQTT_URL"])
         assert (mqtt.scheme, mqtt.hostname, mqtt.port) == ("mqtts", "mosquitto", 8883), name
+        if name == "simulator":
+            continue  # its own login: test_the_simulator_has_its_own_mqtt_login
         ca = mount_at(services()[name], env["GRIDWATCH_MQTT_CA"])
         assert bind_source(ca) == ROOT / "deploy" / "mosquitto" / "certs" / "ca.crt", name
         assert mqtt.username == mqtt_env["MQTT_USERNAME"], name
@@ -629,12 +646,19 @@ def test_the_acl_lets_a_device_publish_only_under_its_own_id() -> None:
     ]
     patterns = [line[1:] for line in lines if line[0] == "pattern"]
     assert patterns == [["write", "gw/+/%u/telemetry"], ["write", "gw/+/%u/status"]]
-    [user] = [i for i, line in enumerate(lines) if line[0] == "user"]
+    users = {line[1]: i for i, line in enumerate(lines) if line[0] == "user"}
     pipeline = interpolated_environment(services()["mosquitto"])["MQTT_USERNAME"]
-    assert lines[user] == ["user", pipeline]
-    granted = [line for line in lines[user + 1 :] if line[0] == "topic"]
-    assert ["topic", "read", "gw/#"] in granted
-    assert not any(t[-1] == "#" for t in granted), "nobody subscribes to #"
+    assert set(users) == {pipeline, SIMULATOR_USER}
+    starts = sorted(users.values())
+
+    def topics_of(user: str) -> list[list[str]]:
+        start = users[user]
+        end = next((i for i in starts if i > start), len(lines))
+        return [line[1:] for line in lines[start + 1 : end] if line[0] == "topic"]
+
+    assert topics_of(pipeline) == [["read", "gw/#"], ["read", "$SYS/broker/version"]]
+    assert topics_of(SIMULATOR_USER) == [["write", "gw/#"]]
+    assert not any(line[-1] == "#" for line in lines), "nobody subscribes to #"
 
 
 # --- Grafana --------------------------------------------------------------------------------
