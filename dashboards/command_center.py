@@ -208,7 +208,7 @@ def command_center(site: Site) -> gd.Dashboard:
 
 # --- the incident page ----------------------------------------------------------------------
 
-THE_INCIDENT = "incident_id = '$incident'::uuid"
+THE_INCIDENT = "incident_id = ${incident:sqlstring}::uuid"
 
 INCIDENT_CHOICES = """
 SELECT incident_id::text AS __value,

@@ -84,12 +84,12 @@ def resolve_variables(
             options = [str(row[column]) for row in result.rows]
         else:
             raise ValueError(f"variable {name!r}: type {variable['type']!r} is not supported")
-        quoted = bool(variable.get("multi") or variable.get("includeAll"))
+        multi = bool(variable.get("multi") or variable.get("includeAll"))
         if chosen and name in chosen:
             options = [chosen[name]]
-        elif not quoted:
+        elif not multi:
             options = options[:1]
-        resolved[name] = Variable(tuple(options), quoted)
+        resolved[name] = Variable(tuple(options), multi)
     return resolved
 
 

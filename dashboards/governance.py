@@ -64,7 +64,7 @@ KPI_COLUMNS = {
     "mean_accept_s": "round(accept_s::numeric, 1)",
     "mean_close_s": "round(close_s::numeric, 1)",
 }
-CASE_SCOPE = "c.grid_code IN ($grid) AND c.kind IN ($kind)"
+CASE_SCOPE = "c.grid_code IN (${grid:sqlstring}) AND c.kind IN (${kind:sqlstring})"
 
 
 def kpi_sql(moments: str, columns: tuple[str, ...] = tuple(KPI_COLUMNS)) -> str:

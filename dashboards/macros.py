@@ -5,6 +5,13 @@ backend expands the ``$__`` macros for the dashboard's time range. Both are repr
 the macros the dashboards use, so that tests and ``gridwatch report`` run exactly the SQL a
 Grafana server would (see Grafana's ``pkg/tsdb/grafana-postgresql-datasource/macros.go``).
 A macro or variable this module does not know is an error, never passed through.
+
+A reference without a format gets the PostgreSQL datasource's default (its
+``interpolateVariable``): the values of a multi-value or "All" variable quoted and comma-joined,
+a single value inserted raw, and the values of a URL's repeated ``var-name=`` quoted and
+comma-joined, so that ``'$name'`` can be closed from a URL. The dashboards therefore write every
+variable as ``${name:sqlstring}``: each value single-quoted with its quotes doubled, whatever the
+variable's settings or the URL.
 """
 
 from __future__ import annotations
@@ -25,23 +32,25 @@ class MacroError(ValueError):
     """SQL that Grafana would not turn into a valid query."""
 
 
+SQLSTRING = "sqlstring"
+
+
 @dataclass(frozen=True)
 class Variable:
-    """A template variable's current value(s), and whether Grafana quotes it.
-
-    Grafana's SQL datasources quote and comma-join the values of a variable that is multi-value
-    or has an "All" option; a single-value variable is inserted raw (only quotes are doubled).
-    """
+    """A template variable's current value(s); ``multi`` when it may hold more than one."""
 
     values: tuple[str, ...]
-    quoted: bool
+    multi: bool
 
-    def render(self) -> str:
-        if self.quoted:
-            return ",".join("'" + v.replace("'", "''") + "'" for v in self.values)
-        if len(self.values) != 1:
-            raise MacroError(f"a single-value variable has {len(self.values)} values")
-        return self.values[0].replace("'", "''")
+    def sqlstring(self) -> str:
+        """Grafana's ``sqlstring`` format."""
+        return ",".join("'" + v.replace("'", "''") + "'" for v in self.values)
+
+    def default(self) -> str:
+        """The PostgreSQL datasource's rendering of a reference without a format."""
+        if self.multi or len(self.values) != 1:
+            return self.sqlstring()
+        return self.values[0]
 
 
 @dataclass(frozen=True)
@@ -59,11 +68,13 @@ def substitute_variables(raw_sql: str, variables: Mapping[str, Variable]) -> str
         name = match["bare"] or match["braced"]
         if name.startswith("__"):
             return match[0]  # a macro (or built-in), expanded by the backend
-        if match["format"] is not None:
-            raise MacroError(f"${{{name}:{match['format']}}}: formats are not supported")
         if name not in variables:
             raise MacroError(f"unknown template variable ${name}")
-        return variables[name].render()
+        if match["format"] is None:
+            return variables[name].default()
+        if match["format"] == SQLSTRING:
+            return variables[name].sqlstring()
+        raise MacroError(f"{match[0]}: the format {match['format']!r} is not supported")
 
     return _VARIABLE.sub(replace, raw_sql)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,13 +38,29 @@ class Pushed:
     url: str
 
 
-def datasource(database_url: str, *, host: str | None, timescaledb: bool) -> dict[str, Any]:
-    """The gridwatch datasource as Grafana's API takes it, from a PostgreSQL URL.
+@dataclass(frozen=True)
+class Login:
+    """The read-only role Grafana logs in as (``gridwatch store grant-reader``)."""
+
+    user: str
+    password: str = field(repr=False)
+
+
+def datasource(
+    database_url: str, reader: Login, *, host: str | None, timescaledb: bool
+) -> dict[str, Any]:
+    """The gridwatch datasource as Grafana's API takes it: the database of a PostgreSQL URL,
+    read as ``reader``. The URL's own user and password, the writer's, never reach Grafana.
 
     ``host`` is host:port as Grafana reaches the database, when that differs from the URL's
     (inside docker-compose it is ``timescaledb:5432``).
     """
     parts = urlsplit(database_url)
+    if reader.user == (parts.username or "postgres"):
+        raise PushError(
+            f"the datasource would log in as {reader.user}, the writer of GRIDWATCH_DATABASE_URL;"
+            " give it the read-only role of `gridwatch store grant-reader`"
+        )
     database = parts.path.lstrip("/") or "postgres"
     return {
         "uid": DATASOURCE_UID,
@@ -52,7 +68,7 @@ def datasource(database_url: str, *, host: str | None, timescaledb: bool) -> dic
         "type": DATASOURCE_TYPE,
         "access": "proxy",
         "url": host or f"{parts.hostname}:{parts.port or 5432}",
-        "user": parts.username or "postgres",
+        "user": reader.user,
         "isDefault": True,
         "jsonData": {
             "database": database,
@@ -60,7 +76,7 @@ def datasource(database_url: str, *, host: str | None, timescaledb: bool) -> dic
             "timescaledb": timescaledb,
             "postgresVersion": 1600,
         },
-        "secureJsonData": {"password": parts.password or ""},
+        "secureJsonData": {"password": reader.password},
     }
 
 

@@ -17,7 +17,7 @@ from gridwatch.events import IncidentKind
 from gridwatch.site import Site
 
 # Rows of the incidents/alerts tables in scope of the chosen grids and kinds.
-SCOPE = "grid_code IN ($grid) AND kind IN ($kind)"
+SCOPE = "grid_code IN (${grid:sqlstring}) AND kind IN (${kind:sqlstring})"
 
 
 def _custom_values(pairs: list[tuple[str, str]]) -> str:
@@ -45,7 +45,7 @@ def grid(site: Site) -> gd.QueryVariable:
     query = (
         "SELECT __text, __value FROM (VALUES\n"
         f"{rows}\n) AS grids(__text, __value)\n"
-        "WHERE left(__value, 12) IN ($community)\nORDER BY __value"
+        "WHERE left(__value, 12) IN (${community:sqlstring})\nORDER BY __value"
     )
     return (
         gd.QueryVariable("grid")

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 
 from gridwatch import topics as gw_topics
-from gridwatch.errors import ConfigError, ServiceError
+from gridwatch.errors import ServiceError
+from gridwatch.mqtt_access import parse_mqtt_url
 from gridwatch.processes import (
     HOST,
     ServiceProcess,
@@ -127,17 +127,6 @@ def create_topics(
         admin.close()
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """``mqtt://[user:pass@]host[:port]`` to (host, port)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ConfigError(f"GRIDWATCH_MQTT_URL {url!r} is not mqtt://host:port")
-    try:
-        return parts.hostname, parts.port or 1883
-    except ValueError as err:
-        raise ConfigError(f"GRIDWATCH_MQTT_URL {url!r}: {err}") from err
-
-
 class EmbeddedServices:
     """Start the services the settings do not point at; stop them on exit, whatever happened."""
 
@@ -210,7 +199,8 @@ class EmbeddedServices:
 
         if mqtt_port is None:
             assert s.mqtt_url is not None  # noqa: S101 - narrowing for mypy
-            mqtt_host, mqtt_port = parse_mqtt_url(s.mqtt_url)
+            broker = parse_mqtt_url(s.mqtt_url)
+            mqtt_host, mqtt_port = broker.host, broker.port
         else:
             mqtt_host = HOST
             ready = functools.partial(answers_mqtt, mqtt_port)

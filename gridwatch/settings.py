@@ -21,8 +21,24 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers, host:port[,host:port]"
     )
-    mqtt_url: str | None = Field(default=None, description="mqtt://[user:pass@]host:port")
-    mqtt_password: SecretStr | None = Field(default=None, description="MQTT password, if any")
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://[user[:pass]@]host[:1883] or mqtts://…[:8883] (TLS)"
+    )
+    mqtt_password: SecretStr | None = Field(
+        default=None, description="the MQTT user's password, when the URL does not carry it"
+    )
+    mqtt_ca: Path | None = Field(
+        default=None, description="CA certificates (PEM) that sign the broker's; default: system"
+    )
+    mqtt_cert: Path | None = Field(
+        default=None, description="client certificate (PEM), for a broker that requires one"
+    )
+    mqtt_key: Path | None = Field(
+        default=None, description="the client certificate's private key (PEM)"
+    )
+    reader_password: SecretStr | None = Field(
+        default=None, description="password of Grafana's read-only database role"
+    )
     site: Path = Field(default=SAMPLE_SITE, description="the site file (YAML)")
     topic_partitions: int = Field(default=1, ge=1, description="partitions of created topics")
     evidence_dir: Path = Field(default=Path("evidence"), description="snapshot store")

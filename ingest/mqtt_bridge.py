@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gridwatch import kafka, topics
 from gridwatch.errors import PayloadError, ServiceError
 from gridwatch.events import DeadLetter, ReadingBatch, Report, utcnow
+from gridwatch.mqtt_access import MqttAccess
 from gridwatch.site import Site
 from ingest.telemetry import parse_status, parse_telemetry
 
@@ -68,8 +69,7 @@ class MqttBridge:
         port: int,
         *,
         client_id: str = "gridwatch-bridge",
-        username: str | None = None,
-        password: str | None = None,
+        access: MqttAccess | None = None,
     ) -> None:
         self.site = site
         self.producer = producer
@@ -86,8 +86,7 @@ class MqttBridge:
             clean_session=False,
             manual_ack=True,
         )
-        if username:
-            self.client.username_pw_set(username, password)
+        (access or MqttAccess()).apply(self.client)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe

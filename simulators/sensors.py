@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch.events import Level
+from gridwatch.mqtt_access import MqttAccess
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor, ThresholdRule
 
@@ -201,20 +202,18 @@ class MqttPublisher:
         host: str,
         port: int,
         *,
-        username: str | None = None,
-        password: str | None = None,
+        access: MqttAccess | None = None,
         client_id: str = "gridwatch-sim",
     ) -> None:
         self.host, self.port = host, port
-        self.credentials = (username, password)
+        self.access = access or MqttAccess()
         self.client_id = client_id
         self.client = self._client(client_id)
         self.client.max_inflight_messages_set(1000)
 
     def _client(self, client_id: str) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        if self.credentials[0]:
-            client.username_pw_set(*self.credentials)
+        self.access.apply(client)
         return client
 
     def device(self, status_topic: str) -> mqtt.Client:

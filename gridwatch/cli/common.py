@@ -9,13 +9,13 @@ import logging
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 
 from gridwatch.errors import GridwatchError
-from gridwatch.services import EmbeddedServices, ServiceUrls, parse_mqtt_url
+from gridwatch.mqtt_access import MqttAccess, parse_mqtt_url
+from gridwatch.services import EmbeddedServices, ServiceUrls
 from gridwatch.settings import Settings
 from gridwatch.site import Site, load_site
 
@@ -93,21 +93,23 @@ def required_services(settings: Settings) -> ServiceUrls:
         raise fail(f"set {', '.join(missing)} (or run `gridwatch demo` for embedded services)")
     assert settings.database_url and settings.kafka_bootstrap and settings.mqtt_url  # noqa: S101
     try:
-        mqtt_host, mqtt_port = parse_mqtt_url(settings.mqtt_url)
+        broker = parse_mqtt_url(settings.mqtt_url)
     except GridwatchError as err:
         raise fail(str(err)) from err
     return ServiceUrls(
         database_url=settings.database_url.get_secret_value(),
         kafka_bootstrap=settings.kafka_bootstrap,
-        mqtt_host=mqtt_host,
-        mqtt_port=mqtt_port,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
     )
 
 
-def mqtt_credentials(settings: Settings) -> tuple[str | None, str | None]:
-    user = urlsplit(settings.mqtt_url).username if settings.mqtt_url else None
-    password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-    return user, password
+def mqtt_access(settings: Settings) -> MqttAccess:
+    """The MQTT login and TLS of the settings; a contradiction in them stops the command."""
+    try:
+        return MqttAccess.from_settings(settings)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
 
 
 async def stop_on_signal(stop: asyncio.Event) -> None:

@@ -23,7 +23,7 @@ from gridwatch.cli.common import (
     embedded_services,
     fail,
     ingest_app,
-    mqtt_credentials,
+    mqtt_access,
     required_services,
     services_app,
     simulate_app,
@@ -82,14 +82,12 @@ def ingest_mqtt() -> None:
     settings = Settings()
     urls, site = required_services(settings), site_or_fail(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
-    user, password = mqtt_credentials(settings)
     bridge = MqttBridge(
         site,
         kafka.producer(urls.kafka_bootstrap),
         urls.mqtt_host,
         urls.mqtt_port,
-        username=user,
-        password=password,
+        access=mqtt_access(settings),
     )
     steady_memory()
     bridge.start()
@@ -270,9 +268,8 @@ def simulate_sensors(
 
     settings = Settings()
     urls, site = required_services(settings), site_or_fail(settings)
-    user, password = mqtt_credentials(settings)
     truth = Truth()
-    publisher = MqttPublisher(urls.mqtt_host, urls.mqtt_port, username=user, password=password)
+    publisher = MqttPublisher(urls.mqtt_host, urls.mqtt_port, access=mqtt_access(settings))
     acked = publisher.play(messages(site, Scenario(duration, rate, seed), truth))
     console.print(f"published {acked} messages, {truth.readings_sent} readings")
 

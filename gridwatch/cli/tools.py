@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 
 from gridwatch.cli.common import (
@@ -16,10 +17,14 @@ from gridwatch.cli.common import (
     eval_app,
     fail,
     site_or_fail,
+    store_app,
 )
-from gridwatch.errors import GridwatchError
+from gridwatch.errors import ConfigError, GridwatchError
 from gridwatch.settings import Settings
 from gridwatch.site import Site
+from gridwatch.store.reader import DEFAULT_READER
+
+MIN_READER_PASSWORD = 12
 
 
 @dashboards_app.command("build")
@@ -58,28 +63,66 @@ def dashboards_push(
         str | None,
         typer.Option(help="host:port of the database as Grafana reaches it (default: from URL)"),
     ] = None,
+    reader: Annotated[str, typer.Option(help="the read-only role the datasource logs in as")] = (
+        DEFAULT_READER
+    ),
     timescaledb: Annotated[bool, typer.Option(help="the datasource's TimescaleDB switch")] = True,
 ) -> None:
-    """Upload the dashboards, their folder and the datasource (GRIDWATCH_DATABASE_URL)."""
+    """Upload the dashboards, their folder and the datasource: the database of
+    GRIDWATCH_DATABASE_URL, read as the role of `gridwatch store grant-reader`."""
     from dashboards import build, push
 
     settings = Settings()
     if token is None and password is None:
         raise fail("set GRAFANA_ADMIN_PASSWORD (or --password) or GRIDWATCH_GRAFANA_TOKEN")
     credential: tuple[str, str] | str = token if token is not None else (user, password or "")
-    source = None
-    if settings.database_url is not None:
-        source = push.datasource(
-            settings.database_url.get_secret_value(),
-            host=datasource_host,
-            timescaledb=timescaledb,
-        )
     try:
+        source = None
+        if settings.database_url is not None:
+            source = push.datasource(
+                settings.database_url.get_secret_value(),
+                push.Login(reader, reader_password(settings)),
+                host=datasource_host,
+                timescaledb=timescaledb,
+            )
         pushed = push.push(url, credential, build.dashboards(site_or_fail(settings)), source)
     except GridwatchError as err:
         raise fail(str(err)) from err
     for item in pushed:
         console.print(f"{item.uid}: version {item.version} {item.url}")
+
+
+@store_app.command("grant-reader")
+def store_grant_reader(
+    user: Annotated[str, typer.Option(help="the role Grafana logs in as")] = DEFAULT_READER,
+) -> None:
+    """Create (or reset) the read-only database role for Grafana, with the password of
+    GRIDWATCH_READER_PASSWORD: SELECT on what the dashboards read, nothing else."""
+    from gridwatch.store.reader import grant_reader
+    from gridwatch.store.schema import ensure_schema
+
+    settings = Settings()
+    if settings.database_url is None:
+        raise fail("set GRIDWATCH_DATABASE_URL (a role that may create roles)")
+    try:
+        secret = reader_password(settings)
+        with psycopg.connect(settings.database_url.get_secret_value()) as conn:
+            ensure_schema(conn)
+            grant_reader(conn, user, secret)
+    except (GridwatchError, psycopg.Error) as err:
+        raise fail(f"cannot grant {user}: {err}") from err
+    console.print(f"{user} may read what the dashboards show, and nothing else")
+
+
+def reader_password(settings: Settings) -> str:
+    """GRIDWATCH_READER_PASSWORD, refused when unset, short or a placeholder."""
+    secret = settings.reader_password.get_secret_value() if settings.reader_password else ""
+    if len(secret) < MIN_READER_PASSWORD or secret.startswith("change-me"):
+        raise ConfigError(
+            f"set GRIDWATCH_READER_PASSWORD to a password of {MIN_READER_PASSWORD} characters or"
+            " more that is not a change-me placeholder (the read-only role's)"
+        )
+    return secret
 
 
 @app.command()

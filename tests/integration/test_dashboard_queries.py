@@ -1,19 +1,25 @@
 """Every panel's SQL, as Grafana would send it, on the database the demo's scenario filled.
 
 A panel whose query fails, lacks a column the panel reads, or returns nothing fails here. The
-time range is the one an operator would pick to look at the run: around its stored rows.
+time range is the one an operator would pick to look at the run: around its stored rows. The
+queries run as Grafana's read-only role (``gridwatch store grant-reader``), so a relation the
+dashboards read without a grant fails here too; what else that role may do is tested below.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import errors
+from psycopg.conninfo import make_conninfo
 
 from alerts.closed_loop import load_audit
 from alerts.kpi import compute
@@ -27,10 +33,11 @@ from dashboards.evaluate import (
     timescaledb_in_use,
 )
 from dashboards.governance import KPI_MOMENTS, kpi_sql
-from dashboards.macros import TimeRange, covering, render
+from dashboards.macros import TimeRange, Variable, covering, render
 from dashboards.report import REPORT_FILE
 from gridwatch.settings import SAMPLE_SITE
 from gridwatch.site import load_site
+from gridwatch.store.reader import DASHBOARD_RELATIONS, DEFAULT_READER, grant_reader
 from tests.conftest import DemoRun
 
 _LINK_FIELD = re.compile(r"\$\{__data\.fields\.(\w+)\}")
@@ -41,10 +48,30 @@ def documents() -> dict[str, dict[str, Any]]:
     return build.dashboards(load_site(SAMPLE_SITE))
 
 
+READER_PASSWORD = "reader-" + uuid.uuid4().hex  # noqa: S105 - made up for this session
+
+
 @pytest.fixture(scope="module")
-def conn(demo_run: DemoRun) -> Iterator[psycopg.Connection]:
+def admin(demo_run: DemoRun) -> Iterator[psycopg.Connection]:
+    """The demo database's owner, a superuser: what Grafana logged in as before."""
     with psycopg.connect(demo_run.database_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture(scope="module")
+def conn(demo_run: DemoRun, admin: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """Grafana's connection: the read-only role, granted twice as a re-run would."""
+    for _ in range(2):
+        with psycopg.connect(demo_run.database_url) as owner:
+            grant_reader(owner, DEFAULT_READER, READER_PASSWORD)
+    url = make_conninfo(demo_run.database_url, user=DEFAULT_READER, password=READER_PASSWORD)
+    with psycopg.connect(url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="module")
+def timescaledb(admin: psycopg.Connection) -> bool:
+    return timescaledb_in_use(admin)
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +113,14 @@ def required_columns(query: Query) -> set[str]:
 
 
 def run_all(
-    conn: psycopg.Connection, name: str, time_range: TimeRange, chosen: dict[str, str] | None
+    conn: psycopg.Connection,
+    name: str,
+    time_range: TimeRange,
+    chosen: dict[str, str] | None,
+    *,
+    timescaledb: bool,
 ) -> dict[str, Result]:
     document = documents()[name]
-    timescaledb = timescaledb_in_use(conn)
     variables = resolve_variables(
         document, conn, time_range, timescaledb=timescaledb, chosen=chosen
     )
@@ -116,31 +147,32 @@ def has_data(result: Result) -> bool:
 
 @pytest.mark.parametrize("name", sorted(set(build.BUILDERS) - {"incident.json"}))
 def test_every_panel_returns_rows_on_the_seeded_run(
-    conn: psycopg.Connection, run_range: TimeRange, name: str
+    conn: psycopg.Connection, run_range: TimeRange, timescaledb: bool, name: str
 ) -> None:
-    results = run_all(conn, name, run_range, None)
+    results = run_all(conn, name, run_range, None, timescaledb=timescaledb)
     empty = [where for where, result in results.items() if not has_data(result)]
     assert not empty, f"{name}: no data for {empty}"
 
 
 def test_every_incident_panel_has_data_for_some_incident(
-    conn: psycopg.Connection, run_range: TimeRange
+    conn: psycopg.Connection, run_range: TimeRange, timescaledb: bool
 ) -> None:
     incidents = [i for (i,) in conn.execute("SELECT incident_id::text FROM incidents_current")]
     assert incidents, "the scenario produced no incident"
     filled: set[str] = set()
     for incident in incidents[:20]:
-        results = run_all(conn, "incident.json", run_range, {"incident": incident})
+        chosen = {"incident": incident}
+        results = run_all(conn, "incident.json", run_range, chosen, timescaledb=timescaledb)
         filled |= {where for where, result in results.items() if has_data(result)}
     every = {q.where for q in queries(documents()["incident.json"])}
     assert filled == every, f"never any data: {every - filled}"
 
 
 def test_variables_resolve_to_the_sites_grids(
-    conn: psycopg.Connection, run_range: TimeRange
+    conn: psycopg.Connection, run_range: TimeRange, timescaledb: bool
 ) -> None:
     document = documents()["command-center.json"]
-    variables = resolve_variables(document, conn, run_range, timescaledb=timescaledb_in_use(conn))
+    variables = resolve_variables(document, conn, run_range, timescaledb=timescaledb)
     site = load_site(SAMPLE_SITE)
     assert set(variables["grid"].values) == {g.code for g in site.grids}
     assert set(variables["community"].values) == {c.code for c in site.communities}
@@ -154,11 +186,10 @@ def test_the_demo_leaves_a_command_center_snapshot(demo_run: DemoRun) -> None:
 
 
 def test_the_kpis_in_sql_equal_the_closed_loops_own(
-    conn: psycopg.Connection, run_range: TimeRange
+    conn: psycopg.Connection, run_range: TimeRange, timescaledb: bool
 ) -> None:
     """At every moment of the KPI trend, the SQL gives what alerts.kpi computes from the log."""
     document = documents()["grid-governance.json"]
-    timescaledb = timescaledb_in_use(conn)
     variables = resolve_variables(document, conn, run_range, timescaledb=timescaledb)
     sql = render(kpi_sql(KPI_MOMENTS), variables, run_range, timescaledb=timescaledb)
     result = execute(conn, sql)
@@ -185,3 +216,130 @@ def test_the_kpis_in_sql_equal_the_closed_loops_own(
                 assert float(value) == pytest.approx(want, abs=0.011), f"{name} at {moment}"
     final = dict(zip(result.columns, result.rows[-1], strict=True))
     assert final["closed"] > 0 and final["closure_rate"] is not None
+
+
+# --- Grafana's doors: the read-only role and hostile variables ------------------------------
+
+
+@pytest.fixture
+def reader(demo_run: DemoRun, conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """A reader connection of the test's own, which turns the read-only default off first, as
+    anyone who can type SQL into Grafana could: the grants, not the default, must hold."""
+    url = make_conninfo(demo_run.database_url, user=DEFAULT_READER, password=READER_PASSWORD)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SET default_transaction_read_only = off")
+        yield connection
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO readings (ts, device_id, metric, value, unit, id, received_at)"
+        " VALUES (now(), 'x', 'm', 1, 'u', gen_random_uuid(), now())",
+        "UPDATE cases SET state = 'closed'",
+        "DELETE FROM alerts",
+        "CREATE TABLE intruder (x int)",
+        "CREATE FUNCTION intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "COPY (SELECT 1) TO PROGRAM 'id'",
+        "COPY readings FROM PROGRAM 'id'",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT * FROM silences",
+        "SELECT * FROM schema_info",
+        "GRANT pg_execute_server_program TO " + DEFAULT_READER,
+    ],
+)
+def test_the_reader_may_not(reader: psycopg.Connection, statement: str) -> None:
+    with pytest.raises(errors.InsufficientPrivilege):
+        reader.execute(statement)
+
+
+def test_the_reader_is_a_plain_role_with_a_statement_timeout(
+    admin: psycopg.Connection, conn: psycopg.Connection
+) -> None:
+    row = admin.execute(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls,"
+        " (SELECT count(*) FROM pg_auth_members WHERE member = r.oid)"
+        " FROM pg_roles r WHERE rolname = %s",
+        (DEFAULT_READER,),
+    ).fetchone()
+    assert row == (False, False, False, False, False, 0)
+    assert conn.execute("SHOW statement_timeout").fetchone() == ("30s",)
+    with pytest.raises(errors.ReadOnlySqlTransaction):
+        conn.execute("CREATE TEMP TABLE scratch (x int)")
+    granted = {
+        name
+        for (name,) in admin.execute(
+            "SELECT DISTINCT table_name FROM information_schema.role_table_grants"
+            " WHERE grantee = %s",
+            (DEFAULT_READER,),
+        )
+    }
+    assert granted == set(DASHBOARD_RELATIONS)
+    privileges = {
+        p
+        for (p,) in admin.execute(
+            "SELECT DISTINCT privilege_type FROM information_schema.role_table_grants"
+            " WHERE grantee = %s",
+            (DEFAULT_READER,),
+        )
+    }
+    assert privileges == {"SELECT"}
+
+
+def test_every_granted_relation_is_one_a_dashboard_reads() -> None:
+    read = set()
+    for document in documents().values():
+        texts = [q.raw_sql for q in queries(document)]
+        texts += [v["query"] for v in document.get("templating", {}).get("list", [])]
+        for text in texts:
+            read |= set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", str(text), re.I))
+    assert set(DASHBOARD_RELATIONS) <= read, set(DASHBOARD_RELATIONS) - read
+
+
+def _hostile(marker: Path) -> list[tuple[str, ...]]:
+    """Values that would run a program on the database server if a variable broke out of its
+    literal: as the brief example, closing '$x'::uuid, and repeated in the URL."""
+    touch = f"COPY (SELECT 1) TO PROGRAM 'touch {marker}'"
+    nil = "00000000-0000-0000-0000-000000000000"
+    return [
+        (f"x'); {touch}; --",),
+        (f"{nil}'::uuid; {touch}; SELECT '{nil}",),
+        (f"{nil}') OR true; {touch}; --",),
+        (f"; {touch.replace(chr(39), '$$')}; SELECT $$", "x"),
+        (f"x\\'; {touch}; --",),
+    ]
+
+
+def test_a_hostile_variable_value_never_executes(
+    conn: psycopg.Connection, admin: psycopg.Connection, run_range: TimeRange, timescaledb: bool
+) -> None:
+    """Each variable of each dashboard, set to each hostile value, in every query that uses it:
+    an error or no data, never the program. Run as the reader and, to show that the quoting
+    holds by itself, as the superuser Grafana used to be."""
+    marker = Path("/tmp") / f"gridwatch-hostile-{uuid.uuid4().hex}"  # noqa: S108 - the server's
+    tried = 0
+    try:
+        for name, document in documents().items():
+            resolved = resolve_variables(document, conn, run_range, timescaledb=timescaledb)
+            texts = [q.raw_sql for q in queries(document)]
+            variables = document.get("templating", {}).get("list", [])
+            texts += [v["query"] for v in variables if v["type"] == "query"]
+            for variable in resolved:
+                for values in _hostile(marker):
+                    hostile = {**resolved, variable: Variable(values, multi=False)}
+                    for text in texts:
+                        if not re.search(rf"\$\{{?{variable}\b", text):
+                            continue
+                        sql = render(text, hostile, run_range, timescaledb=timescaledb)
+                        for who in (conn, admin):
+                            tried += 1
+                            try:
+                                result = execute(who, sql)
+                            except psycopg.Error:
+                                continue
+                            if name == "incident.json":
+                                assert not has_data(result), f"{name}: data for {values}: {sql}"
+                        assert not marker.exists(), f"{name} ${variable} executed: {sql}"
+    finally:
+        marker.unlink(missing_ok=True)
+    assert tried > 100

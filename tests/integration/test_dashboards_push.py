@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from dashboards import build
 from dashboards.grafana import DATASOURCE_UID, FOLDER_UID
-from dashboards.push import PushError, datasource, push
+from dashboards.push import Login, PushError, datasource, push
 from gridwatch.cli import app
 from gridwatch.settings import SAMPLE_SITE
 from gridwatch.site import load_site
@@ -129,6 +129,7 @@ def grafana() -> Iterator[tuple[str, GrafanaState]]:
 
 
 DATABASE_URL = "postgresql://gridwatch:dbpass@db.example:5433/gridwatch"
+READER = Login("grafana_reader", "reader-pass-for-tests")
 
 
 def test_push_creates_then_versions_the_same_dashboards(
@@ -136,16 +137,16 @@ def test_push_creates_then_versions_the_same_dashboards(
 ) -> None:
     url, state = grafana
     documents = build.dashboards(load_site(SAMPLE_SITE))
-    source = datasource(DATABASE_URL, host="timescaledb:5432", timescaledb=True)
+    source = datasource(DATABASE_URL, READER, host="timescaledb:5432", timescaledb=True)
 
     first = push(url, (USER, PASSWORD), documents, source)
     assert {p.uid for p in first} == {d["uid"] for d in documents.values()}
     assert all(p.version == 1 for p in first)
     assert set(state.folders) == {FOLDER_UID}
     stored = state.datasources[DATASOURCE_UID]
-    assert stored["url"] == "timescaledb:5432" and stored["user"] == "gridwatch"
+    assert stored["url"] == "timescaledb:5432" and stored["user"] == READER.user
     assert stored["jsonData"]["database"] == "gridwatch"
-    assert stored["secureJsonData"]["password"] == "dbpass"  # noqa: S105 - from DATABASE_URL
+    assert stored["secureJsonData"]["password"] == READER.password
 
     second = push(url, (USER, PASSWORD), documents, source)
     assert [p.uid for p in second] == [p.uid for p in first]
@@ -164,13 +165,37 @@ def test_push_reports_refused_credentials(grafana: tuple[str, GrafanaState]) -> 
     assert not state.dashboards
 
 
+def test_the_datasource_never_logs_in_as_the_writer() -> None:
+    with pytest.raises(PushError, match="writer"):
+        datasource(DATABASE_URL, Login("gridwatch", "dbpass"), host=None, timescaledb=True)
+
+
 def test_the_cli_pushes_with_the_password_from_the_environment(
     grafana: tuple[str, GrafanaState], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, state = grafana
     monkeypatch.setenv("GRIDWATCH_DATABASE_URL", DATABASE_URL)
     monkeypatch.setenv("GRAFANA_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("GRIDWATCH_READER_PASSWORD", READER.password)
     result = CliRunner().invoke(app, ["dashboards", "push", "--url", url])
     assert result.exit_code == 0, result.output
     assert "gridwatch-command-center: version 1" in result.output
-    assert state.datasources[DATASOURCE_UID]["url"] == "db.example:5433"
+    stored = state.datasources[DATASOURCE_UID]
+    assert stored["url"] == "db.example:5433" and stored["user"] == READER.user
+    assert stored["secureJsonData"]["password"] == READER.password
+    assert "dbpass" not in json.dumps(state.datasources)
+
+
+@pytest.mark.parametrize("reader_password", [None, "change-me-reader", "short"])
+def test_the_cli_refuses_to_push_without_a_real_reader_password(
+    grafana: tuple[str, GrafanaState], monkeypatch: pytest.MonkeyPatch, reader_password: str | None
+) -> None:
+    url, state = grafana
+    monkeypatch.setenv("GRIDWATCH_DATABASE_URL", DATABASE_URL)
+    monkeypatch.setenv("GRAFANA_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.delenv("GRIDWATCH_READER_PASSWORD", raising=False)
+    if reader_password is not None:
+        monkeypatch.setenv("GRIDWATCH_READER_PASSWORD", reader_password)
+    result = CliRunner().invoke(app, ["dashboards", "push", "--url", url])
+    assert result.exit_code == 2 and "GRIDWATCH_READER_PASSWORD" in result.output
+    assert not state.datasources and not state.dashboards

@@ -25,13 +25,15 @@ import yaml
 
 from gridwatch import topics
 from gridwatch.settings import Settings
+from gridwatch.store.reader import DEFAULT_READER
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-MOSQUITTO_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
+MOSQUITTO_CONF = MOSQUITTO_DIR / "mosquitto.conf"
 GRAFANA_DATASOURCES = ROOT / "dashboards" / "provisioning" / "datasources" / "gridwatch.yaml"
 GRAFANA_DASHBOARDS = ROOT / "dashboards" / "provisioning" / "dashboards" / "gridwatch.yaml"
 
@@ -44,6 +46,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "alerts-relay": ("alerts", "relay"),
     "store-writer": ("store", "writer"),
     "simulator": ("simulate", "sensors"),
+    "db-init": ("store", "grant-reader"),
 }
 EXPECTED_COMMANDS = {
     ("ingest", "mqtt"),
@@ -52,10 +55,27 @@ EXPECTED_COMMANDS = {
     ("alerts", "relay"),
     ("store", "writer"),
     ("simulate", "sensors"),
+    ("store", "grant-reader"),
 }
 # Bind-mounted files that operators create and that are never committed.
-OPERATOR_PROVIDED = {"deploy/mosquitto/passwd"}
-ONE_SHOT = {"kafka-init"}
+OPERATOR_PROVIDED = {
+    "deploy/mosquitto/passwd",
+    "deploy/mosquitto/certs",
+    "deploy/mosquitto/certs/ca.crt",
+}
+ONE_SHOT = {"kafka-init", "db-init"}
+# The simulator logs in to MQTT as itself: the ACL lets it, and only it, publish for any device.
+SIMULATOR_USER = "simulator"
+SIMULATOR_LOGIN = ("GRIDWATCH_MQTT_URL", "GRIDWATCH_MQTT_PASSWORD")
+SECRET_HOLDERS: dict[str, set[str]] = {
+    "db-init": {"GRIDWATCH_READER_PASSWORD"},
+    "alerts-relay": {
+        "SINK_HMAC_KEY",
+        "GRIDWATCH_CAP_SIGNING_KEY",
+        "GRIDWATCH_CAP_SIGNING_CERT",
+        "GRIDWATCH_CALLBACK_HOST",
+    },
+}
 DATASOURCE_UID = "gridwatch-db"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards"
 PROVISIONING_IN_GRAFANA = "/etc/grafana/provisioning"
@@ -330,11 +350,24 @@ def test_the_common_role_settings_come_from_one_anchor() -> None:
         for key in ("image", "build"):
             assert service.get(key) == anchor.get(key), f"{name}.{key} differs from x-gridwatch"
         environment = service.get("environment", {})
+        if name == "simulator":
+            # Its own MQTT login; everything else as every role.
+            environment = {**environment, **{k: anchor["environment"][k] for k in SIMULATOR_LOGIN}}
         assert environment.items() >= anchor["environment"].items(), (
             f"{name}.environment drops settings of x-gridwatch"
         )
-        # Keys (HMAC, CAP signing) and the callback address belong to the relay alone.
-        assert name == "alerts-relay" or environment == anchor["environment"], name
+        # Secrets belong to the role that uses them alone: the sink keys, CAP signing and the
+        # callback address to the relay, the Grafana reader's password to db-init.
+        assert name in SECRET_HOLDERS or environment == anchor["environment"], name
+        assert set(environment) - set(anchor["environment"]) <= SECRET_HOLDERS.get(name, set())
+
+
+def test_the_simulator_has_its_own_mqtt_login() -> None:
+    simulator = interpolated_environment(services()["simulator"])
+    bridge = interpolated_environment(services()["ingest-mqtt"])
+    assert set(SIMULATOR_LOGIN) == {k for k in simulator if simulator[k] != bridge[k]}
+    assert urlsplit(simulator["GRIDWATCH_MQTT_URL"]).username == SIMULATOR_USER
+    assert simulator["GRIDWATCH_MQTT_PASSWORD"] == env_example()["MQTT_SIM_PASSWORD"]
 
 
 def test_every_depends_on_target_exists_with_the_right_condition() -> None:
@@ -381,7 +414,9 @@ def test_every_bind_mounted_host_path_exists() -> None:
                     f"{name}: {relative} needs `bind: {{create_host_path: false}}`"
                 )
                 assert mount.get("read_only"), f"{name}: mount {relative} read-only"
-                assert relative in ignored, f"{relative} must be listed in .dockerignore"
+                assert any(relative == i or relative.startswith(i + "/") for i in ignored), (
+                    f"{relative} must be listed in .dockerignore"
+                )
                 continue
             assert source.exists(), f"{name}: bind-mounted {mount['source']} does not exist"
     assert checked, "no bind mounts found: the parser is wrong"
@@ -477,7 +512,11 @@ def test_role_endpoints_point_at_the_stack() -> None:
             assert server in internal, f"{name}: {server} is not an advertised listener"
 
         mqtt = urlsplit(env["GRIDWATCH_MQTT_URL"])
-        assert (mqtt.scheme, mqtt.hostname, mqtt.port) == ("mqtt", "mosquitto", 1883), name
+        assert (mqtt.scheme, mqtt.hostname, mqtt.port) == ("mqtts", "mosquitto", 8883), name
+        if name == "simulator":
+            continue  # its own login: test_the_simulator_has_its_own_mqtt_login
+        ca = mount_at(services()[name], env["GRIDWATCH_MQTT_CA"])
+        assert bind_source(ca) == ROOT / "deploy" / "mosquitto" / "certs" / "ca.crt", name
         assert mqtt.username == mqtt_env["MQTT_USERNAME"], name
         assert mqtt.password is None, f"{name}: the MQTT password goes in GRIDWATCH_MQTT_PASSWORD"
         assert env["GRIDWATCH_MQTT_PASSWORD"] == mqtt_env["MQTT_PASSWORD"], name
@@ -587,19 +626,55 @@ def _mosquitto_conf() -> dict[str, list[str]]:
     return conf
 
 
-def test_mosquitto_requires_a_password_file() -> None:
+def test_mosquitto_requires_tls_a_password_file_and_an_acl() -> None:
     conf = _mosquitto_conf()
     broker = services()["mosquitto"]
-    assert conf["listener"] == ["1883"]
+    # TLS for everyone; plain MQTT only on the container's loopback, for the healthcheck.
+    assert conf["listener"] == ["1883 127.0.0.1", "8883"]
+    assert conf["per_listener_settings"] == ["false"]
     assert conf["allow_anonymous"] == ["false"]
     assert conf["persistence"] == ["true"]
-    [password_file] = conf["password_file"]
-    passwd = mount_at(broker, password_file)
-    assert bind_source(passwd) == ROOT / "deploy" / "mosquitto" / "passwd"
+    assert conf["tls_version"] == ["tlsv1.2"]
+    assert int(conf["max_packet_size"][0]) > 0, "a message size limit"
+    for key in ("password_file", "acl_file", "cafile", "certfile", "keyfile"):
+        [path] = conf[key]
+        found = [
+            m for m in mounts(broker) if path == m["target"] or path.startswith(m["target"] + "/")
+        ]
+        assert len(found) == 1 and found[0]["read_only"], f"{key} {path} is not mounted read-only"
+    assert bind_source(mount_at(broker, conf["password_file"][0])) == MOSQUITTO_DIR / "passwd"
+    assert bind_source(mount_at(broker, conf["acl_file"][0])) == MOSQUITTO_DIR / "acl"
+    assert bind_source(mount_at(broker, "/mosquitto/config/certs")) == MOSQUITTO_DIR / "certs"
     assert bind_source(mount_at(broker, "/mosquitto/config/mosquitto.conf")) == MOSQUITTO_CONF
     [data] = conf["persistence_location"]
     mount_at(broker, data.rstrip("/"))
-    assert "1883" in " ".join(str(port) for port in broker.get("ports", []))
+    published = " ".join(str(port) for port in broker.get("ports", []))
+    assert "8883" in published and "1883" not in published, "publish the TLS port only"
+    check = " ".join(strings(broker["healthcheck"]["test"]))
+    assert "-h 127.0.0.1 -p 1883" in check, "the healthcheck uses the loopback listener"
+
+
+def test_the_acl_lets_a_device_publish_only_under_its_own_id() -> None:
+    lines = [
+        line.split()
+        for line in (MOSQUITTO_DIR / "acl").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    patterns = [line[1:] for line in lines if line[0] == "pattern"]
+    assert patterns == [["write", "gw/+/%u/telemetry"], ["write", "gw/+/%u/status"]]
+    users = {line[1]: i for i, line in enumerate(lines) if line[0] == "user"}
+    pipeline = interpolated_environment(services()["mosquitto"])["MQTT_USERNAME"]
+    assert set(users) == {pipeline, SIMULATOR_USER}
+    starts = sorted(users.values())
+
+    def topics_of(user: str) -> list[list[str]]:
+        start = users[user]
+        end = next((i for i in starts if i > start), len(lines))
+        return [line[1:] for line in lines[start + 1 : end] if line[0] == "topic"]
+
+    assert topics_of(pipeline) == [["read", "gw/#"], ["read", "$SYS/broker/version"]]
+    assert topics_of(SIMULATOR_USER) == [["write", "gw/#"]]
+    assert not any(line[-1] == "#" for line in lines), "nobody subscribes to #"
 
 
 # --- Grafana --------------------------------------------------------------------------------
@@ -614,7 +689,7 @@ def test_grafana_admin_password_comes_from_the_environment() -> None:
     assert provisioning["read_only"]
 
 
-def test_grafana_datasource_is_the_gridwatch_database() -> None:
+def test_grafana_datasource_is_the_gridwatch_database_read_only() -> None:
     document = yaml.safe_load(GRAFANA_DATASOURCES.read_text(encoding="utf-8"))
     assert document["apiVersion"] == 1
     [source] = [ds for ds in document["datasources"] if ds.get("uid") == DATASOURCE_UID]
@@ -625,10 +700,11 @@ def test_grafana_datasource_is_the_gridwatch_database() -> None:
 
     grafana_env = interpolated_environment(services()["grafana"])
     db_env = interpolated_environment(services()["timescaledb"])
+    granted = interpolated_environment(services()["db-init"])
     wanted = {
-        "user": (source.get("user"), db_env["POSTGRES_USER"]),
+        "user": (source.get("user"), DEFAULT_READER),
         "database": (json_data.get("database", source.get("database")), db_env["POSTGRES_DB"]),
-        "password": (source["secureJsonData"]["password"], db_env["POSTGRES_PASSWORD"]),
+        "password": (source["secureJsonData"]["password"], granted["GRIDWATCH_READER_PASSWORD"]),
     }
     for what, (value, expected) in wanted.items():
         variable = grafana_env_reference(value) if "$" in str(value) else None
@@ -637,7 +713,21 @@ def test_grafana_datasource_is_the_gridwatch_database() -> None:
             assert value == expected, f"datasource {what}: {value!r}, want {expected!r}"
             continue
         assert variable in grafana_env, f"grafana service does not set {variable} ({what})"
-        assert grafana_env[variable] == expected, f"datasource {what} is not the database's"
+        assert grafana_env[variable] == expected, f"datasource {what} is not the reader's"
+    assert DEFAULT_READER != db_env["POSTGRES_USER"], "Grafana must not log in as the superuser"
+    raw_grafana_env = environment(services()["grafana"])
+    assert "POSTGRES_PASSWORD" not in " ".join(raw_grafana_env.values()), (
+        "Grafana must not know the superuser's password"
+    )
+
+
+def test_grafana_starts_after_its_read_only_role_exists() -> None:
+    init = services()["db-init"]
+    assert cli_path(init) == ("store", "grant-reader") and "--user" not in str(init["command"])
+    assert init.get("restart") == "no"
+    assert depends_on(services()["grafana"])["db-init"]["condition"] == (
+        "service_completed_successfully"
+    )
 
 
 def test_grafana_loads_dashboards_from_the_repository() -> None:

@@ -207,15 +207,46 @@ def test_unknown_macros_and_variables_are_errors() -> None:
         substitute_variables("kind IN ($nope)", {})
 
 
-def test_variables_are_quoted_as_grafana_sql_datasources_do() -> None:
+def test_variables_are_expanded_as_grafanas_sqlstring_format() -> None:
     variables = {
-        "kind": Variable(("flood", "o'brien"), quoted=True),
-        "incident": Variable(("abc",), quoted=False),
+        "kind": Variable(("flood", "o'brien"), multi=True),
+        "incident": Variable(("x'); COPY (SELECT 1) TO PROGRAM 'id'; --",), multi=False),
     }
     sql = substitute_variables(
-        "k IN ($kind) AND i = '${incident}' AND $__timeFilter(ts)", variables
+        "k IN (${kind:sqlstring}) AND i = ${incident:sqlstring} AND $__timeFilter(ts)", variables
     )
-    assert sql == "k IN ('flood','o''brien') AND i = 'abc' AND $__timeFilter(ts)"
+    assert sql == (
+        "k IN ('flood','o''brien') AND i = 'x''); COPY (SELECT 1) TO PROGRAM ''id''; --'"
+        " AND $__timeFilter(ts)"
+    )
+
+
+def test_a_variable_without_a_format_is_inserted_as_grafanas_postgresql_datasource_does() -> None:
+    """Raw when single-valued, quoted when multi-valued or repeated in the URL: either way a
+    hand-quoted '$incident' can be closed by the value."""
+    single = {"incident": Variable(("x'; DROP TABLE t; --",), multi=False)}
+    assert substitute_variables("i = '$incident'", single) == "i = 'x'; DROP TABLE t; --'"
+    repeated = {"incident": Variable(("; DROP TABLE t; --", "x"), multi=False)}
+    assert substitute_variables("i = '$incident'", repeated) == "i = ''; DROP TABLE t; --','x''"
+    multi = {"kind": Variable(("flood", "o'brien"), multi=True)}
+    assert substitute_variables("k IN ($kind)", multi) == "k IN ('flood','o''brien')"
+    with pytest.raises(MacroError, match="not supported"):
+        substitute_variables("${kind:raw}", multi)
+
+
+def test_every_variable_in_the_dashboards_sql_is_a_quoted_literal() -> None:
+    """Panels, annotations and query variables: each reference is ${name:sqlstring}."""
+    reference = re.compile(r"\$(?!__)(\w+|\{(?!__)[^}]*\})")
+    seen = set()
+    for name, document in build.dashboards(sample_site()).items():
+        variables = document.get("templating", {}).get("list", [])
+        texts = [q.raw_sql for q in queries(document)]
+        texts += [v["query"] for v in variables if v["type"] == "query"]
+        for text in texts:
+            for found in reference.findall(text):
+                assert re.fullmatch(r"\{\w+:sqlstring\}", found), f"{name}: ${found} in {text}"
+                seen.add(found)
+    assert seen == {f"{{{v}:sqlstring}}" for v in ("community", "grid", "kind", "incident")}
 
 
 def test_the_case_states_shown_are_the_closed_loops() -> None:
