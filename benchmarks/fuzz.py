@@ -25,7 +25,6 @@ import json
 import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -187,19 +186,18 @@ def _acked(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
 
 
 def _publish_alone(urls: ServiceUrls, message: FuzzMessage, timeout: float = 3.0) -> bool:
-    """On a connection of its own: a broker may close the connection on a message it refuses
-    (Mosquitto does on a NUL in the topic), and the client would send it again on each
-    reconnect."""
-    closed = threading.Event()
-    client = _client(urls)
-    client.on_disconnect = lambda *_: closed.set()
+    """On a connection of its own, driven here and never reconnected: a broker may close the
+    connection on a message it refuses (Mosquitto does on a NUL in the topic), and a client
+    that reconnects would send it again each time."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fuzz-{uuid.uuid4().hex[:8]}")
+    client.connect(urls.mqtt_host, urls.mqtt_port)
     info = client.publish(message.topic, message.payload, qos=1)
     deadline = time.monotonic() + timeout
-    while not info.is_published() and not closed.is_set() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while not info.is_published() and time.monotonic() < deadline:
+        if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+            break  # the broker closed the connection
     acked = info.is_published()
     client.disconnect()
-    client.loop_stop()
     return acked
 
 
