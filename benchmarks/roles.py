@@ -66,17 +66,24 @@ class Role:
         return ServiceProcess(self.name, self.argv, self.log_path, cwd=self.work, env=self.env)
 
     def died(self) -> str | None:
-        """Why the role is dead (exit code, or a thread ended by an exception), or None."""
-        code = self.process.popen.poll()
-        if code is not None:
-            return f"exited with code {code}"
+        """Why the role is dead (its exit code, or the exception that ended one of its threads,
+        with the last line of its log), or None."""
         try:
             with self.log_path.open("rb") as f:
                 f.seek(self._log_offset)
-                if THREAD_DIED.encode() in f.read():
-                    return "a thread died of an uncaught exception"
+                lines = f.read().decode(errors="replace").splitlines()
         except OSError:
-            pass
+            lines = []
+        code = self.process.popen.poll()
+        if code is not None:
+            last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+            return f"exited with code {code}" + (f": {last[:160]}" if last else "")
+        if any(line.startswith(THREAD_DIED) for line in lines):
+            # The traceback's own last line: the exception that ended the thread.
+            start = next(i for i, line in enumerate(lines) if line.startswith(THREAD_DIED))
+            error = next((line for line in lines[start + 1 :] if line and not line[0].isspace()
+                          and not line.startswith("Traceback")), "")  # fmt: skip
+            return f"a thread died of an uncaught exception: {error[:160]}"
         return None
 
     def restart(self) -> None:

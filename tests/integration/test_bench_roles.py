@@ -27,7 +27,8 @@ def test_a_role_that_dies_is_restarted_and_counted(
             time.sleep(0.1)
         roles.check()
         assert roles.restarts == {"writer": 1}
-        assert roles.deaths == [f"writer: exited with code {-signal.SIGKILL}"]
+        assert len(roles.deaths) == 1
+        assert roles.deaths[0].startswith(f"writer: exited with code {-signal.SIGKILL}")
         second = roles.roles[0].process.pid
         assert second != first and roles.down() == []
         os.kill(second, signal.SIGKILL)
