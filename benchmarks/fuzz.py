@@ -25,6 +25,7 @@ import json
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -221,13 +222,68 @@ def publish(urls: ServiceUrls, messages: Sequence[FuzzMessage], timeout: float =
     return acked
 
 
+def bridge_filters(site: Site) -> list[str]:
+    """The topic filters the bridge subscribes to."""
+    return [f"gw/{site.street.code}/+/{channel}" for channel in ("telemetry", "status")]
+
+
 def subscribed(site: Site, topic: str) -> bool:
-    """Whether the bridge subscribes to ``topic`` (gw/<street>/+/telemetry|status)."""
-    street = site.street.code
-    return any(
-        mqtt.topic_matches_sub(f"gw/{street}/+/{channel}", topic)
-        for channel in ("telemetry", "status")
-    )
+    return any(mqtt.topic_matches_sub(sub, topic) for sub in bridge_filters(site))
+
+
+class Witness:
+    """A subscriber beside the bridge, to the same topics: what the broker passes to it, it
+    passes to the bridge too. So a message the broker acknowledged but passed to no one (under
+    MQTT 3.1.1, Mosquitto acknowledges a message over its size limit and drops it) is told from
+    a message the pipeline lost."""
+
+    def __init__(self, urls: ServiceUrls, site: Site, timeout: float = 10.0) -> None:
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"fuzz-witness-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.connect(urls.mqtt_host, urls.mqtt_port)
+        self.client.subscribe([(sub, 1) for sub in bridge_filters(site)])
+        self.client.loop_start()
+        if not subscribed.wait(timeout):
+            self.close()
+            raise ServiceError(f"MQTT broker: no SUBACK for the witness within {timeout:.0f}s")
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        key = (msg.topic, hashlib.sha256(msg.payload).hexdigest())
+        with self._lock:
+            self.seen[key] += 1
+
+    def wait(self, want: int, timeout: float, quiet_s: float = 3.0) -> None:
+        """Until ``want`` messages came, or none for ``quiet_s``, or ``timeout``."""
+        deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                total = self.seen.total()
+            if total >= want or time.monotonic() - since > quiet_s:
+                return
+            if total != last:
+                last, since = total, time.monotonic()
+            time.sleep(0.2)
+
+    def delivered(self, messages: Sequence[FuzzMessage]) -> list[bool]:
+        """Which of ``messages`` the broker passed on (equal messages count one each)."""
+        with self._lock:
+            seen = Counter(self.seen)
+        out = []
+        for message in messages:
+            key = (message.topic, hashlib.sha256(message.payload).hexdigest())
+            out.append(seen[key] > 0)
+            seen[key] -= 1
+        return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def _probe(urls: ServiceUrls, site: Site, timeout: float) -> set[Key]:
@@ -273,7 +329,8 @@ class Result:
     published: int  # acknowledged by the broker
     refused_by_broker: int
     outside_subscriptions: int  # acknowledged, but on topics the bridge does not read
-    received: int  # acknowledged, on the bridge's topics
+    dropped_by_broker: int  # acknowledged, on the bridge's topics, passed to no subscriber
+    received: int  # passed on by the broker to the bridge's subscription
     stored: int
     duplicates: int
     corrections: int
@@ -322,6 +379,32 @@ def _drain(
             time.sleep(1.0)
 
 
+@dataclass
+class Delivery:
+    """What became of each published message before the bridge: acknowledged by the broker,
+    on the bridge's topics, passed on to subscribers."""
+
+    acked: list[bool]
+    ours: list[bool]
+    passed_on: list[bool]
+
+    def received(self, batch: Sequence[FuzzMessage]) -> list[FuzzMessage]:
+        flags = zip(batch, self.ours, self.passed_on, strict=True)
+        return [m for m, ours, passed in flags if ours and passed]
+
+
+def deliver(urls: ServiceUrls, site: Site, batch: Sequence[FuzzMessage]) -> Delivery:
+    """Publish ``batch`` with a witness subscribed beside the bridge."""
+    witness = Witness(urls, site)
+    try:
+        acked = publish(urls, batch)
+        ours = [ok and subscribed(site, m.topic) for m, ok in zip(batch, acked, strict=True)]
+        witness.wait(sum(ours), timeout=60)
+        return Delivery(acked, ours, witness.delivered(batch))
+    finally:
+        witness.close()
+
+
 def run(
     site: Site,
     messages: int,
@@ -343,10 +426,9 @@ def run(
                 wait_logged(roles.log("rules"), "Worker ready", timeout=120)
                 probes = _probe(urls, site, timeout=120)
                 publish_start = time.monotonic()
-                acked = publish(urls, batch)
+                delivery = deliver(urls, site, batch)
+                received = delivery.received(batch)
                 drain_start = time.monotonic()
-                received = [m for m, ok in zip(batch, acked, strict=True)
-                            if ok and subscribed(site, m.topic)]  # fmt: skip
                 tables, accounting, drain = _drain(urls, received, roles, drain_timeout, quiet_s)
                 ended = time.monotonic()
                 down = roles.down()
@@ -358,10 +440,11 @@ def run(
     reasons = Counter(
         (source.split(":", 1)[0], reason_kind(reason)) for source, reason in tables.reasons
     )
+    published, ours = sum(delivery.acked), sum(delivery.ours)
     return Result(
-        messages=messages, seed=seed, mqtt_broker=_broker(), published=sum(acked),
-        refused_by_broker=len(batch) - sum(acked),
-        outside_subscriptions=sum(acked) - len(received), received=len(received),
+        messages=messages, seed=seed, mqtt_broker=_broker(), published=published,
+        refused_by_broker=len(batch) - published, outside_subscriptions=published - ours,
+        dropped_by_broker=ours - len(received), received=len(received),
         stored=outcomes[Outcome.STORED], duplicates=outcomes[Outcome.DUPLICATE],
         corrections=outcomes[Outcome.CORRECTION], dead_lettered=outcomes[Outcome.DEADLETTERED],
         unaccounted=outcomes[Outcome.UNACCOUNTED], role_restarts=sum(roles.restarts.values()),
@@ -399,7 +482,8 @@ def report(result: Result, json_path: Path | None = None, reasons: int = 25) -> 
         f"published               {r.published} acknowledged by the broker, "
         f"{r.refused_by_broker} refused",
         f"outside subscriptions   {r.outside_subscriptions} (topics the bridge does not read)",
-        f"received                {r.received} (published on the bridge's topics)",
+        f"dropped by the broker   {r.dropped_by_broker} (acknowledged, passed to no subscriber)",
+        f"received                {r.received} (passed on to the bridge's subscription)",
         f"stored                  {r.stored}",
         f"duplicates              {r.duplicates}",
         f"corrections             {r.corrections}"
