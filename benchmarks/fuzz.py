@@ -162,7 +162,7 @@ def reason_kind(reason: str) -> str:
     """A dead letter's reason with its particulars (quoted names, numbers) taken out, and only
     its first part when it lists several (pydantic tries each shape of a union)."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason.split("; ", 1)[0])
-    text = re.sub(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", "N", text)
+    text = re.sub(r"(?<!\w)-?\d+(\.\d+)?([eE][+-]?\d+)?", "N", text)  # not the 25 of pm25
     return text if len(text) <= 90 else text[:89] + "…"
 
 
@@ -363,6 +363,7 @@ def _drain(
     since = start
     with psycopg.connect(urls.database_url, autocommit=True) as conn:
         while True:
+            polled = time.monotonic()
             tables = read_tables(conn)
             accounting = account(messages, tables)
             missing = accounting.outcomes.count(Outcome.UNACCOUNTED)
@@ -376,7 +377,9 @@ def _drain(
                 return tables, accounting, f"stopped: nothing changed for {quiet_s:.0f}s"
             if now - start >= timeout:
                 return tables, accounting, f"stopped: timed out after {timeout:.0f}s"
-            time.sleep(1.0)
+            # The accounting reads every row: poll less often than it takes, to leave the
+            # machine to the pipeline.
+            time.sleep(max(1.0, 2 * (now - polled)))
 
 
 @dataclass
