@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,14 +26,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gridwatch import topics
-from gridwatch.services import EmbeddedServices, ServiceUrls, create_topics
-from gridwatch.settings import Settings
+from benchmarks.roles import Roles, embedded_pipeline, wait_logged
+from gridwatch.services import ServiceUrls
 from gridwatch.site import Site
-from gridwatch.store.schema import ensure_schema
 
 PER_MESSAGE = 100  # device reports per gateway message
 RATE_HZ = 1.0  # reports per device per second
@@ -247,34 +242,6 @@ def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
     return step * len(site.sensors)
 
 
-def _roles(urls: ServiceUrls, site_file: Path, work: Path) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "GRIDWATCH_DATABASE_URL": urls.database_url,
-           "GRIDWATCH_KAFKA_BOOTSTRAP": urls.kafka_bootstrap,
-           "GRIDWATCH_MQTT_URL": f"mqtt://{urls.mqtt_host}:{urls.mqtt_port}",
-           "GRIDWATCH_SITE": str(site_file)}  # fmt: skip
-    commands = (["ingest", "mqtt"], ["streams", "worker", "--datadir", str(work / "faust")],
-                ["store", "writer"])  # fmt: skip
-    return [
-        subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "gridwatch", *cmd],
-            env=env,
-            cwd=work,
-            stdout=(work / f"{cmd[0]}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        for cmd in commands
-    ]
-
-
-def _wait_logged(log: Path, marker: str, timeout: float) -> None:
-    """Until a role has logged ``marker``; on a busy machine a fixed wait is not always enough."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and marker in log.read_text(encoding="utf-8", errors="replace"):
-            return
-        time.sleep(0.5)
-
-
 STORED_SQL = """
 SELECT count(*), count(DISTINCT (device_id, metric, ts)), min(stored_at), max(stored_at)
 FROM readings WHERE device_id LIKE 'B%'
@@ -322,21 +289,15 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
     """The whole benchmark on fresh embedded services."""
     with tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as tmp:
         work = Path(tmp)
-        os.chmod(work, 0o755)  # noqa: S103 - the postgres account must traverse it
-        with EmbeddedServices(Settings(), work / "services") as urls:
-            create_topics(urls.kafka_bootstrap, topics.ALL, 1)
-            with psycopg.connect(urls.database_url) as conn:
-                ensure_schema(conn)
+        with embedded_pipeline(work) as urls:
             copy_ceiling = raw_copy_rows_per_s(urls.database_url)
             mqtt_ceiling = raw_mqtt_msgs_per_s(urls.mqtt_host, urls.mqtt_port)
             site = bench_site(site, devices, metrics)
-            site_file = work / "site.yaml"
-            site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
-            roles = _roles(urls, site_file, work)
+            roles = Roles(urls, site, work)
             try:
                 # Group joins and Faust's start-up (loading a large site), outside the measurement.
                 time.sleep(15)
-                _wait_logged(work / "streams.log", "Worker ready", timeout=120)
+                wait_logged(roles.log("rules"), "Worker ready", timeout=120)
                 baseline = _inserted(urls.database_url)
                 cpu_before = _cpu_by_role(os.getpid())
                 started = datetime.now(UTC)
@@ -349,9 +310,7 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
                 with psycopg.connect(urls.database_url) as conn:
                     detections, p50, p99 = conn.execute(LATENCY_SQL).fetchone() or (0, None, None)
             finally:
-                for role in roles:
-                    role.kill()
-                    role.wait(30)
+                roles.stop()
     points = sent * metrics
     elapsed = max((last - started).total_seconds(), 1e-9) if last else float("inf")
     per_s = unique / elapsed

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from gridwatch.errors import ServiceError
@@ -115,6 +115,7 @@ class ServiceProcess:
         cwd: Path | None = None,
         account: pwd.struct_passwd | None = None,
         stop_signal: int = signal.SIGTERM,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -127,6 +128,7 @@ class ServiceProcess:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=cwd,
+                    env=env,
                     # Switch all ids: keeping root's groups would put the process in the
                     # "group" class of root-owned directories, which may deny what "other" allows.
                     user=account.pw_uid if account else None,

@@ -194,3 +194,30 @@ def bench_sensors(
 
     result = run(site_or_fail(Settings()), devices, duration, metrics)
     console.print(report(result, json_path))
+
+
+@bench_app.command("fuzz")
+def bench_fuzz(
+    messages: Annotated[int, typer.Option(min=1, help="messages to publish")] = 10_000,
+    seed: Annotated[int, typer.Option(help="seed of the message generator")] = 7,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    drain_timeout: Annotated[
+        float, typer.Option(help="longest wait, after publishing, for the pipeline to drain")
+    ] = 120.0,
+    quiet: Annotated[
+        float, typer.Option(help="stop waiting once nothing changed this long")
+    ] = 10.0,
+) -> None:
+    """Bad and good messages through the real pipeline: each stored, duplicate, correction or
+    dead-lettered, from what the database shows; exits 1 if one is unaccounted or a role died."""
+    from benchmarks.fuzz import report, run
+
+    try:
+        result = run(
+            site_or_fail(Settings()), messages, seed, drain_timeout=drain_timeout, quiet_s=quiet
+        )
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    console.print(report(result, json_path), markup=False, highlight=False, soft_wrap=True)
+    if result.unaccounted or result.role_restarts:
+        raise typer.Exit(code=1)
