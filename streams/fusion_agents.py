@@ -2,6 +2,9 @@
 
 Keying by kind (not by grid) lets one incident span grid and community borders and lets tower
 bearings, which have no location until triangulated, meet the detections they belong with.
+
+Each detection is handled inside a guard: whatever goes wrong with it becomes its dead letter,
+except an unavailable broker, which stops the agent before its offset moves past the message.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from gridwatch import topics
 from gridwatch.errors import PayloadError
 from gridwatch.events import Detection, SourceType, decode, reason_of
 from gridwatch.geo import GridIndex
+from gridwatch.outages import is_outage
 from streams.context import StreamContext
 from streams.fusion import INCIDENT_OF, FusionContext, FusionState, fuse
 
@@ -59,7 +63,9 @@ def register_fusion(ctx: StreamContext) -> None:
                 await placed_topic.send(key=kind.value.encode(), value=raw)
             except PayloadError as err:
                 await ctx.dead(topics.DETECTIONS, raw, str(err))
-            except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
+            except Exception as err:
+                if is_outage(err):
+                    raise
                 log.exception("placing a detection failed")
                 await ctx.dead(topics.DETECTIONS, raw, reason_of(err))
 
@@ -89,6 +95,8 @@ def register_fusion(ctx: StreamContext) -> None:
                         incident.location_error_m,
                     )
                     await incidents.send(key=str(incident.id).encode(), value=incident.to_bytes())
-            except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
+            except Exception as err:
+                if is_outage(err):
+                    raise
                 log.exception("fusion failed")
                 await ctx.dead(PLACED_TOPIC, raw, reason_of(err))
