@@ -10,10 +10,12 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from aiohttp import web
 
 from alerts.outbox import Message, Relay, enqueue
 from alerts.sinks import DISPATCH, HttpSender
 from gridwatch.policy import Delivery
+from gridwatch.signing import IDEMPOTENCY_HEADER
 from gridwatch.store.schema import ensure_schema
 from simulators.recorder import Faults, RecordingServer
 
@@ -104,3 +106,48 @@ def test_a_bad_signature_is_refused_at_once(db: str) -> None:
     server, relay, dead = asyncio.run(deliver(db, Faults(), secret=b"wrong"))
     assert relay.dead == 12 and server.received == {}
     assert "HTTP 401" in dead[0] and "signature does not match" in dead[0]
+
+
+async def _deliver_to_a_flaky_desk(
+    db: str, answers: list[tuple[int, bytes]]
+) -> tuple[Relay, list[str]]:
+    """The relay against a real HTTP desk that gives ``answers`` first, then takes everything."""
+    received: list[str] = []
+
+    async def desk(request: web.Request) -> web.Response:
+        if answers:
+            status, body = answers.pop(0)
+            return web.Response(status=status, body=body)
+        received.append(request.headers[IDEMPOTENCY_HEADER])
+        return web.json_response({"received": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/cases", desk)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sender = HttpSender(f"http://127.0.0.1:{port}/v1/cases", SECRET, 1.0)
+    relay = Relay(db, {DISPATCH: sender}, FAST, rng=random.Random(1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop, poll_s=0.02))
+    try:
+        for _ in range(200):
+            if relay.delivered + relay.dead >= 12 or task.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        await sender.close()
+        await runner.cleanup()
+    return relay, received
+
+
+def test_an_error_body_holding_nul_is_recorded_and_the_relay_goes_on(db: str) -> None:
+    # A desk's error page is whatever it says: a NUL in it once stopped the relay for good.
+    answers = [(503, b"busy \x00 try later")] * 3
+    relay, received = asyncio.run(_deliver_to_a_flaky_desk(db, answers))
+    assert relay.delivered == 12 and relay.dead == 0
+    assert sorted(received) == sorted(f"C{i}:2" for i in range(12))
