@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.cap import InvalidCap, Notice, to_cap, to_ebm, validate_cap
+from alerts.cap import EVENT, InvalidCap, Notice, to_cap, to_ebm, validate_cap
 from gridwatch.events import IncidentKind, Level, Point
 
 SENT = datetime(2026, 4, 5, 6, 7, 8, 123456, tzinfo=UTC)
@@ -73,3 +74,11 @@ def test_an_invalid_document_is_refused_with_the_schema_reason() -> None:
     bad = to_cap(notice()).replace(b"<msgType>Alert</msgType>", b"<msgType>Panic</msgType>")
     with pytest.raises(InvalidCap, match="msgType"):
         validate_cap(bad)
+
+
+@pytest.mark.parametrize("kind", list(IncidentKind))
+def test_every_incident_kind_has_a_cap_event_and_an_ebm_twin(kind: IncidentKind) -> None:
+    alert = dataclasses.replace(notice(), kind=kind)
+    text = to_cap(alert).decode()  # validated against the XSD on the way out
+    assert f"<category>{EVENT[kind][0]}</category>" in text
+    assert json.loads(to_ebm(alert))
