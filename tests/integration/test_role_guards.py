@@ -5,6 +5,7 @@ Kafka-API broker and PostgreSQL. No single message may stop one, or poison what 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
@@ -106,14 +107,19 @@ def roles(
         assert not engine.done() and not cases.done(), "a role stopped"
     finally:
         loop.loop.call_soon_threadsafe(stop.set)
-        for task in (engine, cases):
-            task.result(30)
-        worker.close()
-        writer.close()
-        loop.close()
-        producer.close()
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        with contextlib.ExitStack() as cleanup:  # every step runs, even after a role crashed
+            cleanup.callback(_drop, database_url, name)
+            cleanup.callback(producer.close)
+            cleanup.callback(loop.close)
+            cleanup.callback(writer.close)
+            cleanup.callback(worker.close)
+            for task in (engine, cases):
+                cleanup.callback(task.result, 30)
+
+
+def _drop(database_url: str, name: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
