@@ -4,7 +4,7 @@ Keying by kind (not by grid) lets one incident span grid and community borders a
 bearings, which have no location until triangulated, meet the detections they belong with.
 
 Each detection is handled inside a guard: whatever goes wrong with it becomes its dead letter,
-except an unavailable broker, which stops the agent before its offset moves past the message.
+except an unavailable broker, which stops the worker before its offset moves past the message.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gridwatch.errors import PayloadError
 from gridwatch.events import Detection, SourceType, decode, reason_of
 from gridwatch.geo import GridIndex
 from gridwatch.outages import is_outage
-from streams.context import StreamContext
+from streams.context import AGENT_SUPERVISOR, StreamContext
 from streams.fusion import INCIDENT_OF, FusionContext, FusionState, fuse
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ def register_fusion(ctx: StreamContext) -> None:
     # agent's time. A state rebuilt from the changelog differs, and is decoded anew.
     decoded: dict[str, tuple[str, FusionState]] = {}
 
-    @ctx.app.agent(ctx.topic(topics.DETECTIONS), concurrency=1)
+    @ctx.app.agent(
+        ctx.topic(topics.DETECTIONS), concurrency=1, supervisor_strategy=AGENT_SUPERVISOR
+    )
     async def place(stream: faust.StreamT[bytes]) -> None:
         """Accept a detection that can be placed, directly or by triangulation; key it by kind."""
         async for _key, raw in stream.items():
@@ -69,7 +71,7 @@ def register_fusion(ctx: StreamContext) -> None:
                 log.exception("placing a detection failed")
                 await ctx.dead(topics.DETECTIONS, raw, reason_of(err))
 
-    @ctx.app.agent(placed_topic, concurrency=1)
+    @ctx.app.agent(placed_topic, concurrency=1, supervisor_strategy=AGENT_SUPERVISOR)
     async def fusion(stream: faust.StreamT[bytes]) -> None:
         async for key, raw in stream.items():
             try:

@@ -50,7 +50,7 @@ from gridwatch.events import (
 from gridwatch.outages import is_outage
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
-from streams.context import StreamContext
+from streams.context import AGENT_SUPERVISOR, StreamContext
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def register_sensor_rules(
     cache = _StateCache(site)
     ahead = timedelta(seconds=site.telemetry.max_ahead_s)
 
-    @ctx.app.agent(source, concurrency=1)
+    @ctx.app.agent(source, concurrency=1, supervisor_strategy=AGENT_SUPERVISOR)
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
         # Events are judged one by one, in order, but in small batches: a device's state is
         # written to the table (and its changelog) at most once per batch, and only when the
