@@ -22,6 +22,7 @@ from alerts.roles import run_closed_loop, run_engine
 from gridwatch import kafka, topics
 from gridwatch.events import (
     Alert,
+    DeviceStatus,
     Incident,
     IncidentKind,
     Level,
@@ -46,7 +47,7 @@ GRID = "52019900300101"
 NO_SUCH_GRID = "52019900300199"
 THRESHOLD = {"metric": "water_level_m", "yellow": 2.5, "orange": 3.0, "red": 3.5}
 FLATLINE = {"type": "flatline", "metric": "water_level_m", "window": 10, "tolerance": 0.001}
-DEVICES = {"gauge": [THRESHOLD], "stuck": [FLATLINE]}
+DEVICES = {"gauge": [THRESHOLD], "stuck": [FLATLINE], "sleepy": [THRESHOLD]}
 LEVELS_SQL = (
     "SELECT level FROM detections WHERE source_id = %s AND rule = 'threshold:water_level_m'"
     " ORDER BY ts"
@@ -188,6 +189,26 @@ def test_a_reading_far_ahead_is_dead_lettered_and_the_gauge_still_alarms(roles: 
     [(source, reason, payload)] = rows
     assert source == f"kafka:{topics.READINGS}" and "2100-01-01" in payload
     assert reason.startswith("ts: 2100-01-01T00:00:00+00:00 is ")
+
+
+def test_a_status_far_ahead_is_dead_lettered_and_does_not_take_the_device_offline(
+    roles: Roles,
+) -> None:
+    device = dev("sleepy")
+    now = datetime.now(UTC)
+    will = DeviceStatus(device_id=device, online=False, ts=datetime(2100, 1, 1, tzinfo=UTC))
+    produce(roles.bootstrap, topics.DEVICE_STATUS, [(device, will.to_bytes())])
+    produce(roles.bootstrap, topics.READINGS, readings(device, [(now, 3.6)]))
+    rows = wait_for(
+        roles.database_url,
+        "SELECT rule, level FROM detections WHERE source_id = %s",
+        (device,),
+        lambda rows: ("threshold:water_level_m", "red") in rows,
+        30,
+    )
+    assert rows == [("threshold:water_level_m", "red")]  # not offline until 2100
+    source, reason = letter(roles.database_url, sha(will.to_bytes()))
+    assert source == f"kafka:{topics.DEVICE_STATUS}" and "telemetry.max_ahead_s" in reason
 
 
 def test_a_flatline_becomes_a_device_fault_incident_and_alert(roles: Roles) -> None:
