@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime
 
-from gridwatch.errors import GridwatchError
+from gridwatch.errors import PayloadError
 from gridwatch.events import IncidentKind, Level, Model
 
 
@@ -121,8 +121,9 @@ TRANSITIONS: dict[tuple[State | None, Action], State] = {
 }
 
 
-class IllegalTransition(GridwatchError):
-    """An action the case's state does not allow; the message names both."""
+class IllegalTransition(PayloadError):
+    """An action the case's state does not allow; the message names both. A callback that
+    asks for one is refused like any other bad message."""
 
 
 class Case(Model):

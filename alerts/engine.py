@@ -69,7 +69,6 @@ class AlertEngine:
     def on_incident(self, incident: Incident, now: datetime) -> list[Alert]:
         """Update the alerts of this incident revision; returns what is due at once."""
         grade = self.grader.grade(incident)
-        fps = self._by_incident.setdefault(incident.id, set())
         for level in Level:
             fp = fingerprint(incident.id, incident.kind, level)
             firing = not incident.ended and level.rank <= grade.level.rank
@@ -77,7 +76,8 @@ class AlertEngine:
             if firing and tracked is None:
                 alert = self._alert(incident, level, fp, "firing", grade.reasons, now)
                 self._alerts[fp] = _Tracked(alert)
-                fps.add(fp)
+                # Only now: an incident refused while making its alert leaves no trace here.
+                self._by_incident.setdefault(incident.id, set()).add(fp)
                 self._touch(alert, now)
             elif not firing and tracked is not None and tracked.alert.state == "firing":
                 resolved = self._alert(incident, level, fp, "resolved", grade.reasons, now)

@@ -14,6 +14,7 @@ from functools import cached_property
 from shapely import Point as ShapelyPoint
 from shapely import Polygon, STRtree
 
+from gridwatch.errors import PayloadError
 from gridwatch.events import Incident, Level, Target
 from gridwatch.site import Site
 
@@ -70,7 +71,11 @@ class Grader:
     def targets(self, incident: Incident, level: Level) -> tuple[Target, ...]:
         """Yellow → the grid worker; orange adds community and departments; red the command
         center too."""
-        worker = next(g.worker for g in self.site.grids if g.code == incident.grid_code)
+        worker = next((g.worker for g in self.site.grids if g.code == incident.grid_code), None)
+        if worker is None:
+            raise PayloadError(
+                f"grid_code: no grid {incident.grid_code!r} in the site, no one to alert"
+            )
         targets = [Target(role="grid_worker", id=worker)]
         if level.rank >= Level.ORANGE.rank:
             targets.append(Target(role="community", id=incident.community_code))

@@ -4,7 +4,9 @@
 so either both happen or neither. The relay leases due rows (several relays never send the same
 row at once), sends each with its idempotency key, and on failure reschedules it with
 exponential backoff and full jitter. After the last attempt, or at once for a permanent
-refusal, the row moves to ``outbox_deadletters`` and ``on_dead`` tells the operators.
+refusal, the row moves to ``outbox_deadletters`` and ``on_dead`` tells the operators. A row
+whose handling fails in a way nobody foresaw goes there too, at once, with the reason; only an
+unavailable database holds the relay, which retries until it is back.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from gridwatch.events import utcnow
+from gridwatch.events import reason_of, storable_text, utcnow
+from gridwatch.outages import is_outage
 from gridwatch.policy import Delivery
 
 log = logging.getLogger(__name__)
@@ -99,8 +102,10 @@ class Relay:
         while not stop.is_set():
             try:
                 sent = await self.drain_once()
-            except psycopg.OperationalError as err:
-                log.warning("outbox relay: database unavailable (%s)", err)
+            except Exception as err:
+                if not is_outage(err):
+                    raise
+                log.warning("outbox relay: database unavailable (%s)", reason_of(err))
                 sent = 0
             if not sent:
                 with contextlib.suppress(TimeoutError):
@@ -128,6 +133,16 @@ class Relay:
         return sorted((Message(*row) for row in rows), key=lambda m: m.id)
 
     async def _deliver(self, message: Message) -> None:
+        """Send one message, inside the guard that keeps one row from stopping the relay."""
+        try:
+            await self._attempt(message)
+        except Exception as err:
+            if is_outage(err):
+                raise
+            log.exception("outbox %s to %s: handling failed", message.key, message.sink)
+            await self._failed(message, reason_of(err), True)
+
+    async def _attempt(self, message: Message) -> None:
         sender = self.senders.get(message.sink)
         try:
             if sender is None:
@@ -177,7 +192,7 @@ class Relay:
         with self._connect() as conn:
             conn.execute(
                 "UPDATE outbox SET next_attempt_at = %s, last_error = %s WHERE id = %s",
-                (retry_at, reason[:2000], message.id),
+                (retry_at, _storable(reason), message.id),
             )
 
     def _bury(self, message: Message, reason: str) -> None:
@@ -194,7 +209,12 @@ class Relay:
                     message.body,
                     message.case_id,
                     message.attempts,
-                    reason[:2000],
+                    _storable(reason),
                 ),
             )
             conn.execute("DELETE FROM outbox WHERE id = %s", (message.id,))
+
+
+def _storable(reason: str) -> str:
+    """A reason a text column takes: receivers' error bodies can hold anything, NUL included."""
+    return storable_text(reason[:2000])

@@ -2,6 +2,11 @@
 
 Each consumes with aiokafka and commits only after its effects are durable (alerts in Kafka,
 case changes and outbox rows in PostgreSQL). ``clock`` is injectable everywhere.
+
+Every message is handled inside a guard: whatever goes wrong with it (a bad payload, an
+illegal transition, an error nobody foresaw) sends it to ``gw.deadletter`` with the reason, and
+the role goes on; its offset is committed after that. An unavailable database or broker is no
+message's fault: it stops the role before the commit, and the restarted role reads it again.
 """
 
 from __future__ import annotations
@@ -15,15 +20,14 @@ from datetime import datetime
 import psycopg
 from kafka import KafkaProducer
 
-from alerts.cases import IllegalTransition
 from alerts.closed_loop import ClosedLoop
 from alerts.engine import AlertEngine
 from alerts.outbox import Message, Relay
 from alerts.silences import Silence, current_silences
 from alerts.sinks import BROADCAST, DISPATCH, HttpSender
 from gridwatch import kafka, topics
-from gridwatch.errors import PayloadError
-from gridwatch.events import Alert, CaseEvent, DeadLetter, Incident, decode, utcnow
+from gridwatch.events import Alert, CaseEvent, DeadLetter, Incident, decode, reason_of, utcnow
+from gridwatch.outages import is_outage
 from gridwatch.site import Site
 from gridwatch.xml_signature import XmlSigner
 
@@ -37,6 +41,15 @@ TIMER_PERIOD_S = 1.0
 def _dead(producer: KafkaProducer, source: str, raw: bytes, reason: str) -> None:
     letter = DeadLetter.of(source, raw, reason)
     producer.send(topics.DEADLETTER, key=source.encode(), value=letter.to_bytes())
+
+
+def _refuse(producer: KafkaProducer, topic: str, raw: bytes, err: Exception) -> None:
+    """The per-message guard's verdict: dead-letter the message, unless the failure was an
+    outage (re-raised, so the role stops with the offset uncommitted)."""
+    if is_outage(err):
+        raise err
+    log.warning("%s message dead-lettered: %s", topic, reason_of(err))
+    _dead(producer, f"kafka:{topic}", raw, reason_of(err))
 
 
 async def run_engine(
@@ -68,8 +81,8 @@ async def run_engine(
                 raw = record.value or b""
                 try:
                     out += engine.on_incident(decode(Incident, raw), clock())
-                except PayloadError as err:
-                    _dead(producer, f"kafka:{topics.INCIDENTS}", raw, str(err))
+                except Exception as err:
+                    _refuse(producer, topics.INCIDENTS, raw, err)
             out += engine.tick(clock())
             for alert in out:
                 log.info("alert %s %s %s", alert.fingerprint, alert.level, alert.state)
@@ -133,9 +146,8 @@ def _apply_all(
                     loop.on_alert(conn, decode(Alert, raw))
                 else:
                     loop.on_case_event(conn, decode(CaseEvent, raw))
-        except (PayloadError, IllegalTransition) as err:
-            log.warning("closed loop rejected a %s message: %s", topic, err)
-            _dead(producer, f"kafka:{topic}", raw, str(err))
+        except Exception as err:
+            _refuse(producer, topic, raw, err)
     producer.flush()
 
 

@@ -5,11 +5,17 @@ lateness) passes them, then judged in time order; a repeated reading, or one old
 last judged, does not move the state. So any arrival order within the lateness, and any number
 of redeliveries, give the same detections as clean input. The state is a small record a stream
 processor keeps, as JSON, in a changelogged table.
+
+The first value for a time is the one judged, as it is the one the store keeps. A second,
+different value for that time changes no decision that was made or is pending on the first:
+it is logged and counted (``conflicts``; ``late`` when its time has left what the rules still
+hold), and the store keeps it in ``reading_corrections``.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +34,8 @@ from gridwatch.events import (
 )
 from gridwatch.site_sensors import Sensor, SensorRule
 
+log = logging.getLogger(__name__)
+
 # A calibrated gauge measures the hazard directly; camera detectors earn their confidence.
 MEASURED_CONFIDENCE = 0.9
 
@@ -38,6 +46,7 @@ class MetricState:
     history: list[Reading] = field(default_factory=list)  # judged, as far as rules look back
     levels: list[Level | None] = field(default_factory=list)  # per rule on the metric
     late: int = 0  # readings that came after their time was judged
+    conflicts: int = 0  # a second, different value for a time held: the first one stands
 
     @property
     def newest(self) -> datetime | None:
@@ -85,7 +94,9 @@ def decisive(sensor: Sensor, state: DeviceState, lateness_s: float) -> tuple[obj
     Any other device's state is stored after every reading."""
     if lateness_s or any(r.window_s or r.samples > 1 for r in sensor.rules):
         return None
-    metrics = tuple((name, tuple(m.levels), m.late) for name, m in state.metrics.items())
+    metrics = tuple(
+        (name, tuple(m.levels), m.late, m.conflicts) for name, m in state.metrics.items()
+    )
     return state.online, state.since, metrics
 
 
@@ -151,8 +162,19 @@ def _admit(
     if newest is None or ts > newest:  # in order: the common case, neither late nor repeated
         pending.append(reading)
     else:
-        if any(r.ts == ts for r in metric.history) or any(r.ts == ts for r in pending):
-            return []  # a redelivery
+        same = next((r for r in (*metric.history, *pending) if r.ts == ts), None)
+        if same is not None:
+            if same.value != reading.value:
+                metric.conflicts += 1
+                log.warning(
+                    "device %s %s at %s: second value %s ignored, %s stands",
+                    sensor.id,
+                    reading.metric,
+                    ts.isoformat(),
+                    reading.value,
+                    same.value,
+                )
+            return []  # a redelivery, or a correction the rules do not act on
         judged = metric.judged
         if (judged is not None and ts < judged) or ts < newest - lateness:
             metric.late += 1

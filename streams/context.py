@@ -7,12 +7,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from mode import CrashingSupervisor
 
 from gridwatch import topics
 from gridwatch.events import DeadLetter
 from gridwatch.site import Site
 
 log = logging.getLogger(__name__)
+
+# Each agent's guard dead-letters whatever goes wrong with a message, so an agent that raises
+# has met an outage: stop the worker, and its supervisor restarts it from the uncommitted
+# offset. Faust's default restarts the agent in place instead, past the message it failed on.
+AGENT_SUPERVISOR = CrashingSupervisor
 
 
 @dataclass

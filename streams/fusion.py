@@ -43,6 +43,7 @@ INCIDENT_OF: dict[DetectionKind, IncidentKind] = {
     DetectionKind.PM25: IncidentKind.STRAW_BURNING,
     DetectionKind.CONSTRUCTION_CHANGE: IncidentKind.ILLEGAL_CONSTRUCTION,
     DetectionKind.DEVICE_OFFLINE: IncidentKind.DEVICE_FAULT,
+    DetectionKind.SENSOR_FAULT: IncidentKind.DEVICE_FAULT,  # flatline, out of range
     DetectionKind.CAMERA_HEALTH: IncidentKind.DEVICE_FAULT,
 }
 

@@ -2,6 +2,9 @@
 
 Keying by kind (not by grid) lets one incident span grid and community borders and lets tower
 bearings, which have no location until triangulated, meet the detections they belong with.
+
+Each detection is handled inside a guard: whatever goes wrong with it becomes its dead letter,
+except an unavailable broker, which stops the worker before its offset moves past the message.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from gridwatch import topics
 from gridwatch.errors import PayloadError
 from gridwatch.events import Detection, SourceType, decode, reason_of
 from gridwatch.geo import GridIndex
-from streams.context import StreamContext
+from gridwatch.outages import is_outage
+from streams.context import AGENT_SUPERVISOR, StreamContext
 from streams.fusion import INCIDENT_OF, FusionContext, FusionState, fuse
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,9 @@ def register_fusion(ctx: StreamContext) -> None:
     # agent's time. A state rebuilt from the changelog differs, and is decoded anew.
     decoded: dict[str, tuple[str, FusionState]] = {}
 
-    @ctx.app.agent(ctx.topic(topics.DETECTIONS), concurrency=1)
+    @ctx.app.agent(
+        ctx.topic(topics.DETECTIONS), concurrency=1, supervisor_strategy=AGENT_SUPERVISOR
+    )
     async def place(stream: faust.StreamT[bytes]) -> None:
         """Accept a detection that can be placed, directly or by triangulation; key it by kind."""
         async for _key, raw in stream.items():
@@ -59,11 +65,13 @@ def register_fusion(ctx: StreamContext) -> None:
                 await placed_topic.send(key=kind.value.encode(), value=raw)
             except PayloadError as err:
                 await ctx.dead(topics.DETECTIONS, raw, str(err))
-            except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
+            except Exception as err:
+                if is_outage(err):
+                    raise
                 log.exception("placing a detection failed")
                 await ctx.dead(topics.DETECTIONS, raw, reason_of(err))
 
-    @ctx.app.agent(placed_topic, concurrency=1)
+    @ctx.app.agent(placed_topic, concurrency=1, supervisor_strategy=AGENT_SUPERVISOR)
     async def fusion(stream: faust.StreamT[bytes]) -> None:
         async for key, raw in stream.items():
             try:
@@ -89,6 +97,8 @@ def register_fusion(ctx: StreamContext) -> None:
                         incident.location_error_m,
                     )
                     await incidents.send(key=str(incident.id).encode(), value=incident.to_bytes())
-            except Exception as err:  # noqa: BLE001 - one bad message must not stop the agent
+            except Exception as err:
+                if is_outage(err):
+                    raise
                 log.exception("fusion failed")
                 await ctx.dead(PLACED_TOPIC, raw, reason_of(err))

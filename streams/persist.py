@@ -4,6 +4,11 @@ A batching aiokafka consumer (not a per-message agent): decode a batch, write it
 COPY and an idempotent insert, commit the database, then commit the Kafka offsets. A crash in
 between redelivers the batch, and the unique keys turn the replay into a no-op. While the
 database is down the batch is held and retried with backoff; nothing is consumed past it.
+
+A message the database refuses for any other reason must not stop the writes: a batch that
+fails so is split in halves, down to single messages, to find the ones at fault. Those are
+stored as dead letters (their bytes and the reason), the rest as usual, in the same
+transaction, and only then are the offsets committed.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import psycopg
 from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
-from gridwatch.errors import PayloadError
-from gridwatch.events import DeadLetter, Event, ReadingBatch, decode
+from gridwatch.events import DeadLetter, Event, ReadingBatch, decode, reason_of
+from gridwatch.outages import is_outage
 from gridwatch.store.rollups import refresh_rollups, rollups_need_refresh
 from gridwatch.store.writer import write_events
 
@@ -32,6 +37,7 @@ class PersistStats:
     batches: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     undecodable: int = 0
+    refused: int = 0  # decoded, but refused by the database: stored as dead letters
     db_retries: int = 0
 
 
@@ -44,7 +50,27 @@ def _array_of(model: type[Event]) -> TypeAdapter[list[Event]]:
     return _arrays[model]
 
 
-def decode_batch(records: Sequence[tuple[str, bytes]]) -> tuple[list[Event], int]:
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One Kafka message of a batch and where its events are in the batch's list."""
+
+    topic: str
+    raw: bytes
+    start: int
+    end: int
+
+
+@dataclass
+class Decoded:
+    events: list[Event]  # what to store, every message's events in turn
+    spans: list[Span]  # the message each event came from
+    bad: int  # messages that did not decode, among ``events`` as dead letters
+
+    def events_of(self, spans: Sequence[Span]) -> list[Event]:
+        return [e for s in spans for e in self.events[s.start : s.end]]
+
+
+def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
     """Events to store; a message that does not decode is stored as a dead letter instead.
 
     Each topic's messages are decoded as one JSON array, a single call into pydantic instead of
@@ -56,11 +82,12 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> tuple[list[Event], int
     for topic, raw in records:
         by_topic.setdefault(topic, []).append(raw)
     events: list[Event] = []
+    spans: list[Span] = []
     bad = 0
     for topic, raws in by_topic.items():
         model = topics.MODELS[topic]
         try:
-            decoded = _array_of(model).validate_json(b"[" + b",".join(raws) + b"]")
+            decoded: list[Event] = _array_of(model).validate_json(b"[" + b",".join(raws) + b"]")
         except ValidationError:
             decoded = []
         if len(decoded) != len(raws):
@@ -68,15 +95,75 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> tuple[list[Event], int
             for raw in raws:
                 try:
                     decoded.append(decode(model, raw))
-                except PayloadError as err:
+                except Exception as err:  # noqa: BLE001 - any failure is this message's reason
                     bad += 1
-                    decoded.append(DeadLetter.of(f"kafka:{topic}", raw, str(err)))
-        for event in decoded:
+                    decoded.append(DeadLetter.of_error(f"kafka:{topic}", raw, err))
+        for raw, event in zip(raws, decoded, strict=True):
+            start = len(events)
             if isinstance(event, ReadingBatch):
                 events += event.readings()
             else:
                 events.append(event)
-    return events, bad
+            spans.append(Span(topic=topic, raw=raw, start=start, end=len(events)))
+    return Decoded(events=events, spans=spans, bad=bad)
+
+
+@dataclass
+class Written:
+    rows: dict[str, int]  # rows inserted per table, dead letters of refused messages included
+    refused: int  # messages the database refused, stored as dead letters
+
+
+def write_guarded(conn: psycopg.Connection, batch: Decoded) -> Written:
+    """Write the batch in the caller's transaction; a message the database refuses (for any
+    reason but being unavailable) becomes a dead letter and the rest is written.
+
+    The whole batch is tried first, under a savepoint: the common case pays nothing more."""
+    try:
+        with conn.transaction():
+            return Written(rows=write_events(conn, batch.events), refused=0)
+    except Exception as err:
+        if is_outage(err):
+            raise
+        log.warning("a batch was refused (%s); looking for the messages at fault", reason_of(err))
+        first = err
+    rows: dict[str, int] = {}
+    letters: list[Event] = []
+    _split(conn, batch, batch.spans, first, rows, letters)
+    _add(rows, write_events(conn, letters))
+    return Written(rows=rows, refused=len(letters))
+
+
+def _split(
+    conn: psycopg.Connection,
+    batch: Decoded,
+    spans: Sequence[Span],
+    err: Exception,
+    rows: dict[str, int],
+    letters: list[Event],
+) -> None:
+    """``spans`` failed with ``err``: write each half on its own, and split a failing half
+    again, down to the single messages at fault, which become dead letters."""
+    if len(spans) == 1:
+        span = spans[0]
+        letter = DeadLetter.of_error(f"kafka:{span.topic}", span.raw, err)
+        log.warning("dead-lettering a %s message: %s", span.topic, letter.reason)
+        letters.append(letter)
+        return
+    middle = len(spans) // 2
+    for half in (spans[:middle], spans[middle:]):
+        try:
+            with conn.transaction():
+                _add(rows, write_events(conn, batch.events_of(half)))
+        except Exception as half_err:
+            if is_outage(half_err):
+                raise
+            _split(conn, batch, half, half_err, rows, letters)
+
+
+def _add(total: dict[str, int], more: dict[str, int]) -> None:
+    for table, n in more.items():
+        total[table] = total.get(table, 0) + n
 
 
 class DatabaseWriter:
@@ -88,14 +175,16 @@ class DatabaseWriter:
         self._conn: psycopg.Connection | None = None
         self.retries = 0
 
-    def write(self, events: Sequence[Event], stop: asyncio.Event | None = None) -> dict[str, int]:
+    def write(self, batch: Decoded, stop: asyncio.Event | None = None) -> Written:
         delay = 0.2
         while True:
             try:
                 conn = self._connection()
                 with conn.transaction():
-                    return write_events(conn, events)
-            except psycopg.OperationalError as err:
+                    return write_guarded(conn, batch)
+            except Exception as err:
+                if not is_outage(err):
+                    raise
                 self.retries += 1
                 self.close()
                 if stop is not None and stop.is_set():
@@ -168,14 +257,14 @@ async def run_persist(
             records = [(r.topic, r.value or b"") for rs in batches.values() for r in rs]
             if not records:
                 continue
-            events, bad = decode_batch(records)
-            inserted = await asyncio.to_thread(writer.write, events, stop)
+            batch = decode_batch(records)
+            written = await asyncio.to_thread(writer.write, batch, stop)
             await consumer.commit()
             stats.batches += 1
-            stats.undecodable += bad
+            stats.undecodable += batch.bad
+            stats.refused += written.refused
             stats.db_retries = writer.retries
-            for table, n in inserted.items():
-                stats.rows[table] = stats.rows.get(table, 0) + n
+            _add(stats.rows, written.rows)
         if refresh is not None:
             await refresh
         await asyncio.to_thread(rollups.refresh_rollups)

@@ -6,6 +6,12 @@ changelogged table, rebuilt from the changelog when a worker restarts. The heart
 reads that table: a silent device, or one whose buffered readings have waited out the allowed
 lateness, gets a ``DeviceStatus`` message keyed like its readings, so the agent, not the timer,
 changes state.
+
+Every message is judged inside a guard: whatever goes wrong with one becomes its dead letter
+and the agent goes on. A reading or status stamped further ahead of the worker's clock than
+``telemetry.max_ahead_s`` is dead-lettered before it touches the state, since its time would
+make every real reading after it look late. Only an unavailable broker is no message's fault:
+it stops the agent, and with it the worker, before the offsets move past the batch.
 """
 
 from __future__ import annotations
@@ -41,9 +47,10 @@ from gridwatch.events import (
     reason_of,
     utcnow,
 )
+from gridwatch.outages import is_outage
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
-from streams.context import StreamContext
+from streams.context import AGENT_SUPERVISOR, StreamContext
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +81,9 @@ def register_sensor_rules(
     )
 
     cache = _StateCache(site)
+    ahead = timedelta(seconds=site.telemetry.max_ahead_s)
 
-    @ctx.app.agent(source, concurrency=1)
+    @ctx.app.agent(source, concurrency=1, supervisor_strategy=AGENT_SUPERVISOR)
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
         # Events are judged one by one, in order, but in small batches: a device's state is
         # written to the table (and its changelog) at most once per batch, and only when the
@@ -86,20 +94,27 @@ def register_sensor_rules(
         async for events in batches:
             touched: dict[str, tuple[Sensor, DeviceState]] = {}
             found: list[tuple[bytes, Detection]] = []
+            now = clock()
+            horizon = now + ahead
             for event in events:
                 raw: bytes = event.value
                 topic: str = event.message.topic
                 try:
                     messages = _messages(topic, raw)
-                except PayloadError as err:
-                    await ctx.dead(topic, raw, str(err))
+                except Exception as err:
+                    if is_outage(err):
+                        raise
+                    await ctx.dead(topic, raw, reason_of(err))
                     continue
                 for message in messages:
                     try:
+                        _in_time(message, now, horizon)
                         sensor, state = _state_of(site, message.device_id, states, cache, touched)
                         judged = _judge(site, sensor, state, message)
                         found += [(sensor.id.encode(), d) for d in judged]
-                    except Exception as err:  # noqa: BLE001 - one bad message must not stop it
+                    except Exception as err:
+                        if is_outage(err):
+                            raise
                         if not isinstance(err, PayloadError):
                             log.exception("sensor rules failed on a %s message", topic)
                         await ctx.dead(topic, message.to_bytes(), reason_of(err))
@@ -117,21 +132,14 @@ def register_sensor_rules(
         for i, (key, stored) in enumerate(list(states.items())):
             if i % HEARTBEAT_SLICE == HEARTBEAT_SLICE - 1:
                 await asyncio.sleep(0)  # let the rules run between slices of a large site
-            device_id = key.decode()
-            sensor = site.sensor(device_id)
-            if sensor is None or not stored:
+            try:
+                status = _status_due(site, cache, key, stored, lateness, now)
+            except Exception:
+                # One device's unreadable state must not stop every other device's heartbeat.
+                log.exception("heartbeat check failed for device %r", key)
                 continue
-            state = cache.load(device_id, stored)
-            status = None
-            if overdue(state, site.heartbeat_s(sensor), now):
-                log.info("device %s silent since %s", device_id, state.last_seen)
-                status = DeviceStatus(device_id=device_id, online=False, ts=now, cause="heartbeat")
-            elif waiting(state, lateness, now):
-                status = DeviceStatus(
-                    device_id=device_id, online=state.online, ts=now, cause="watermark"
-                )
             if status is not None:
-                await statuses.send(key=device_id.encode(), value=status.to_bytes())
+                await statuses.send(key=status.device_id.encode(), value=status.to_bytes())
 
 
 @dataclass
@@ -186,6 +194,35 @@ class _StateCache:
         lateness = self.site.telemetry.allowed_lateness_s
         mark = decisive(sensor, state, lateness) if sensor is not None else None
         self._entries[device_id] = _Cached(stored, state, mark, state.last_seen)
+
+
+def _status_due(
+    site: Site, cache: _StateCache, key: bytes, stored: bytes, lateness: float, now: datetime
+) -> DeviceStatus | None:
+    """The status the heartbeat owes a device now: offline when silent too long, a watermark
+    when buffered readings have waited out the allowed lateness; else None."""
+    device_id = key.decode()
+    sensor = site.sensor(device_id)
+    if sensor is None or not stored:
+        return None
+    state = cache.load(device_id, stored)
+    if overdue(state, site.heartbeat_s(sensor), now):
+        log.info("device %s silent since %s", device_id, state.last_seen)
+        return DeviceStatus(device_id=device_id, online=False, ts=now, cause="heartbeat")
+    if waiting(state, lateness, now):
+        return DeviceStatus(device_id=device_id, online=state.online, ts=now, cause="watermark")
+    return None
+
+
+def _in_time(message: Reading | DeviceStatus, now: datetime, horizon: datetime) -> None:
+    """Refuse a time past ``horizon``: the window the site allows ahead of the worker's clock."""
+    if message.ts > horizon:
+        lead = (message.ts - now).total_seconds()
+        allowed = (horizon - now).total_seconds()
+        raise PayloadError(
+            f"ts: {message.ts.isoformat()} is {lead:.0f} s ahead of the rules worker's clock,"
+            f" beyond telemetry.max_ahead_s ({allowed:g} s)"
+        )
 
 
 def _messages(topic: str, raw: bytes) -> Sequence[Reading | DeviceStatus]:

@@ -272,6 +272,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     rows = [
         ("readings sent / stored", f"{summary['readings_sent']} / {summary['readings_stored']}"),
         ("lost readings", str(summary["lost_readings"])),
+        ("reading corrections (a second value for a stored time)", str(summary["corrections"])),
         ("tower detections sent", str(summary["tower_detections_sent"])),
         ("detections", str(summary["detections"])),
         ("incidents", str(summary["incidents"])),

@@ -46,6 +46,20 @@ CREATE TABLE IF NOT EXISTS readings (
     stored_at   timestamptz      NOT NULL DEFAULT clock_timestamp(),
     UNIQUE (device_id, metric, ts)
 );
+-- A second, different value for a stored (device_id, metric, ts): the stored row stays, the
+-- value it disagrees with is kept here, once per carrying message (id) and value.
+CREATE TABLE IF NOT EXISTS reading_corrections (
+    ts           timestamptz      NOT NULL,
+    device_id    text             NOT NULL,
+    metric       text             NOT NULL,
+    stored_value double precision NOT NULL,
+    value        double precision NOT NULL,
+    unit         text             NOT NULL,
+    id           uuid             NOT NULL,
+    received_at  timestamptz      NOT NULL,
+    stored_at    timestamptz      NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (device_id, metric, ts, id, value)
+);
 CREATE TABLE IF NOT EXISTS detections (
     ts          timestamptz NOT NULL,
     id          uuid        NOT NULL,

@@ -9,6 +9,7 @@ import psycopg
 COUNTS_SQL = """
 SELECT
   (SELECT count(*) FROM readings)                                  AS readings_stored,
+  (SELECT count(*) FROM reading_corrections)                       AS corrections,
   (SELECT count(*) FROM detections)                                AS detections,
   (SELECT count(DISTINCT incident_id) FROM incidents)              AS incidents,
   (SELECT count(*) FROM alerts WHERE state = 'firing')             AS alerts_firing,

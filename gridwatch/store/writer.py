@@ -2,7 +2,9 @@
 staging table and INSERT … ON CONFLICT.
 
 Redelivered messages (at-least-once Kafka) hit the tables' unique keys and are skipped, so a
-batch can be written again after a crash without duplicating a row.
+batch can be written again after a crash without duplicating a row. A reading that repeats a
+stored one's key with a different value is no redelivery: it is kept in
+``reading_corrections`` beside the stored value, which stays as it was.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class TableSpec:
     table: str
     columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type) in COPY order
     row: Callable[[Any], Row]
+    # Keeps the staged rows that conflict with a stored row but differ from it; formatted
+    # with the staging table as ``{stage}`` and the target as ``{target}``.
+    corrections: tuple[str, str] | None = None  # (table, INSERT … SELECT)
 
     @property
     def names(self) -> list[str]:
@@ -63,6 +68,14 @@ SPECS: dict[type[Event], TableSpec] = {
             ("received_at", "timestamptz"),
         ),
         lambda r: (r.ts, r.device_id, r.metric, r.value, r.unit, r.seq, r.id, r.received_at),
+        corrections=(
+            "reading_corrections",
+            "INSERT INTO reading_corrections"
+            " (ts, device_id, metric, stored_value, value, unit, id, received_at)"
+            " SELECT s.ts, s.device_id, s.metric, t.value, s.value, s.unit, s.id, s.received_at"
+            " FROM {stage} s JOIN {target} t USING (device_id, metric, ts)"
+            " WHERE s.value <> t.value ON CONFLICT DO NOTHING",
+        ),
     ),
     Detection: TableSpec(
         "detections",
@@ -208,19 +221,21 @@ SPECS: dict[type[Event], TableSpec] = {
 }
 
 
-def copy_insert(conn: psycopg.Connection, spec: TableSpec, rows: Sequence[Row]) -> int:
-    """Write rows once each; returns the rows inserted.
+def copy_insert(conn: psycopg.Connection, spec: TableSpec, rows: Sequence[Row]) -> dict[str, int]:
+    """Write rows once each; returns the rows inserted per table (corrections included).
 
     A batch is COPYed straight into its table under a savepoint: the common case, as fast as
-    COPY gets. Only a batch that repeats a stored row (a redelivery after a crash) or holds one
-    twice fails there on the unique key; it is rolled back to the savepoint and goes through a
-    staging table and ``INSERT … ON CONFLICT DO NOTHING`` instead."""
+    COPY gets. Only a batch that repeats a stored row (a redelivery after a crash, or a
+    correction) or holds one twice fails there on the unique key; it is rolled back to the
+    savepoint and goes through a staging table and ``INSERT … ON CONFLICT DO NOTHING``
+    instead, in batch order, so of two rows with one key the first is stored. The spec's
+    ``corrections`` then keeps the staged rows that differ from what is stored."""
     target = sql.Identifier(spec.table)
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in spec.names)
     try:
         with conn.transaction():
             _copy(conn, spec, target, columns, rows)
-        return len(rows)
+        return {spec.table: len(rows)}
     except psycopg.errors.UniqueViolation:
         pass
     staging = sql.Identifier(f"_stage_{spec.table}")
@@ -231,12 +246,18 @@ def copy_insert(conn: psycopg.Connection, spec: TableSpec, rows: Sequence[Row]) 
     )
     _copy(conn, spec, staging, columns, rows)
     with conn.cursor() as cur:
+        # One COPY into an emptied table lays rows out in batch order: ctid is that order.
         cur.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                target, columns, columns, staging
-            )
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY ctid ON CONFLICT DO NOTHING"
+            ).format(target, columns, columns, staging)
         )
-        inserted = cur.rowcount
+        inserted = {spec.table: cur.rowcount}
+        if spec.corrections is not None:
+            table, statement = spec.corrections
+            cur.execute(sql.SQL(statement).format(stage=staging, target=target))
+            if cur.rowcount:
+                inserted[table] = cur.rowcount
         # ON COMMIT DELETE ROWS empties it at commit; truncate now so a second call in the
         # same transaction does not insert these rows twice.
         cur.execute(sql.SQL("TRUNCATE {}").format(staging))
@@ -267,5 +288,6 @@ def write_events(conn: psycopg.Connection, events: Sequence[Event]) -> dict[str,
     inserted: dict[str, int] = {}
     for event_type, batch in by_type.items():
         spec = SPECS[event_type]
-        inserted[spec.table] = copy_insert(conn, spec, [spec.row(e) for e in batch])
+        for table, n in copy_insert(conn, spec, [spec.row(e) for e in batch]).items():
+            inserted[table] = inserted.get(table, 0) + n
     return inserted

@@ -61,16 +61,20 @@ class BackgroundLoop:
 
 
 class Writer:
-    """The store writer for the sensor topics, into ``database_url``, as its own group."""
+    """The store writer for the sensor topics (or ``topic_names``), into ``database_url``, as
+    its own group (or ``group``)."""
 
-    def __init__(self, loop: BackgroundLoop, database_url: str, bootstrap: str) -> None:
+    def __init__(
+        self, loop: BackgroundLoop, database_url: str, bootstrap: str,
+        topic_names: tuple[str, ...] = SENSOR_TOPICS, group: str | None = None,
+    ) -> None:  # fmt: skip
         self.loop = loop
         self.stop = asyncio.Event()
         ready = asyncio.Event()
-        group = f"t-store-{uuid.uuid4().hex[:8]}"
+        self.group = group or f"t-store-{uuid.uuid4().hex[:8]}"
         self.task = loop.spawn(
             run_persist(
-                database_url, bootstrap, self.stop, group, SENSOR_TOPICS, ready=ready,
+                database_url, bootstrap, self.stop, self.group, topic_names, ready=ready,
                 rollup_every_s=1.0,
             )
         )  # fmt: skip

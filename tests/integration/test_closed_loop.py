@@ -194,3 +194,17 @@ def test_an_unaccepted_case_escalates_on_the_clock(
     assert entry.tier.value == "street"
     dispatches = [k for k, _, _ in outbox(conn)]
     assert len(dispatches) == 3  # the first dispatch and one per escalation
+
+
+def test_a_device_fault_alert_opens_and_dispatches_a_case(
+    conn: psycopg.Connection, tiny_site: Site
+) -> None:
+    loop = ClosedLoop(tiny_site, Clock())
+    fault = alert(Level.YELLOW).model_copy(update={"kind": IncidentKind.DEVICE_FAULT})
+    with conn.transaction():
+        loop.on_alert(conn, fault)
+    assert conn.execute("SELECT kind, state FROM cases").fetchall() == [
+        ("device_fault", "dispatched")
+    ]
+    [(key, _, body)] = outbox(conn)
+    assert key == f"{case_id_of(fault)}:2" and b'"kind": "device_fault"' in body

@@ -12,13 +12,14 @@ from collections.abc import Awaitable, Callable, Iterator
 import aiohttp
 import psycopg
 import pytest
+from aiohttp import web
 from cryptography import x509
 
 from alerts.cap import CAP_CONTENT_TYPE, sign_cap, to_cap, validate_cap
 from alerts.outbox import DeliveryError, Message, Relay, enqueue
 from alerts.sinks import BROADCAST, DISPATCH, HttpSender
 from gridwatch.policy import Delivery
-from gridwatch.signing import sign
+from gridwatch.signing import IDEMPOTENCY_HEADER, sign
 from gridwatch.store.schema import ensure_schema
 from gridwatch.xml_signature import XmlSigner, load_signer, make_throwaway, verify
 from simulators.broadcast_receiver import BroadcastReceiver
@@ -204,3 +205,48 @@ def test_the_relay_never_sends_cap_unsigned(cap_signer: XmlSigner) -> None:
     [failure] = failures
     assert failure.permanent and "no CAP signing key" in str(failure)
     assert receiver.received == {} and receiver.refused == []  # nothing was sent
+
+
+async def _deliver_to_a_flaky_desk(
+    db: str, answers: list[tuple[int, bytes]]
+) -> tuple[Relay, list[str]]:
+    """The relay against a real HTTP desk that gives ``answers`` first, then takes everything."""
+    received: list[str] = []
+
+    async def desk(request: web.Request) -> web.Response:
+        if answers:
+            status, body = answers.pop(0)
+            return web.Response(status=status, body=body)
+        received.append(request.headers[IDEMPOTENCY_HEADER])
+        return web.json_response({"received": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/cases", desk)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sender = HttpSender(f"http://127.0.0.1:{port}/v1/cases", SECRET, 1.0)
+    relay = Relay(db, {DISPATCH: sender}, FAST, rng=random.Random(1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop, poll_s=0.02))
+    try:
+        for _ in range(200):
+            if relay.delivered + relay.dead >= 12 or task.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        await sender.close()
+        await runner.cleanup()
+    return relay, received
+
+
+def test_an_error_body_holding_nul_is_recorded_and_the_relay_goes_on(db: str) -> None:
+    # A desk's error page is whatever it says: a NUL in it once stopped the relay for good.
+    answers = [(503, b"busy \x00 try later")] * 3
+    relay, received = asyncio.run(_deliver_to_a_flaky_desk(db, answers))
+    assert relay.delivered == 12 and relay.dead == 0
+    assert sorted(received) == sorted(f"C{i}:2" for i in range(12))

@@ -206,6 +206,13 @@ def test_the_writer_survives_a_database_restart(
             )
             assert rows == [(4000, 4000)]
             assert writer.close().db_retries > 0
+            # The database going away is no message's fault: none of them was dead-lettered.
+            with psycopg.connect(urls.database_url) as conn:
+                (dead,) = conn.execute(
+                    "SELECT count(*) FROM deadletters WHERE position(%s in payload) > 0",
+                    (run.encode(),),
+                ).fetchone() or (0,)
+            assert dead == 0
         finally:
             writer.close()
             loop.close()

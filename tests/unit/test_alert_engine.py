@@ -10,6 +10,7 @@ import pytest
 
 from alerts.engine import AlertEngine
 from alerts.silences import Silence
+from gridwatch.errors import PayloadError
 from gridwatch.events import Alert, Incident, IncidentKind, Level, Point, SourceRef, SourceType
 from gridwatch.site import Site
 
@@ -140,3 +141,11 @@ def test_red_wait_must_be_zero() -> None:
 
     with pytest.raises(ValueError, match="red never waits"):
         AlertTimers(group_wait_s={Level.YELLOW: 1, Level.ORANGE: 1, Level.RED: 5})
+
+
+def test_an_incident_in_no_grid_is_refused_and_leaves_no_state(tiny_site: Site) -> None:
+    engine = AlertEngine(tiny_site)
+    stray = incident(Level.RED).model_copy(update={"grid_code": "52019900300199"})
+    with pytest.raises(PayloadError, match="grid_code: no grid '52019900300199'"):
+        engine.on_incident(stray, T0)
+    assert engine._alerts == {} and engine._by_incident == {} and engine._groups == {}

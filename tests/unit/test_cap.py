@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from alerts.cap import InvalidCap, Notice, sign_cap, to_cap, to_ebm, validate_cap
+from alerts.cap import EVENT, InvalidCap, Notice, sign_cap, to_cap, to_ebm, validate_cap
 from gridwatch.errors import ConfigError
 from gridwatch.events import IncidentKind, Level, Point
 from gridwatch.xml_signature import (
@@ -124,3 +125,11 @@ def test_a_key_and_a_certificate_that_do_not_belong_together_are_refused(tmp_pat
     _, cert = make_throwaway(tmp_path / "b", "b")
     with pytest.raises(ConfigError, match="is not the certificate of"):
         load_signer(key, cert)
+
+
+@pytest.mark.parametrize("kind", list(IncidentKind))
+def test_every_incident_kind_has_a_cap_event_and_an_ebm_twin(kind: IncidentKind) -> None:
+    alert = dataclasses.replace(notice(), kind=kind)
+    text = to_cap(alert).decode()  # validated against the XSD on the way out
+    assert f"<category>{EVENT[kind][0]}</category>" in text
+    assert json.loads(to_ebm(alert))

@@ -8,7 +8,7 @@ from gridwatch.events import Detection, DetectionKind, IncidentKind, Level, Poin
 from gridwatch.events import SourceType as St
 from gridwatch.geo import GridIndex, LocalProjection
 from gridwatch.site import Site
-from streams.fusion import FusionContext, FusionState, fuse
+from streams.fusion import INCIDENT_OF, RADIUS_M, FusionContext, FusionState, fuse
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 WEST = Point(lon=106.605, lat=26.605)
@@ -118,3 +118,18 @@ def test_two_tower_bearings_triangulate_and_a_sensor_corroborates(ctx: FusionCon
 def test_a_clear_with_nothing_open_emits_nothing(ctx: FusionContext) -> None:
     state, incident = fuse(FusionState(), gauge("WL-1", None, 0), ctx)
     assert incident is None and state.tracked == ()
+
+
+def test_every_detection_kind_is_evidence_of_an_incident_kind_fusion_can_place() -> None:
+    # A kind missing here is a valid detection that fusion would dead-letter.
+    assert set(INCIDENT_OF) == set(DetectionKind)
+    assert set(RADIUS_M) == set(IncidentKind)
+
+
+def test_a_sensor_fault_becomes_a_device_fault_incident(ctx: FusionContext) -> None:
+    flatline = gauge("WL-1", Level.YELLOW, 0).model_copy(
+        update={"kind": DetectionKind.SENSOR_FAULT, "rule": "flatline:water_level_m"}
+    )
+    _, incident = fuse(FusionState(), flatline, ctx)
+    assert incident is not None and incident.kind is IncidentKind.DEVICE_FAULT
+    assert incident.level is Level.YELLOW and incident.grid_code == "52019900300101"

@@ -4,6 +4,7 @@ order or the number of times readings arrive (within the allowed lateness)."""
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,6 +207,22 @@ def test_readings_older_than_the_lateness_are_counted_not_judged() -> None:
         found = on_reading(sensor, state, reading(value, t), 1.0)
         assert not found
     assert state.metrics["water_level_m"].late == 1
+
+
+def test_a_second_value_for_a_held_time_is_counted_and_changes_no_decision(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sensor = gauge(THRESHOLD)
+    state = DeviceState()
+    assert on_reading(sensor, state, reading(2.0, 0)) == []
+    stored = decisive(sensor, state, 0.0)
+    # A red value for the same time: the first value stands, the conflict is kept in view.
+    assert on_reading(sensor, state, reading(3.6, 0)) == []
+    assert on_reading(sensor, state, reading(2.0, 0)) == []  # a plain redelivery
+    metric = decode(encode(state)).metrics["water_level_m"]
+    assert (metric.conflicts, metric.late, metric.levels) == (1, 0, [None])
+    assert decisive(sensor, state, 0.0) != stored  # so the worker stores the count
+    assert "second value 3.6 ignored, 2.0 stands" in caplog.text
 
 
 def test_offline_from_last_will_and_heartbeat_and_back() -> None:
