@@ -90,12 +90,16 @@ def ingest_mqtt() -> None:
         urls.mqtt_port,
         username=user,
         password=password,
+        limits=settings.mqtt_limits,
     )
     steady_memory()
     bridge.start()
-    with contextlib.suppress(KeyboardInterrupt):
-        threading.Event().wait()
-    bridge.stop()
+    try:
+        bridge.run_until_stopped()
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    finally:
+        bridge.stop()
 
 
 @streams_app.command("worker")
