@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes, bytes]  # topic, key, value
 
-# The largest dead letter (its payload prefix in base64, reason, source) with a topic as key.
+# What a dead letter's record can reach: its value is bounded (the payload's first 16 KiB in
+# base64, a reason and a source cut short), its key is an MQTT topic (at most 64 KiB).
 DEADLETTER_RECORD_MAX = 128 * 1024
 DEFAULT_LIMITS = MessageLimits()
 
@@ -52,7 +53,8 @@ DEFAULT_LIMITS = MessageLimits()
 @dataclass
 class BridgeStats:
     """What became of every message received: once Kafka has what was made of it (and the
-    broker its ack), it is forwarded or dead-lettered; ``in_flight`` until then."""
+    broker its ack), it is forwarded or dead-lettered, so that ``messages`` is always
+    ``forwarded + deadlettered + in_flight``."""
 
     messages: int = 0
     forwarded: int = 0

@@ -43,6 +43,7 @@ from gridwatch.errors import PayloadError, UnknownDeviceError
 from gridwatch.events import (
     DeviceStatus,
     FiniteFloat,
+    Int64,
     Report,
     describe_validation_error,
     location,
@@ -52,6 +53,7 @@ from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor, TelemetryPolicy
 
 GATEWAY = "gateway"
+Path = tuple[str | int, ...]  # of a value in a message: keys and indexes
 
 # RFC 3339 §5.6 date-time: seconds required, an offset required ("Z" or ±hh:mm).
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
@@ -79,7 +81,7 @@ def _timestamp(value: object) -> int | datetime:
 
 
 Timestamp = Annotated[int | datetime, PlainValidator(_timestamp)]
-SeqNo = Annotated[int, Field(ge=0, le=2**63 - 1)]
+SeqNo = Annotated[Int64, Field(ge=0)]
 
 
 class TelemetryPoint(BaseModel):
@@ -115,7 +117,7 @@ class Window:
         self.earliest_ms = now_ms - int(policy.max_age_s * 1000)
         self.latest_ms = now_ms + int(policy.max_ahead_s * 1000)
 
-    def time(self, ts: int | datetime, where: Sequence[str | int]) -> datetime:
+    def time(self, ts: int | datetime, where: Path) -> datetime:
         """``ts`` as a UTC time, or PayloadError if it is outside the window."""
         if isinstance(ts, int):
             # Compared as integers: an absurd one never becomes a datetime (which overflows).
@@ -128,7 +130,7 @@ class Window:
                 return ts.astimezone(UTC)
         raise self._outside(ts, ms, where)
 
-    def _outside(self, ts: int | datetime, ms: int, where: Sequence[str | int]) -> PayloadError:
+    def _outside(self, ts: int | datetime, ms: int, where: Path) -> PayloadError:
         shown = ts.isoformat() if isinstance(ts, datetime) else str(ts)
         clock = f"the receiver's clock ({self.now:%Y-%m-%dT%H:%M:%SZ})"
         if ms > self.latest_ms:
@@ -159,7 +161,7 @@ def device_of(topic: str, street: str, channel: str = "telemetry") -> str:
     return parts[2]
 
 
-def _sensor(site: Site, device: str, where: Sequence[str | int]) -> Sensor:
+def _sensor(site: Site, device: str, where: Path) -> Sensor:
     sensor = site.sensor(device)
     if sensor is None:
         raise UnknownDeviceError(
@@ -215,7 +217,7 @@ def parse_telemetry(
     window = Window(received_at or utcnow(), site.telemetry)
     reports = []
     for device_id, batch in points.items():
-        prefix: tuple[str | int, ...] = (device_id,) if device == GATEWAY else ()
+        prefix: Path = (device_id,) if device == GATEWAY else ()
         sensor = _sensor(site, device_id, prefix)
         for i, point in enumerate(batch):
             keys += len(point.model_fields_set) + len(point.values)
@@ -224,9 +226,7 @@ def parse_telemetry(
     return reports
 
 
-def _report(
-    sensor: Sensor, point: TelemetryPoint, where: tuple[str | int, ...], window: Window
-) -> Report:
+def _report(sensor: Sensor, point: TelemetryPoint, where: Path, window: Window) -> Report:
     device_id = sensor.id
     values = {}
     for metric, value in point.values.items():
@@ -242,20 +242,25 @@ def _report(
                 f" [{spec.min}, {spec.max}] of {device_id}"
             )
         values[metric] = (value, spec.unit)
-    return Report.trusted(device_id, window.time(point.ts, (*where, "ts")), point.seq, values)
+    ts = point.ts
+    if type(ts) is int and window.earliest_ms <= ts <= window.latest_ms:  # the usual case, inline
+        time = datetime.fromtimestamp(ts / 1000, UTC)
+    else:
+        time = window.time(ts, (*where, "ts"))
+    return Report.trusted(device_id, time, point.seq, values)
 
 
 # A message that passed validation has only known names as keys (fields, metrics, device ids),
-# each followed by '":', and nowhere else does '":' occur (values are numbers, times have no
-# quotes): so the count of '":' is its number of keys, unless whitespace follows a quote.
-_QUOTE_THEN_SPACE = re.compile(rb'"\s')
+# each followed by '":' once whitespace is taken out, and nowhere else does '":' occur (values
+# are numbers, times have no quotes): so that count is its number of keys.
+_WHITESPACE = b" \t\n\r"
 
 
 def refuse_duplicate_keys(payload: bytes, keys: int) -> None:
     """PayloadError if an object of ``payload`` has a key twice, given that the parsed message
-    (which kept one value of each) has ``keys`` keys. Two byte scans in the usual case; only a
+    (which kept one value of each) has ``keys`` keys. A byte count in the usual case; only a
     count that does not add up parses the message again, keeping every pair."""
-    if payload.count(b'":') == keys and not _QUOTE_THEN_SPACE.search(payload):
+    if payload.translate(None, _WHITESPACE).count(b'":') == keys:
         return
     found = _duplicate(json.loads(payload, object_pairs_hook=_Object.of), ())
     if found is not None:
@@ -279,9 +284,6 @@ class _Object(dict[str, Any]):
                     break
                 seen.add(key)
         return made
-
-
-Path = tuple[str | int, ...]
 
 
 def _duplicate(node: object, where: Path) -> tuple[Path, str] | None:
