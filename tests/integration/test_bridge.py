@@ -310,27 +310,29 @@ def test_kafka_down_leaves_the_message_unacked_stops_the_bridge_and_it_is_redeli
     only_kafka = Settings(database_url=database_url, mqtt_url=f"mqtt://{host}:{port}")
     client_id = f"bridge-{uuid.uuid4().hex[:8]}"
     seq = now_ms()
-    good = reading(value=3.25, seq=seq)
-    first = EmbeddedServices(only_kafka, run_dir / "first")
-    with first as urls:
+    services = EmbeddedServices(only_kafka, run_dir)
+    with services as urls:
+        broker = services.processes["kafka"].popen
         producer = kafka.producer(
             urls.kafka_bootstrap, request_timeout_ms=1000, delivery_timeout_ms=3000
         )
         bridge = MqttBridge(tiny_site, producer, host, port, client_id=client_id)
         with running(bridge):
-            first.processes["kafka"].stop()
-            publish(host, port, [(TELEMETRY, good)])
-            with pytest.raises(ServiceError, match="Kafka refused a record for gw.readings"):
-                bridge.run_until_stopped(poll_s=0.1)
+            broker.send_signal(signal.SIGSTOP)  # a hung broker: nothing is answered
+            try:
+                publish(host, port, [(TELEMETRY, reading(value=3.25, seq=seq))])
+                with pytest.raises(ServiceError, match="Kafka refused a record for gw.readings"):
+                    bridge.run_until_stopped(poll_s=0.1)
+            finally:
+                broker.send_signal(signal.SIGCONT)
         assert bridge.stats.messages == 1 and bridge.stats.in_flight == 1
-    with EmbeddedServices(only_kafka, run_dir / "second") as urls:  # Kafka is back
         replacement = MqttBridge(
             tiny_site, kafka.producer(urls.kafka_bootstrap), host, port, client_id=client_id
         )
         with running(replacement):
             found = asyncio.run(collect(urls.kafka_bootstrap, topics.READINGS, 1, has_seq(seq)))
             settled(replacement, 1)
-    assert len(found) == 1
+    assert found  # (twice, if the hung broker wrote the first attempt after all)
     assert replacement.stats.forwarded == 1 and replacement.stats.deadlettered == 0
 
 
