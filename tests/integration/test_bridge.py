@@ -300,6 +300,33 @@ def test_a_batch_too_big_for_one_kafka_record_is_sent_as_several(
     assert bridge.stats.forwarded == 1 and bridge.stats.readings == count
 
 
+def test_a_record_kafka_refuses_for_good_dead_letters_its_message(
+    tiny_site: Site, kafka_bootstrap: str, mqtt_address: tuple[str, int]
+) -> None:
+    """With the bridge's own size check taken away, the producer refuses the record (too large,
+    which no retry cures): the message is dead-lettered with Kafka's reason and acknowledged,
+    instead of waiting unacknowledged forever, and the bridge goes on."""
+    host, port = mqtt_address
+    producer = kafka.producer(kafka_bootstrap, max_request_size=128 * 1024)
+    bridge = MqttBridge(tiny_site, producer, host, port, client_id=f"b-{uuid.uuid4().hex[:8]}")
+    now, since = now_ms(), utcnow()
+    payload = json.dumps(
+        [{"ts": now - i, "seq": i, "values": {"water_level_m": 1.0}} for i in range(1500)]
+    ).encode()
+    seq = now_ms()
+    with running(bridge):
+        bridge.record_limit = 2**30  # as if the bridge did not know the producer's limit
+        publish(host, port, [(TELEMETRY, payload), (TELEMETRY, reading(seq=seq))])
+        (letter,) = letters_of(kafka_bootstrap, [payload], since).values()
+        bridge.record_limit = 128 * 1024
+        found = asyncio.run(collect(kafka_bootstrap, topics.READINGS, 1, has_seq(seq)))
+        settled(bridge, 2)
+    assert letter.reason.startswith("message: Kafka refused a record for gw.readings:")
+    assert "MessageSizeTooLargeError" in letter.reason and letter.size == len(payload)
+    assert len(found) == 1
+    assert bridge.stats.deadlettered == 1 and bridge.stats.forwarded == 1
+
+
 def test_kafka_down_leaves_the_message_unacked_stops_the_bridge_and_it_is_redelivered(
     tiny_site: Site, database_url: str, mqtt_address: tuple[str, int], run_dir: Path
 ) -> None:
