@@ -200,15 +200,14 @@ class MqttBridge:
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         """One message, inside the guard: anything that goes wrong dead-letters it."""
         self.stats.add(messages=1)
-        payload = bytes(msg.payload)
-        topic = "<topic not UTF-8>"
-        delivery = _Delivery(self, client, msg, payload)
+        delivery = _Delivery(self, client, msg, bytes(msg.payload))
         try:
-            topic = delivery.topic = msg.topic
-            records, readings = self._records(topic, payload, utcnow())
+            delivery.topic = msg.topic
+            records, readings = self._records(delivery.topic, delivery.payload, utcnow())
         except Exception as err:
-            log.warning("dead-lettering message on %r: %s", topic, reason_of(err))
-            delivery.dead_letter(reason_of(err))
+            reason = reason_of(err)
+            log.warning("dead-lettering message on %r: %s", delivery.topic, reason)
+            delivery.dead_letter(reason)
         else:
             delivery.send(records, readings)
 
@@ -276,7 +275,7 @@ class _Delivery:
         self, bridge: MqttBridge, client: mqtt.Client, msg: mqtt.MQTTMessage, payload: bytes
     ) -> None:
         self.bridge, self.client, self.msg, self.payload = bridge, client, msg, payload
-        self.topic = "<topic not UTF-8>"
+        self.topic = "<topic not UTF-8>"  # until paho has decoded it
         self._lock = threading.Lock()
         self._pending = 0
         self._readings = 0
