@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import re
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
@@ -404,10 +406,23 @@ def decode(model: type[E], data: bytes) -> E:
         raise PayloadError(describe_validation_error(err)) from err
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def location(path: Sequence[str | int]) -> str:
+    """A place in a message as a reason names it: ``[0].values.water_level_m``; a key that is
+    not a plain name is quoted (``values['a.b\\x00']``), so the text shows what is there."""
+    where = ""
+    for part in path:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif _NAME.fullmatch(part):
+            where += f".{part}" if where else part
+        else:
+            where += f"[{part!r}]"
+    return where or "message"
+
+
 def describe_validation_error(err: ValidationError) -> str:
     """'field.path: problem; …' — short enough for a dead letter, precise enough to act on."""
-    parts = []
-    for e in err.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"]) or "<message>"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
+    return "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in err.errors(include_url=False))

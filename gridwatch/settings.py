@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SAMPLE_SITE = Path(__file__).parent / "sites" / "sample.yaml"
 
 
+class MessageLimits(BaseModel):
+    """What the MQTT bridge takes in one message; a larger one is dead-lettered with the limit
+    it broke (``GRIDWATCH_MQTT_LIMITS__MAX_BYTES=…``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_bytes: int = Field(default=256 * 1024, ge=1, description="payload size in bytes")
+    max_reports: int = Field(default=2000, ge=1, description="device reports in one message")
+
+
 class Settings(BaseSettings):
     """Where the services are and what the site is. An unset URL means "start an embedded one"."""
 
-    model_config = SettingsConfigDict(env_prefix="GRIDWATCH_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDWATCH_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
 
     database_url: SecretStr | None = Field(
         default=None, description="PostgreSQL/TimescaleDB URL, e.g. postgresql://u:p@host/db"
@@ -38,6 +50,9 @@ class Settings(BaseSettings):
     )
     reader_password: SecretStr | None = Field(
         default=None, description="password of Grafana's read-only database role"
+    )
+    mqtt_limits: MessageLimits = Field(
+        default_factory=MessageLimits, description="what the bridge takes in one message"
     )
     site: Path = Field(default=SAMPLE_SITE, description="the site file (YAML)")
     topic_partitions: int = Field(default=1, ge=1, description="partitions of created topics")

@@ -88,12 +88,16 @@ def ingest_mqtt() -> None:
         urls.mqtt_host,
         urls.mqtt_port,
         access=mqtt_access(settings),
+        limits=settings.mqtt_limits,
     )
     steady_memory()
     bridge.start()
-    with contextlib.suppress(KeyboardInterrupt):
-        threading.Event().wait()
-    bridge.stop()
+    try:
+        bridge.run_until_stopped()
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    finally:
+        bridge.stop()
 
 
 @streams_app.command("worker")

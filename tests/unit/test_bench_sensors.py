@@ -2,6 +2,7 @@
 each, in gateway messages spread over the period that the bridge accepts."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,7 +19,8 @@ def test_each_period_carries_every_device_once_spread_over_the_period(
     start_ms = 1_764_230_400_000
     messages = _gateway_messages(site, 3, start_ms)
     assert len(messages) == -(-250 // PER_MESSAGE)
-    reports = [r for topic, payload in messages for r in parse_telemetry(site, topic, payload)]
+    at = datetime.fromtimestamp(start_ms / 1000 + 4, UTC)
+    reports = [r for t, payload in messages for r in parse_telemetry(site, t, payload, at)]
     assert sum(len(r.values) for r in reports) == 250 * metrics
     assert sorted(r.device_id for r in reports) == sorted(s.id for s in site.sensors)
     times = [next(iter(json.loads(payload).values()))[0]["ts"] for _, payload in messages]
