@@ -9,7 +9,7 @@ exactly one of:
   them; a later one naming the same readings and values is a duplicate);
 - a duplicate: an exact repeat of readings stored already;
 - a correction: it names a stored (device, metric, ts) with another value, and that value is in
-  ``reading_corrections`` (when the table exists);
+  ``reading_corrections``;
 - dead-lettered: a ``deadletters`` row whose ``source`` is ``mqtt:<topic>`` and whose
   ``sha256`` is that of its payload (one row per message: two equal messages need two rows);
 - or else unaccounted: lost, or kept where no one can find it.
@@ -50,7 +50,6 @@ READINGS_SQL = f"SELECT device_id, metric, {US}, value FROM readings"  # noqa: S
 CORRECTIONS_SQL = f"SELECT device_id, metric, {US}, value FROM reading_corrections"  # noqa: S608
 STATUS_SQL = f"SELECT device_id, online, {US} FROM device_status WHERE cause = 'status'"  # noqa: S608
 DEADLETTERS_SQL = "SELECT source, sha256, reason FROM deadletters"
-CORRECTIONS_EXIST_SQL = "SELECT to_regclass('reading_corrections') IS NOT NULL"
 
 Key = tuple[str, str, int]  # device, metric, ts in µs
 
@@ -60,7 +59,7 @@ class Tables:
     """What the database holds, as the accounting needs it."""
 
     readings: dict[Key, float]
-    corrections: set[tuple[str, str, int, float]] | None  # None: no reading_corrections table
+    corrections: set[tuple[str, str, int, float]]
     statuses: Counter[tuple[str, bool, int]]
     deadletters: Counter[tuple[str, str]]  # (source, sha256)
     reasons: list[tuple[str, str]]  # (source, reason) of every dead letter
@@ -68,16 +67,15 @@ class Tables:
     def size(self) -> tuple[int, int, int, int]:
         return (
             len(self.readings),
-            len(self.corrections or ()),
+            len(self.corrections),
             self.statuses.total(),
             self.deadletters.total(),
         )
 
 
 def read_tables(conn: psycopg.Connection) -> Tables:
-    (has_corrections,) = conn.execute(CORRECTIONS_EXIST_SQL).fetchone() or (False,)
     readings = {(d, m, ts): v for d, m, ts, v in conn.execute(READINGS_SQL)}
-    corrections = set(conn.execute(CORRECTIONS_SQL).fetchall()) if has_corrections else None
+    corrections = set(conn.execute(CORRECTIONS_SQL).fetchall())
     statuses = Counter(tuple(row) for row in conn.execute(STATUS_SQL))
     letters = conn.execute(DEADLETTERS_SQL).fetchall()
     return Tables(
@@ -145,9 +143,7 @@ def _readings_outcome(
         stored = tables.readings.get(fact.key)
         if stored == fact.value:
             continue
-        if stored is None or tables.corrections is None:
-            return None
-        if (*fact.key, fact.value) not in tables.corrections:
+        if stored is None or (*fact.key, fact.value) not in tables.corrections:
             return None
         corrected = True
     rows = {(*f.key, f.value) for f in facts}
@@ -340,7 +336,6 @@ class Result:
     restarts_by_role: dict[str, int]
     role_deaths: dict[str, int]  # "role: why" → how often
     roles_down: list[str]
-    corrections_table: bool
     rows_of_no_message: int  # readings rows that no accounted message names
     stream_deadletters: int  # dead letters of Kafka records (kafka:<topic>), not of messages
     unaccounted_by_kind: dict[str, int]
@@ -452,7 +447,7 @@ def run(
         corrections=outcomes[Outcome.CORRECTION], dead_lettered=outcomes[Outcome.DEADLETTERED],
         unaccounted=outcomes[Outcome.UNACCOUNTED], role_restarts=sum(roles.restarts.values()),
         restarts_by_role=roles.restarts, role_deaths=dict(Counter(roles.deaths)), roles_down=down,
-        corrections_table=tables.corrections is not None, rows_of_no_message=len(orphans),
+        rows_of_no_message=len(orphans),
         stream_deadletters=sum(1 for source, _ in tables.reasons if source.startswith("kafka:")),
         unaccounted_by_kind=dict(
             Counter(m.kind for m, o in pairs if o is Outcome.UNACCOUNTED).most_common()
@@ -489,8 +484,7 @@ def report(result: Result, json_path: Path | None = None, reasons: int = 25) -> 
         f"received                {r.received} (passed on to the bridge's subscription)",
         f"stored                  {r.stored}",
         f"duplicates              {r.duplicates}",
-        f"corrections             {r.corrections}"
-        + ("" if r.corrections_table else " (no reading_corrections table)"),
+        f"corrections             {r.corrections}",
         f"dead-lettered           {r.dead_lettered}",
         f"unaccounted             {r.unaccounted}",
         f"role restarts           {r.role_restarts}" + (f" ({restarts})" if restarts else ""),

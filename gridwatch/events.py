@@ -114,6 +114,8 @@ class SourceType(StrEnum):
 Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+# JSON parsing takes 1e999 as infinity, which jsonb and the rules cannot use.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Lon = Annotated[float, Field(ge=-180, le=180)]
 Lat = Annotated[float, Field(ge=-90, le=90)]
 
@@ -145,7 +147,7 @@ class Reading(Event):
     schema_: Literal["gw.reading/1"] = Field(default="gw.reading/1", alias="schema")
     device_id: Text = Field(min_length=1, max_length=64)
     metric: Text = Field(min_length=1, max_length=64)
-    value: float
+    value: FiniteFloat
     unit: Text
     ts: AwareDatetime
     seq: Int64 | None = None
@@ -170,9 +172,6 @@ def _trusted(model: type[M], fields: dict[str, object]) -> M:
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance
-
-
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Report(Model):
@@ -285,10 +284,12 @@ class Incident(Event):
     first_seen: AwareDatetime
     last_seen: AwareDatetime
     ended: bool = False
-    location_error_m: float | None = Field(
+    location_error_m: FiniteFloat | None = Field(
         default=None, ge=0, description="one-sigma error of a triangulated location"
     )
-    growth: float = Field(default=1.0, gt=0, description="largest growth of one source's evidence")
+    growth: FiniteFloat = Field(
+        default=1.0, gt=0, description="largest growth of one source's evidence"
+    )
 
 
 class Target(Model):

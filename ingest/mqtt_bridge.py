@@ -258,8 +258,21 @@ class MqttBridge:
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _retriable(err: BaseException) -> bool:
-    return isinstance(err, kafka_errors.KafkaError) and bool(err.retriable)
+# Errors about the record itself: Kafka will never take it, so the message is dead-lettered.
+# Any other failure (a broker down or timing out, a producer that gave up) may pass, so the
+# message stays unacknowledged: dead-lettering good readings for an outage would lose them.
+_RECORD_REFUSED = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidRecordError,
+    kafka_errors.CorruptRecordError,
+    kafka_errors.InvalidTimestampError,
+    kafka_errors.UnsupportedForMessageFormatError,
+)
+
+
+def _refused_for_good(err: BaseException) -> bool:
+    return isinstance(err, _RECORD_REFUSED)
 
 
 class _Delivery:
@@ -328,7 +341,7 @@ class _Delivery:
         what = str(err) if isinstance(err, kafka_errors.KafkaError) else repr(err)  # names its type
         reason = " ".join(f"Kafka refused a record for {topic}: {what}".split())
         with self._lock:
-            self._abandoned |= _retriable(err) or topic == topics.DEADLETTER
+            self._abandoned |= not _refused_for_good(err) or topic == topics.DEADLETTER
             abandoned = self._abandoned
         if abandoned:  # no ack: the broker redelivers the message after the bridge's restart
             self.bridge._fail(f"message on {self.topic!r} (mid {self.msg.mid}): {reason}")

@@ -16,13 +16,6 @@ from gridwatch.store.writer import write_events
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
 TOPIC = "gw/520199003/WL-001/telemetry"
-# The shared contract's table of corrections (its owner adds it to the schema).
-CORRECTIONS_DDL = """
-CREATE TABLE IF NOT EXISTS reading_corrections (
-    ts timestamptz NOT NULL, device_id text NOT NULL, metric text NOT NULL,
-    stored_value float8 NOT NULL, value float8 NOT NULL, unit text NOT NULL, id uuid NOT NULL,
-    received_at timestamptz NOT NULL, stored_at timestamptz NOT NULL DEFAULT clock_timestamp())
-"""
 
 
 def fact(ms: int, value: float, device: str = "WL-001") -> ReadingFact:
@@ -79,13 +72,7 @@ def test_each_message_gets_the_outcome_the_rows_show(conn: psycopg.Connection) -
         DeviceStatus(device_id="WL-001", online=True, ts=T0 + timedelta(milliseconds=5)),
         DeviceStatus(device_id="WL-001", online=False, ts=T0),
     ])  # fmt: skip
-    conn.execute(CORRECTIONS_DDL)
-    correction = fact(1, 2.5)
-    conn.execute(
-        "INSERT INTO reading_corrections (ts, device_id, metric, stored_value, value, unit, id,"
-        " received_at) VALUES (%s, %s, %s, 1.5, %s, 'm', gen_random_uuid(), now())",
-        (reading(correction).ts, correction.device_id, correction.metric, correction.value),
-    )
+    store(conn, [reading(fact(1, 2.5))])  # the writer keeps it as a correction
 
     outcomes = account(messages, read_tables(conn)).outcomes
 
@@ -105,14 +92,3 @@ def test_each_message_gets_the_outcome_the_rows_show(conn: psycopg.Connection) -
         "plain": Outcome.STORED,
         "plain lost": Outcome.UNACCOUNTED,
     }
-
-
-def test_without_a_corrections_table_a_conflicting_value_is_unaccounted(
-    conn: psycopg.Connection,
-) -> None:
-    good = message("good", Outcome.STORED, fact(1, 1.5))
-    conflict = message("conflict", Outcome.CORRECTION, fact(1, 2.5))
-    store(conn, [reading(good.readings[0])])
-    tables = read_tables(conn)
-    assert tables.corrections is None
-    assert account([good, conflict], tables).outcomes == [Outcome.STORED, Outcome.UNACCOUNTED]

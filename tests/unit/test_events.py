@@ -92,3 +92,9 @@ def test_values_postgresql_cannot_store_are_refused_at_validation(
     fields[field] = value
     with pytest.raises(ValidationError, match=problem):
         Reading(ts=datetime(2026, 1, 1, tzinfo=UTC), **fields)  # type: ignore[arg-type]
+
+
+def test_an_infinite_float_is_refused_at_validation() -> None:
+    r = Reading(device_id="d", metric="m", value=1, unit="u", ts=datetime(2026, 1, 1, tzinfo=UTC))
+    with pytest.raises(PayloadError, match="value: Input should be a finite number"):
+        decode(Reading, r.to_bytes().replace(b'"value":1.0', b'"value":1e999'))
