@@ -11,6 +11,7 @@ messages name the same reading unless one is meant to repeat or correct the othe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable
@@ -177,7 +178,9 @@ class Generator:
         return FuzzMessage(kind, self.topic(device), _json(body), Outcome.STORED, tuple(facts))
 
     def big_array(self) -> FuzzMessage:
-        return self.good_array(BIG_ARRAY_POINTS, "valid array of 17,000 points (~1 MB)")
+        """Valid readings in more bytes than the bridge takes in one message."""
+        array = self.good_array(BIG_ARRAY_POINTS, "valid array of 17,000 points (~1 MB)")
+        return dataclasses.replace(array, expect=Outcome.DEADLETTERED, readings=())
 
     def good_gateway(self) -> FuzzMessage:
         devices = self.rng.sample(self.channels, self.rng.randint(2, min(5, len(self.channels))))
