@@ -1,12 +1,15 @@
 """The alerting roles as long-running loops: the engine, the closed loop and the outbox relay.
 
 Each consumes with aiokafka and commits only after its effects are durable (alerts in Kafka,
-case changes and outbox rows in PostgreSQL). ``clock`` is injectable everywhere.
+case changes and outbox rows in PostgreSQL). ``clock`` is injectable everywhere. Each loop
+beats its role's ``heartbeat`` once per turn; an error that escapes a loop ends the role, so
+its supervisor restarts it from the committed offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +27,7 @@ from alerts.sinks import BROADCAST, DISPATCH, HttpSender
 from gridwatch import kafka, topics
 from gridwatch.errors import PayloadError
 from gridwatch.events import Alert, CaseEvent, DeadLetter, Incident, decode, utcnow
+from gridwatch.liveness import Heartbeat
 from gridwatch.site import Site
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 SILENCE_REFRESH_S = 2.0
 TIMER_PERIOD_S = 1.0
+# The relay role's two loops, each of which must beat for the role to be alive.
+CASES_LOOP, OUTBOX_LOOP = "cases", "outbox"
+RELAY_LOOPS = (CASES_LOOP, OUTBOX_LOOP)
 
 
 def _dead(producer: KafkaProducer, source: str, raw: bytes, reason: str) -> None:
@@ -48,6 +55,7 @@ async def run_engine(
     clock: Clock = utcnow,
     group_id: str = "gridwatch-alerts",
     ready: asyncio.Event | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
     """Incidents in, notifications out; silences are re-read from the database every few s."""
     engine = AlertEngine(site)
@@ -56,6 +64,8 @@ async def run_engine(
     silences_at = 0.0
     try:
         while not stop.is_set():
+            if heartbeat is not None:
+                heartbeat.beat()
             if database_url and time.monotonic() - silences_at > SILENCE_REFRESH_S:
                 engine.silences = await asyncio.to_thread(_silences, database_url, clock())
                 silences_at = time.monotonic()
@@ -96,6 +106,7 @@ async def run_closed_loop(
     clock: Clock = utcnow,
     group_id: str = "gridwatch-cases",
     ready: asyncio.Event | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
     """Alerts open cases, callbacks move them, the timers escalate them."""
     loop = ClosedLoop(site, clock)
@@ -105,6 +116,8 @@ async def run_closed_loop(
     try:
         with psycopg.connect(database_url, connect_timeout=5) as conn:
             while not stop.is_set():
+                if heartbeat is not None:
+                    heartbeat.beat(CASES_LOOP)
                 batches = await consumer.getmany(timeout_ms=100, max_records=200)
                 if ready is not None and consumer.assignment():
                     ready.set()
@@ -151,6 +164,7 @@ async def run_relay(
     stop: asyncio.Event,
     *,
     clock: Clock = utcnow,
+    heartbeat: Heartbeat | None = None,
 ) -> Relay:
     """Deliver the outbox to the dispatch and broadcast systems until ``stop``."""
     policy = site.policy
@@ -168,7 +182,8 @@ async def run_relay(
 
     relay = Relay(database_url, senders, policy.delivery, clock=clock, on_dead=on_dead)
     try:
-        await relay.run(stop)
+        beat = functools.partial(heartbeat.beat, OUTBOX_LOOP) if heartbeat else None
+        await relay.run(stop, beat=beat)
     finally:
         for sender in senders.values():
             await sender.close()

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ import psycopg
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.pipeline import SENSOR_ROLES, Roles, role_env
 from gridwatch import topics
 from gridwatch.services import EmbeddedServices, ServiceUrls, create_topics
 from gridwatch.settings import Settings
@@ -191,8 +191,14 @@ def raw_mqtt_msgs_per_s(host: str, port: int, messages: int = 20_000) -> float:
     return count[0] / elapsed
 
 
-def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, bytes]]:
+Value = Callable[[str, int, int], float]  # (metric, step, device index) to the value reported
+
+
+def gateway_messages(
+    site: Site, step: int, start_ms: int, value: Value | None = None
+) -> list[tuple[str, bytes]]:
     """The gateway messages of period ``step``, each timed at its share of the period."""
+    value = value or _value
     topic = f"gw/{site.street.code}/gateway/telemetry"
     count = -(-len(site.sensors) // PER_MESSAGE)
     out = []
@@ -203,7 +209,7 @@ def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, b
                 {
                     "ts": ts,
                     "seq": step,
-                    "values": {m: _value(m, step, i) for m in site.sensors[0].metrics},
+                    "values": {m: value(m, step, i) for m in site.sensors[0].metrics},
                 }
             ]  # fmt: skip
             for i, s in enumerate(site.sensors[first : first + PER_MESSAGE], start=first)
@@ -222,8 +228,15 @@ def _value(metric: str, step: int, device: int) -> float:
     return -70.0 - step % 5
 
 
-def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
-    """Publish every device's reports for ``duration`` s; returns the reports sent."""
+def publish_for(
+    site: Site,
+    urls: ServiceUrls,
+    duration: float,
+    value: Value | None = None,
+    published: Callable[[int], None] | None = None,
+) -> int:
+    """Publish every device's reports for ``duration`` s; returns the reports sent.
+    ``published`` is told the reports the broker has acknowledged after each period."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -233,46 +246,22 @@ def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
     infos, step = [], 0
     while step / RATE_HZ < duration:
         # Gateways are not synchronised: their messages are spread over each period.
-        messages = _gateway_messages(site, step, start_ms)
+        messages = gateway_messages(site, step, start_ms, value)
         for i, (topic, payload) in enumerate(messages):
             delay = (step + i / len(messages)) / RATE_HZ - (time.monotonic() - start)
             if delay > 0:
                 time.sleep(delay)
             infos.append(client.publish(topic, payload, qos=1))
         step += 1
+        if published is not None:
+            for info in infos[-len(messages) :]:
+                info.wait_for_publish(timeout=120)
+            published(step * len(site.sensors))
     for info in infos:
         info.wait_for_publish(timeout=120)
     client.disconnect()
     client.loop_stop()
     return step * len(site.sensors)
-
-
-def _roles(urls: ServiceUrls, site_file: Path, work: Path) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "GRIDWATCH_DATABASE_URL": urls.database_url,
-           "GRIDWATCH_KAFKA_BOOTSTRAP": urls.kafka_bootstrap,
-           "GRIDWATCH_MQTT_URL": f"mqtt://{urls.mqtt_host}:{urls.mqtt_port}",
-           "GRIDWATCH_SITE": str(site_file)}  # fmt: skip
-    commands = (["ingest", "mqtt"], ["streams", "worker", "--datadir", str(work / "faust")],
-                ["store", "writer"])  # fmt: skip
-    return [
-        subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "gridwatch", *cmd],
-            env=env,
-            cwd=work,
-            stdout=(work / f"{cmd[0]}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        for cmd in commands
-    ]
-
-
-def _wait_logged(log: Path, marker: str, timeout: float) -> None:
-    """Until a role has logged ``marker``; on a busy machine a fixed wait is not always enough."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and marker in log.read_text(encoding="utf-8", errors="replace"):
-            return
-        time.sleep(0.5)
 
 
 STORED_SQL = """
@@ -332,15 +321,15 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
             site = bench_site(site, devices, metrics)
             site_file = work / "site.yaml"
             site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
-            roles = _roles(urls, site_file, work)
+            roles = Roles(SENSOR_ROLES, role_env(urls, site_file), work)
             try:
                 # Group joins and Faust's start-up (loading a large site), outside the measurement.
                 time.sleep(15)
-                _wait_logged(work / "streams.log", "Worker ready", timeout=120)
+                roles.wait_logged("streams-worker", "Worker ready", timeout=120)
                 baseline = _inserted(urls.database_url)
                 cpu_before = _cpu_by_role(os.getpid())
                 started = datetime.now(UTC)
-                sent = _publish_for(site, urls, duration)
+                sent = publish_for(site, urls, duration)
                 (count, unique, _first, last), cpu_after = _wait_stored(
                     urls.database_url, sent * metrics, baseline
                 )
@@ -349,9 +338,7 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
                 with psycopg.connect(urls.database_url) as conn:
                     detections, p50, p99 = conn.execute(LATENCY_SQL).fetchone() or (0, None, None)
             finally:
-                for role in roles:
-                    role.kill()
-                    role.wait(30)
+                roles.stop()
     points = sent * metrics
     elapsed = max((last - started).total_seconds(), 1e-9) if last else float("inf")
     per_s = unique / elapsed

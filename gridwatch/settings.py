@@ -26,4 +26,7 @@ class Settings(BaseSettings):
     site: Path = Field(default=SAMPLE_SITE, description="the site file (YAML)")
     topic_partitions: int = Field(default=1, ge=1, description="partitions of created topics")
     evidence_dir: Path = Field(default=Path("evidence"), description="snapshot store")
+    liveness_dir: Path = Field(
+        default=Path("liveness"), description="the roles' heartbeat files (gridwatch health)"
+    )
     run_dir: Path | None = Field(default=None, description="where embedded services keep data")

@@ -34,6 +34,7 @@ from gridwatch.cli.common import (
     streams_app,
 )
 from gridwatch.errors import GridwatchError
+from gridwatch.liveness import Heartbeat
 from gridwatch.services import create_topics
 from gridwatch.settings import Settings
 from gridwatch.site import load_site
@@ -94,7 +95,7 @@ def ingest_mqtt() -> None:
     steady_memory()
     bridge.start()
     with contextlib.suppress(KeyboardInterrupt):
-        threading.Event().wait()
+        Heartbeat(settings.liveness_dir, "ingest-mqtt").pulse(bridge.client.is_connected)
     bridge.stop()
 
 
@@ -111,8 +112,9 @@ def streams_worker(
     urls, site = required_services(settings), site_or_fail(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
     steady_memory()
+    heartbeat = Heartbeat(settings.liveness_dir, "streams-worker")
     Worker(
-        build_app(site, urls.kafka_bootstrap, datadir), loglevel="INFO"
+        build_app(site, urls.kafka_bootstrap, datadir, heartbeat=heartbeat), loglevel="INFO"
     ).execute_from_commandline()
 
 
@@ -130,7 +132,9 @@ def alerts_engine() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
         producer = kafka.producer(urls.kafka_bootstrap)
-        await run_engine(site, urls.kafka_bootstrap, producer, stop, database_url=urls.database_url)
+        heartbeat = Heartbeat(settings.liveness_dir, "alerts-engine")
+        await run_engine(site, urls.kafka_bootstrap, producer, stop,
+                         database_url=urls.database_url, heartbeat=heartbeat)  # fmt: skip
 
     asyncio.run(main())
 
@@ -144,7 +148,7 @@ def alerts_relay(
     import os
 
     from alerts.callbacks import CallbackServer
-    from alerts.roles import run_closed_loop, run_relay
+    from alerts.roles import RELAY_LOOPS, run_closed_loop, run_relay
     from alerts.sinks import BROADCAST, DISPATCH
     from gridwatch import kafka
 
@@ -165,10 +169,12 @@ def alerts_relay(
         producer = kafka.producer(urls.kafka_bootstrap)
         callbacks = CallbackServer(keys[DISPATCH], producer)
         await callbacks.start("0.0.0.0", callback_port)  # noqa: S104 - the sinks call in
+        beats = Heartbeat(settings.liveness_dir, "alerts-relay", loops=RELAY_LOOPS)
+        db, bootstrap = urls.database_url, urls.kafka_bootstrap
         try:
             await asyncio.gather(
-                run_closed_loop(site, urls.database_url, urls.kafka_bootstrap, producer, stop),
-                run_relay(site, urls.database_url, producer, keys, stop),
+                run_closed_loop(site, db, bootstrap, producer, stop, heartbeat=beats),
+                run_relay(site, db, producer, keys, stop, heartbeat=beats),
             )
         finally:
             await callbacks.stop()
@@ -240,7 +246,8 @@ def store_writer() -> None:
     async def main() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
-        await run_persist(urls.database_url, urls.kafka_bootstrap, stop)
+        heartbeat = Heartbeat(settings.liveness_dir, "store-writer")
+        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=heartbeat)
 
     asyncio.run(main())
 
@@ -294,8 +301,9 @@ def ingest_camera(
         raise fail(f"no camera or watchtower {device!r} in {settings.site}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    heartbeat = Heartbeat(settings.liveness_dir, f"camera-{device}")
     with contextlib.suppress(KeyboardInterrupt):
-        worker.run(VideoSource(url), stop)
+        worker.run(VideoSource(url), stop, heartbeat=heartbeat)
 
 
 @cameras_app.command("ack-baseline")

@@ -18,6 +18,7 @@ from gridwatch.cli.common import (
     site_or_fail,
 )
 from gridwatch.errors import GridwatchError
+from gridwatch.liveness import DEFAULT_MAX_AGE_S, age_s
 from gridwatch.settings import Settings
 from gridwatch.site import Site
 
@@ -151,3 +152,25 @@ def bench_sensors(
 
     result = run(site_or_fail(Settings()), devices, duration, metrics)
     console.print(report(result, json_path))
+
+
+@app.command()
+def health(
+    role: Annotated[str, typer.Argument(help="the role's name, e.g. store-writer")],
+    max_age: Annotated[
+        float, typer.Option(help="seconds since the last heartbeat that still count as alive")
+    ] = DEFAULT_MAX_AGE_S,
+) -> None:
+    """Exit 0 if the role's loop beat within --max-age seconds, 1 if not (a healthcheck)."""
+    settings = Settings()
+    try:
+        age = age_s(settings.liveness_dir, role)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    if age is None:
+        console.print(f"{role}: no heartbeat in {settings.liveness_dir}")
+        raise typer.Exit(code=1)
+    if age > max_age:
+        console.print(f"{role}: last heartbeat {age:.0f} s ago (more than {max_age:g} s)")
+        raise typer.Exit(code=1)
+    console.print(f"{role}: alive, last heartbeat {age:.1f} s ago")
