@@ -9,6 +9,7 @@ its supervisor restarts it from the committed offsets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -59,6 +60,10 @@ async def run_engine(
 ) -> None:
     """Incidents in, notifications out; silences are re-read from the database every few s."""
     engine = AlertEngine(site)
+    for alert in await _restore(engine, bootstrap, clock()):
+        log.info("alert %s %s %s (due at restart)", alert.fingerprint, alert.level, alert.state)
+        producer.send(topics.ALERTS, key=alert.fingerprint.encode(), value=alert.to_bytes())
+    await asyncio.to_thread(producer.flush)
     consumer = kafka.consumer(bootstrap, group_id, topics.INCIDENTS)
     await consumer.start()
     silences_at = 0.0
@@ -67,7 +72,9 @@ async def run_engine(
             if heartbeat is not None:
                 heartbeat.beat()
             if database_url and time.monotonic() - silences_at > SILENCE_REFRESH_S:
-                engine.silences = await asyncio.to_thread(_silences, database_url, clock())
+                engine.silences = await asyncio.to_thread(
+                    _silences, database_url, clock(), engine.silences
+                )
                 silences_at = time.monotonic()
             batches = await consumer.getmany(timeout_ms=100, max_records=500)
             if ready is not None and consumer.assignment():
@@ -91,9 +98,30 @@ async def run_engine(
         await consumer.stop()
 
 
-def _silences(database_url: str, now: datetime) -> list[Silence]:
-    with psycopg.connect(database_url, connect_timeout=5) as conn:
-        return current_silences(conn, now)
+async def _restore(engine: AlertEngine, bootstrap: str, now: datetime) -> list[Alert]:
+    """The engine's state from every incident and notification so far (see ``restore``)."""
+    incidents, sent = [], []
+    for raw in await kafka.read_topic(bootstrap, topics.INCIDENTS):
+        with contextlib.suppress(PayloadError):  # dead-lettered when it first came
+            incidents.append(decode(Incident, raw))
+    for raw in await kafka.read_topic(bootstrap, topics.ALERTS):
+        with contextlib.suppress(PayloadError):
+            sent.append(decode(Alert, raw))
+    due = engine.restore(incidents, sent, now)
+    log.info("alert engine restored from %d incidents and %d notifications", len(incidents),
+             len(sent))  # fmt: skip
+    return due
+
+
+def _silences(database_url: str, now: datetime, current: list[Silence]) -> list[Silence]:
+    """The silences in force; the last ones known while the database is away, which must not
+    stop alerting."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            return current_silences(conn, now)
+    except psycopg.OperationalError as err:
+        log.warning("silences not refreshed, database unavailable: %s", err)
+        return current
 
 
 async def run_closed_loop(

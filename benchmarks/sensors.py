@@ -198,7 +198,7 @@ def gateway_messages(
     site: Site, step: int, start_ms: int, value: Value | None = None
 ) -> list[tuple[str, bytes]]:
     """The gateway messages of period ``step``, each timed at its share of the period."""
-    value = value or _value
+    value = value or bench_value
     topic = f"gw/{site.street.code}/gateway/telemetry"
     count = -(-len(site.sensors) // PER_MESSAGE)
     out = []
@@ -218,7 +218,7 @@ def gateway_messages(
     return out
 
 
-def _value(metric: str, step: int, device: int) -> float:
+def bench_value(metric: str, step: int, device: int) -> float:
     if metric == "water_level_m":
         return 2.7 if device % 50 == 0 and (step + device // 50) % CYCLE == 0 else 1.0
     if metric == "rainfall_mm_h":

@@ -174,3 +174,34 @@ def health(
         console.print(f"{role}: last heartbeat {age:.0f} s ago (more than {max_age:g} s)")
         raise typer.Exit(code=1)
     console.print(f"{role}: alive, last heartbeat {age:.1f} s ago")
+
+
+@bench_app.command("faults")
+def bench_faults(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="a scenario to run, repeatable (default: all of them)"),
+    ] = None,
+    devices: Annotated[int, typer.Option(help="bench devices, one report a second")] = 200,
+    duration: Annotated[float, typer.Option(help="seconds of publishing per scenario")] = 30.0,
+    clock_factor: Annotated[
+        float, typer.Option(help="alert timers and delivery backoff this many times faster")
+    ] = 20.0,
+    postgres_down: Annotated[float, typer.Option(help="seconds PostgreSQL is stopped")] = 30.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    logs: Annotated[Path | None, typer.Option(help="keep each run's logs under here")] = None,
+) -> None:
+    """Kill each role, stop PostgreSQL, take the dispatch and broadcast endpoints down for ten
+    minutes (on the compressed clock), each mid-stream, and compare with a fault-free run."""
+    from benchmarks.faults import SCENARIOS, Plan, report, run
+
+    names = scenario or list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise fail(f"no scenario {', '.join(unknown)}; there are {', '.join(SCENARIOS)}")
+    plan = Plan(devices=devices, duration_s=duration, clock_factor=clock_factor,
+                postgres_down_s=postgres_down, logs=logs)  # fmt: skip
+    outcomes = run(site_or_fail(Settings()), plan, names)
+    console.print(report(outcomes, plan, json_path), highlight=False, soft_wrap=True)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(code=1)
