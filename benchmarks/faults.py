@@ -71,6 +71,7 @@ SELECT kind, source_id, coalesce(level, ''), cleared, ts FROM detections WHERE s
 """
 STORED_SQL = "SELECT count(DISTINCT (device_id, metric, ts)) FROM readings"
 ALERTS_SQL = "SELECT kind, level, state FROM alerts"
+RETRIES_SQL = "SELECT coalesce(sum(attempts - 1), 0) FROM outbox"
 UNRESOLVED_SQL = """
 SELECT count(DISTINCT fingerprint) FILTER (WHERE state = 'firing'),
        count(DISTINCT fingerprint) FILTER (WHERE state = 'resolved')
@@ -133,6 +134,7 @@ class Observed:
     alerts: Counter[tuple[str, str, str]]
     delivered: Counter[tuple[str, ...]]
     recovery_s: list[float | None]
+    delivery_retries: int
     restarts: dict[str, int]
     heartbeat_ages: dict[str, float | None]
     complete: bool
@@ -153,6 +155,7 @@ class Outcome:
     delivered_expected: int
     exactly_once: bool  # alerts and messages: as in the fault-free run, none twice
     recovery_s: float | None
+    delivery_retries: int = 0  # attempts beyond the first, over every outbox message
     restarts: dict[str, int] = field(default_factory=dict)
     not_alive_after: list[str] = field(default_factory=list)
     caught_up: bool = True
@@ -384,6 +387,7 @@ class _Run:
                 for kind, source, level, cleared, ts in conn.execute(DETECTIONS_SQL)
             )
             alerts: Counter[tuple[str, str, str]] = Counter(conn.execute(ALERTS_SQL).fetchall())
+            (retries,) = conn.execute(RETRIES_SQL).fetchone() or (0,)
         delivered = Counter(_dispatched(body) for body in self.desk.received.values())
         delivered.update(("broadcast", key.split(".", 1)[-1]) for key in self.receiver.received)
         return Observed(
@@ -394,6 +398,7 @@ class _Run:
             alerts=alerts,
             delivered=delivered,
             recovery_s=[self._recovery(end, published) for end, published in self.fault_ends],
+            delivery_retries=int(retries),
             restarts={name: role.restarts for name, role in roles.roles.items() if role.restarts},
             heartbeat_ages={name: age_s(liveness, name) for name in COMMANDS},
             complete=complete,
@@ -474,6 +479,7 @@ def compare(name: str, run: Observed, baseline: Observed) -> Outcome:
         exactly_once=(run.alerts, run.delivered) == (baseline.alerts, baseline.delivered)
         and all(n == 1 for n in (run.alerts + run.delivered).values()),
         recovery_s=max(recovered) if len(recovered) == len(run.recovery_s) and recovered else None,
+        delivery_retries=run.delivery_retries,
         restarts=run.restarts,
         not_alive_after=[
             f"{name} ({'no heartbeat' if age is None else f'{age:.0f} s'})"
