@@ -5,8 +5,12 @@ again when it exits, as compose's ``restart: unless-stopped`` does), on fresh em
 with the simulated dispatch desk and broadcast receiver over real HTTP: gateways of bench
 devices reporting once a second, one of them a gauge that rises to red and falls back (a flood
 incident, its red alert, a case dispatched, a CAP broadcast and, once resolved, its cancel).
-Faults strike mid-stream: a role killed with SIGKILL, PostgreSQL stopped, the desk and the
-receiver refusing connections. Each run is then held against a fault-free run of the same input:
+Faults strike mid-stream: a role killed with SIGKILL, the Kafka broker or PostgreSQL stopped and
+started again, the desk and the receiver refusing connections. The embedded broker (Tansu)
+keeps its log in memory, so its restart tests the clients' side (producers retrying through the
+outage, consumers rejoining a broker that forgot their groups), not durability: what it held
+unconsumed when it stopped is gone. Each run is then held against a fault-free run of the same
+input:
 
 - readings sent, stored, lost and duplicated (rows of one (device, metric, ts));
 - detections: (kind, source, level, cleared, reading time from the first reading), as a multiset;
@@ -32,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -44,7 +48,14 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from benchmarks.pipeline import COMMANDS, BackgroundLoop, Roles, restart_postgres, role_env
+from benchmarks.pipeline import (
+    COMMANDS,
+    BackgroundLoop,
+    Roles,
+    restart_kafka,
+    restart_postgres,
+    role_env,
+)
 from benchmarks.sensors import bench_site, bench_value, publish_for
 from gridwatch.liveness import age_s
 from gridwatch.processes import claim_port
@@ -82,11 +93,11 @@ FROM alerts
 @dataclass(frozen=True)
 class Fault:
     """At ``at`` (a fraction of the publishing time): ``kill`` a role (SIGKILL), stop
-    ``postgres`` for ``down_s``, or take the dispatch and broadcast ``endpoints`` down for
-    ``down_s`` (by default the ten minutes, on the compressed clock)."""
+    ``postgres`` or the Kafka ``broker`` for ``down_s``, or take the dispatch and broadcast
+    ``endpoints`` down for ``down_s`` (by default the ten minutes, on the compressed clock)."""
 
     at: float
-    kind: Literal["kill", "postgres", "endpoints"]
+    kind: Literal["kill", "postgres", "endpoints", "broker"]
     role: str = ""
     down_s: float | None = None
 
@@ -103,6 +114,7 @@ class Plan:
     duration_s: float = 30.0
     clock_factor: float = 20.0
     postgres_down_s: float = 30.0
+    broker_down_s: float = 10.0
     timeout_s: float = 120.0  # waiting for the pipeline to catch up after the publishing
     logs: Path | None = None  # each run's role and service logs are copied under it
 
@@ -119,6 +131,7 @@ def kill(role: str, at: float = 0.45) -> Scenario:
 SCENARIOS = {
     **{f"kill-{role}": kill(role) for role in COMMANDS},
     "postgres-stop": Scenario("postgres stopped", (Fault(0.45, "postgres"),)),
+    "broker-restart": Scenario("kafka broker restarted", (Fault(0.45, "broker"),)),
     "endpoints-down": Scenario("dispatch+broadcast down", (Fault(0.25, "endpoints"),)),
 }
 
@@ -227,8 +240,9 @@ class _Run:
         """On fresh embedded Kafka and MQTT, and PostgreSQL unless ``database_url`` is given."""
         settings = Settings(_env_file=None, database_url=database_url)
         with ExitStack() as stack:
-            urls = stack.enter_context(EmbeddedServices(settings, self.work / "services"))
-            servers = stack.enter_context(self._postgres_restarts())
+            self.services = EmbeddedServices(settings, self.work / "services")
+            urls = stack.enter_context(self.services)
+            servers = stack.enter_context(self._restarted())
             with psycopg.connect(urls.database_url) as conn:
                 ensure_schema(conn)
             loop = BackgroundLoop()
@@ -260,15 +274,14 @@ class _Run:
             return self._observe(urls, sent, roles, liveness, complete)
 
     @contextmanager
-    def _postgres_restarts(self) -> Iterator[list[subprocess.Popen[bytes]]]:
-        """The servers started again after a stop, stopped at the end."""
-        servers: list[subprocess.Popen[bytes]] = []
+    def _restarted(self) -> Iterator[list[Callable[[], None]]]:
+        """How to stop the services started again after a fault, called at the end."""
+        stops: list[Callable[[], None]] = []
         try:
-            yield servers
+            yield stops
         finally:
-            for server in servers:
-                server.send_signal(signal.SIGINT)
-                server.wait(30)
+            for stop in stops:
+                stop()
 
     def _wait_alive(self, roles: Roles, liveness: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -286,7 +299,7 @@ class _Run:
         urls: ServiceUrls,
         roles: Roles,
         loop: BackgroundLoop,
-        servers: list[subprocess.Popen[bytes]],
+        servers: list[Callable[[], None]],
     ) -> int:
         steps = int(self.plan.duration_s)
         red = range(int(steps * 0.3), int(steps * 0.7))
@@ -318,7 +331,7 @@ class _Run:
         urls: ServiceUrls,
         roles: Roles,
         loop: BackgroundLoop,
-        servers: list[subprocess.Popen[bytes]],
+        servers: list[Callable[[], None]],
     ) -> None:
         if fault.kind == "kill":
             restarts = roles.roles[fault.role].restarts
@@ -328,7 +341,12 @@ class _Run:
         elif fault.kind == "postgres":
             down = fault.down_s if fault.down_s is not None else self.plan.postgres_down_s
             pgdata = self.work / "services" / "postgres"
-            servers.append(restart_postgres(pgdata, urls.database_url, lambda: time.sleep(down)))
+            server = restart_postgres(pgdata, urls.database_url, lambda: time.sleep(down))
+            servers.append(lambda: _stop_postgres(server))
+        elif fault.kind == "broker":
+            down = fault.down_s if fault.down_s is not None else self.plan.broker_down_s
+            broker = restart_kafka(self.services, urls.kafka_bootstrap, down)
+            servers.append(broker.stop)
         else:
             down = fault.down_s if fault.down_s is not None else self.plan.outage_s
             loop.run(_both_down(self.desk, self.receiver, down), timeout=down + 30)
@@ -412,6 +430,11 @@ class _Run:
             if at >= end and stored >= published * METRICS and pending == 0 and alive:
                 return round(at - end, 1)
         return None
+
+
+def _stop_postgres(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGINT)
+    server.wait(30)
 
 
 async def _both_down(desk: DispatchDesk, receiver: BroadcastReceiver, seconds: float) -> None:

@@ -23,7 +23,9 @@ from typing import Any
 
 import psycopg
 
-from gridwatch.services import ServiceUrls
+from gridwatch import topics
+from gridwatch.processes import ServiceProcess, accepts_connections
+from gridwatch.services import EmbeddedServices, ServiceUrls, create_topics
 
 # Each role by its compose service name (also its heartbeat's name), and its command.
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -203,6 +205,21 @@ def restart_postgres(
             time.sleep(0.2)
     server.kill()
     raise RuntimeError("PostgreSQL did not come back")
+
+
+def restart_kafka(services: EmbeddedServices, bootstrap: str, down_s: float) -> ServiceProcess:
+    """Stop the embedded broker, wait ``down_s``, start it again on the same port and create
+    the topics, as the compose file's kafka-init does for a new broker. The caller stops the
+    returned process."""
+    old = services.processes["kafka"]
+    argv = [str(arg) for arg in old.popen.args]  # type: ignore[union-attr]
+    old.stop()
+    time.sleep(down_s)
+    broker = ServiceProcess(old.name, argv, old.log_path)
+    port = int(bootstrap.rpartition(":")[2])
+    broker.wait_until(lambda: accepts_connections(port), 30, "accept connections")
+    create_topics(bootstrap, topics.ALL, 1)
+    return broker
 
 
 def _state(pid: int) -> bytes:

@@ -66,7 +66,13 @@ def producer(bootstrap: str, **overrides: object) -> KafkaProducer:
         "batch_size": 256 * 1024,
         "compression_type": compression(),
         "partitioner": KeyHashCache(),
-        "retries": 10,
+        # Retried until the delivery timeout, not a count: ten retries were spent within a second
+        # of a broker restart, and the bridge then held messages it could neither send nor ack.
+        "delivery_timeout_ms": 120_000,
+        # kafka-python 3 is idempotent by default; its producer id does not survive a broker
+        # that lost its state, and every send then fails with UnknownProducerIdError. The
+        # consumers are idempotent instead (unique keys, replayable rule states).
+        "enable_idempotence": False,
         "max_in_flight_requests_per_connection": 1,  # keeps per-key order across retries
     }
     config.update(overrides)

@@ -188,11 +188,13 @@ def bench_faults(
         float, typer.Option(help="alert timers and delivery backoff this many times faster")
     ] = 20.0,
     postgres_down: Annotated[float, typer.Option(help="seconds PostgreSQL is stopped")] = 30.0,
+    broker_down: Annotated[float, typer.Option(help="seconds the Kafka broker is stopped")] = 10.0,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     logs: Annotated[Path | None, typer.Option(help="keep each run's logs under here")] = None,
 ) -> None:
-    """Kill each role, stop PostgreSQL, take the dispatch and broadcast endpoints down for ten
-    minutes (on the compressed clock), each mid-stream, and compare with a fault-free run."""
+    """Kill each role, restart the Kafka broker, stop PostgreSQL, take the dispatch and
+    broadcast endpoints down for ten minutes (on the compressed clock), each mid-stream, and
+    compare with a fault-free run of the same input."""
     from benchmarks.faults import SCENARIOS, Plan, report, run
 
     names = scenario or list(SCENARIOS)
@@ -200,7 +202,7 @@ def bench_faults(
     if unknown:
         raise fail(f"no scenario {', '.join(unknown)}; there are {', '.join(SCENARIOS)}")
     plan = Plan(devices=devices, duration_s=duration, clock_factor=clock_factor,
-                postgres_down_s=postgres_down, logs=logs)  # fmt: skip
+                postgres_down_s=postgres_down, broker_down_s=broker_down, logs=logs)  # fmt: skip
     outcomes = run(site_or_fail(Settings()), plan, names)
     console.print(report(outcomes, plan, json_path), highlight=False, soft_wrap=True)
     if not all(o.ok for o in outcomes):
