@@ -69,6 +69,7 @@ from simulators.dispatch_desk import DispatchDesk
 
 GAUGE = 0  # the device index whose water level goes red and back
 RED_M, NORMAL_M = 3.8, 1.0
+RED = (0.3, 0.7)  # the part of the publishing time the gauge reads red
 REAL_OUTAGE_S = 600.0  # the endpoints' outage in the policy's own time: ten minutes
 METRICS = 2
 ALIVE_S = 10.0  # a role whose heartbeat is older at the end did not recover
@@ -181,6 +182,7 @@ class Outcome:
             and self.detections_equal
             and self.exactly_once
             and not self.not_alive_after
+            and self.caught_up
         )
 
 
@@ -238,7 +240,9 @@ class _Run:
 
     def __call__(self, database_url: str | None) -> Observed:
         """On fresh embedded Kafka and MQTT, and PostgreSQL unless ``database_url`` is given."""
-        settings = Settings(_env_file=None, database_url=database_url)
+        settings = Settings(
+            _env_file=None, database_url=database_url, kafka_bootstrap=None, mqtt_url=None
+        )
         with ExitStack() as stack:
             self.services = EmbeddedServices(settings, self.work / "services")
             urls = stack.enter_context(self.services)
@@ -302,7 +306,7 @@ class _Run:
         servers: list[Callable[[], None]],
     ) -> int:
         steps = int(self.plan.duration_s)
-        red = range(int(steps * 0.3), int(steps * 0.7))
+        red = range(int(steps * RED[0]), int(steps * RED[1]))
         result: list[int] = []
 
         def published(n: int) -> None:
@@ -319,8 +323,8 @@ class _Run:
         started = time.monotonic()
         publisher.start()
         for fault in sorted(self.scenario.faults, key=lambda f: f.at):
-            # Between two reports of the devices: a restarted in-memory broker loses only what
-            # it held unconsumed, which is then nothing but bad luck.
+            # Half-way between two reports of the devices, when the consumers have caught up:
+            # a restarted in-memory broker loses only what it held unconsumed.
             at = started + round(fault.at * self.plan.duration_s) + 0.5
             time.sleep(max(0.0, at - time.monotonic()))
             self._inject(fault, urls, roles, loop, servers)

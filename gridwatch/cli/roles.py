@@ -169,13 +169,13 @@ def alerts_relay(
         producer = kafka.producer(urls.kafka_bootstrap)
         callbacks = CallbackServer(keys[DISPATCH], producer)
         await callbacks.start("0.0.0.0", callback_port)  # noqa: S104 - the sinks call in
-        beats = Heartbeat(settings.liveness_dir, "alerts-relay", loops=RELAY_LOOPS)
-        db, bootstrap = urls.database_url, urls.kafka_bootstrap
         try:
+            beats = Heartbeat(settings.liveness_dir, "alerts-relay", loops=RELAY_LOOPS)
             await asyncio.gather(
-                run_closed_loop(site, db, bootstrap, producer, stop, heartbeat=beats),
-                run_relay(site, db, producer, keys, stop, heartbeat=beats),
-            )
+                run_closed_loop(site, urls.database_url, urls.kafka_bootstrap, producer, stop,
+                                heartbeat=beats),
+                run_relay(site, urls.database_url, producer, keys, stop, heartbeat=beats),
+            )  # fmt: skip
         finally:
             await callbacks.stop()
 

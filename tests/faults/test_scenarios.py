@@ -19,8 +19,8 @@ from gridwatch.settings import SAMPLE_SITE, Settings
 from gridwatch.site import Site, load_site
 
 PLAN = Plan(devices=100, duration_s=20.0, clock_factor=30.0, postgres_down_s=10.0, timeout_s=60)
-# Each role killed once while the incident is open (its readings go red at 30 % and clear at
-# 70 % of the run), one after the other.
+# Each role killed once while the incident is open (the gauge reads red over ``RED`` of the
+# run), one after the other.
 KILL_EACH_ROLE = Scenario(
     "kill -9 each role in turn",
     tuple(
