@@ -99,7 +99,8 @@ async def run_engine(
 
 
 async def _restore(engine: AlertEngine, bootstrap: str, now: datetime) -> list[Alert]:
-    """The engine's state from every incident and notification so far (see ``restore``)."""
+    """The engine's state from every incident and notification so far (see ``restore``): all
+    partitions, as the one engine of a site (the compose file runs one) owns them all."""
     incidents, sent = [], []
     for raw in await kafka.read_topic(bootstrap, topics.INCIDENTS):
         with contextlib.suppress(PayloadError):  # dead-lettered when it first came
