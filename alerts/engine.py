@@ -8,6 +8,8 @@
 - Silences mute matching firing alerts; ``repeat_interval`` re-sends what is still firing.
 - "Resolved" is always delivered for an alert whose firing was delivered, even if it has been
   silenced or inhibited since (Alertmanager loses those).
+- The state lives in memory and is rebuilt on start (``restore``) from every incident so far and
+  every notification already sent, so a restarted engine still resolves what it fired.
 Time is whatever ``now`` the caller passes, so tests drive the engine with a fake clock.
 """
 
@@ -84,6 +86,25 @@ class AlertEngine:
                 tracked.alert = resolved
                 self._touch(resolved, now)
         return self.tick(now)
+
+    def restore(
+        self, incidents: Iterable[Incident], sent: Iterable[Alert], now: datetime
+    ) -> list[Alert]:
+        """Rebuild the state of a fresh engine: replay ``incidents`` (in their topic's order)
+        and take ``sent`` as delivered. Returns what the replay makes due that was never sent
+        (a crash between an incident and its notification); a group still waiting flushes later
+        as usual, without what ``sent`` holds."""
+        delivered = {(a.fingerprint, a.state) for a in sent}
+        due = [
+            alert
+            for incident in incidents
+            for alert in self.on_incident(incident, now)
+            if (alert.fingerprint, alert.state) not in delivered
+        ]
+        for fp, tracked in self._alerts.items():
+            if (fp, "firing") in delivered and not tracked.notified:
+                tracked.notified, tracked.last_sent = True, now
+        return due
 
     def tick(self, now: datetime) -> list[Alert]:
         """Flush every group that is due and re-send what is due for a repeat."""

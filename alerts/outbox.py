@@ -98,8 +98,13 @@ class Relay:
         self.delivered = 0
         self.dead = 0
 
-    async def run(self, stop: asyncio.Event, poll_s: float = 0.1) -> None:
+    async def run(
+        self, stop: asyncio.Event, poll_s: float = 0.1, beat: Callable[[], None] | None = None
+    ) -> None:
+        """Deliver until ``stop``; ``beat`` is called once per turn (the role's liveness)."""
         while not stop.is_set():
+            if beat is not None:
+                beat()
             try:
                 sent = await self.drain_once()
             except Exception as err:

@@ -7,11 +7,15 @@ Every message is handled inside a guard: whatever goes wrong with it (a bad payl
 illegal transition, an error nobody foresaw) sends it to ``gw.deadletter`` with the reason, and
 the role goes on; its offset is committed after that. An unavailable database or broker is no
 message's fault: it stops the role before the commit, and the restarted role reads it again.
+Each loop beats its role's ``heartbeat`` once per turn; an error that escapes a loop ends the
+role, so its supervisor restarts it from the committed offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +30,9 @@ from alerts.outbox import Message, Relay
 from alerts.silences import Silence, current_silences
 from alerts.sinks import BROADCAST, DISPATCH, HttpSender
 from gridwatch import kafka, topics
+from gridwatch.errors import PayloadError
 from gridwatch.events import Alert, CaseEvent, DeadLetter, Incident, decode, reason_of, utcnow
+from gridwatch.liveness import Heartbeat
 from gridwatch.outages import is_outage
 from gridwatch.site import Site
 from gridwatch.xml_signature import XmlSigner
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 SILENCE_REFRESH_S = 2.0
 TIMER_PERIOD_S = 1.0
+# The relay role's two loops, each of which must beat for the role to be alive.
+CASES_LOOP, OUTBOX_LOOP = "cases", "outbox"
+RELAY_LOOPS = (CASES_LOOP, OUTBOX_LOOP)
 
 
 def _dead(producer: KafkaProducer, source: str, raw: bytes, reason: str) -> None:
@@ -62,16 +71,25 @@ async def run_engine(
     clock: Clock = utcnow,
     group_id: str = "gridwatch-alerts",
     ready: asyncio.Event | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
     """Incidents in, notifications out; silences are re-read from the database every few s."""
     engine = AlertEngine(site)
+    for alert in await _restore(engine, bootstrap, clock()):
+        log.info("alert %s %s %s (due at restart)", alert.fingerprint, alert.level, alert.state)
+        producer.send(topics.ALERTS, key=alert.fingerprint.encode(), value=alert.to_bytes())
+    await asyncio.to_thread(producer.flush)
     consumer = kafka.consumer(bootstrap, group_id, topics.INCIDENTS)
     await consumer.start()
     silences_at = 0.0
     try:
         while not stop.is_set():
+            if heartbeat is not None:
+                heartbeat.beat()
             if database_url and time.monotonic() - silences_at > SILENCE_REFRESH_S:
-                engine.silences = await asyncio.to_thread(_silences, database_url, clock())
+                engine.silences = await asyncio.to_thread(
+                    _silences, database_url, clock(), engine.silences
+                )
                 silences_at = time.monotonic()
             batches = await consumer.getmany(timeout_ms=100, max_records=500)
             if ready is not None and consumer.assignment():
@@ -95,9 +113,31 @@ async def run_engine(
         await consumer.stop()
 
 
-def _silences(database_url: str, now: datetime) -> list[Silence]:
-    with psycopg.connect(database_url, connect_timeout=5) as conn:
-        return current_silences(conn, now)
+async def _restore(engine: AlertEngine, bootstrap: str, now: datetime) -> list[Alert]:
+    """The engine's state from every incident and notification so far (see ``restore``): all
+    partitions, as the one engine of a site (the compose file runs one) owns them all."""
+    incidents, sent = [], []
+    for raw in await kafka.read_topic(bootstrap, topics.INCIDENTS):
+        with contextlib.suppress(PayloadError):  # dead-lettered when it first came
+            incidents.append(decode(Incident, raw))
+    for raw in await kafka.read_topic(bootstrap, topics.ALERTS):
+        with contextlib.suppress(PayloadError):
+            sent.append(decode(Alert, raw))
+    due = engine.restore(incidents, sent, now)
+    log.info("alert engine restored from %d incidents and %d notifications", len(incidents),
+             len(sent))  # fmt: skip
+    return due
+
+
+def _silences(database_url: str, now: datetime, current: list[Silence]) -> list[Silence]:
+    """The silences in force; the last ones known while the database is away, which must not
+    stop alerting."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            return current_silences(conn, now)
+    except psycopg.OperationalError as err:
+        log.warning("silences not refreshed, database unavailable: %s", err)
+        return current
 
 
 async def run_closed_loop(
@@ -110,6 +150,7 @@ async def run_closed_loop(
     clock: Clock = utcnow,
     group_id: str = "gridwatch-cases",
     ready: asyncio.Event | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> None:
     """Alerts open cases, callbacks move them, the timers escalate them."""
     loop = ClosedLoop(site, clock)
@@ -119,6 +160,8 @@ async def run_closed_loop(
     try:
         with psycopg.connect(database_url, connect_timeout=5) as conn:
             while not stop.is_set():
+                if heartbeat is not None:
+                    heartbeat.beat(CASES_LOOP)
                 batches = await consumer.getmany(timeout_ms=100, max_records=200)
                 if ready is not None and consumer.assignment():
                     ready.set()
@@ -165,6 +208,7 @@ async def run_relay(
     *,
     cap_signer: XmlSigner | None = None,
     clock: Clock = utcnow,
+    heartbeat: Heartbeat | None = None,
 ) -> Relay:
     """Deliver the outbox to the dispatch and broadcast systems until ``stop``; CAP documents
     are signed by ``cap_signer`` (without one they are refused, never sent unsigned)."""
@@ -186,7 +230,8 @@ async def run_relay(
 
     relay = Relay(database_url, senders, policy.delivery, clock=clock, on_dead=on_dead)
     try:
-        await relay.run(stop)
+        beat = functools.partial(heartbeat.beat, OUTBOX_LOOP) if heartbeat else None
+        await relay.run(stop, beat=beat)
     finally:
         for sender in senders.values():
             await sender.close()

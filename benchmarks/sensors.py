@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +27,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from benchmarks.roles import Roles, embedded_pipeline, wait_logged
+from benchmarks.pipeline import SENSOR_ROLES, Roles, role_env
+from benchmarks.roles import embedded_pipeline
 from gridwatch.services import ServiceUrls
 from gridwatch.site import Site
 
@@ -186,8 +189,14 @@ def raw_mqtt_msgs_per_s(host: str, port: int, messages: int = 20_000) -> float:
     return count[0] / elapsed
 
 
-def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, bytes]]:
+Value = Callable[[str, int, int], float]  # (metric, step, device index) to the value reported
+
+
+def gateway_messages(
+    site: Site, step: int, start_ms: int, value: Value | None = None
+) -> list[tuple[str, bytes]]:
     """The gateway messages of period ``step``, each timed at its share of the period."""
+    value = value or bench_value
     topic = f"gw/{site.street.code}/gateway/telemetry"
     count = -(-len(site.sensors) // PER_MESSAGE)
     out = []
@@ -198,7 +207,7 @@ def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, b
                 {
                     "ts": ts,
                     "seq": step,
-                    "values": {m: _value(m, step, i) for m in site.sensors[0].metrics},
+                    "values": {m: value(m, step, i) for m in site.sensors[0].metrics},
                 }
             ]  # fmt: skip
             for i, s in enumerate(site.sensors[first : first + PER_MESSAGE], start=first)
@@ -207,7 +216,7 @@ def _gateway_messages(site: Site, step: int, start_ms: int) -> list[tuple[str, b
     return out
 
 
-def _value(metric: str, step: int, device: int) -> float:
+def bench_value(metric: str, step: int, device: int) -> float:
     if metric == "water_level_m":
         return 2.7 if device % 50 == 0 and (step + device // 50) % CYCLE == 0 else 1.0
     if metric == "rainfall_mm_h":
@@ -217,8 +226,15 @@ def _value(metric: str, step: int, device: int) -> float:
     return -70.0 - step % 5
 
 
-def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
-    """Publish every device's reports for ``duration`` s; returns the reports sent."""
+def publish_for(
+    site: Site,
+    urls: ServiceUrls,
+    duration: float,
+    value: Value | None = None,
+    published: Callable[[int], None] | None = None,
+) -> int:
+    """Publish every device's reports for ``duration`` s; returns the reports sent.
+    ``published`` is told the reports the broker has acknowledged after each period."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -228,13 +244,17 @@ def _publish_for(site: Site, urls: ServiceUrls, duration: float) -> int:
     infos, step = [], 0
     while step / RATE_HZ < duration:
         # Gateways are not synchronised: their messages are spread over each period.
-        messages = _gateway_messages(site, step, start_ms)
+        messages = gateway_messages(site, step, start_ms, value)
         for i, (topic, payload) in enumerate(messages):
             delay = (step + i / len(messages)) / RATE_HZ - (time.monotonic() - start)
             if delay > 0:
                 time.sleep(delay)
             infos.append(client.publish(topic, payload, qos=1))
         step += 1
+        if published is not None:
+            for info in infos[-len(messages) :]:
+                info.wait_for_publish(timeout=120)
+            published(step * len(site.sensors))
     for info in infos:
         info.wait_for_publish(timeout=120)
     client.disconnect()
@@ -293,15 +313,17 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
             copy_ceiling = raw_copy_rows_per_s(urls.database_url)
             mqtt_ceiling = raw_mqtt_msgs_per_s(urls.mqtt_host, urls.mqtt_port)
             site = bench_site(site, devices, metrics)
-            roles = Roles(urls, site, work)
+            site_file = work / "site.yaml"
+            site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
+            roles = Roles(SENSOR_ROLES, role_env(urls, site_file), work)
             try:
                 # Group joins and Faust's start-up (loading a large site), outside the measurement.
                 time.sleep(15)
-                wait_logged(roles.log("rules"), "Worker ready", timeout=120)
+                roles.wait_logged("streams-worker", "Worker ready", timeout=120)
                 baseline = _inserted(urls.database_url)
                 cpu_before = _cpu_by_role(os.getpid())
                 started = datetime.now(UTC)
-                sent = _publish_for(site, urls, duration)
+                sent = publish_for(site, urls, duration)
                 (count, unique, _first, last), cpu_after = _wait_stored(
                     urls.database_url, sent * metrics, baseline
                 )

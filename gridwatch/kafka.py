@@ -6,13 +6,16 @@ aiokafka consumes.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from functools import lru_cache
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
 from kafka.partitioner import DefaultPartitioner, murmur2
+
+from gridwatch.errors import ServiceError
 
 # A broker that holds an empty fetch for the whole wait, instead of answering when data
 # arrives, adds that wait to every hop; 100 ms keeps the polling cheap and the hop short.
@@ -63,7 +66,13 @@ def producer(bootstrap: str, **overrides: object) -> KafkaProducer:
         "batch_size": 256 * 1024,
         "compression_type": compression(),
         "partitioner": KeyHashCache(),
-        "retries": 10,
+        # Retried until the delivery timeout, not a count: ten retries were spent within a second
+        # of a broker restart, and the bridge then held messages it could neither send nor ack.
+        "delivery_timeout_ms": 120_000,
+        # kafka-python 3 is idempotent by default; its producer id does not survive a broker
+        # that lost its state, and every send then fails with UnknownProducerIdError. The
+        # consumers are idempotent instead (unique keys, replayable rule states).
+        "enable_idempotence": False,
         "max_in_flight_requests_per_connection": 1,  # keeps per-key order across retries
     }
     config.update(overrides)
@@ -85,3 +94,30 @@ def consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaConsumer:
         session_timeout_ms=10000,
         heartbeat_interval_ms=1000,
     )
+
+
+async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[bytes]:
+    """Every message of ``topic``, from its beginning to its end as of the call, partition by
+    partition (each in order), without a consumer group."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    )
+    await reader.start()
+    try:
+        await reader.topics()  # metadata for partitions_for_topic
+        parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        if not parts:
+            return []
+        reader.assign(parts)
+        end = await reader.end_offsets(parts)
+        await reader.seek_to_beginning(*parts)
+        got: dict[TopicPartition, list[bytes]] = {tp: [] for tp in parts}
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while [tp for tp in parts if await reader.position(tp) < end[tp]]:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ServiceError(f"cannot read {topic} to its end within {timeout_s:.0f}s")
+            for tp, records in (await reader.getmany(timeout_ms=500)).items():
+                got[tp] += [r.value or b"" for r in records if r.offset < end[tp]]
+        return [raw for tp in parts for raw in got[tp]]
+    finally:
+        await reader.stop()

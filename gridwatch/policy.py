@@ -98,7 +98,9 @@ class Broadcast(HttpSink):
 class Delivery(Model):
     """The outbox relay: attempts and exponential backoff with full jitter."""
 
-    max_attempts: int = Field(default=8, ge=1)
+    # 24 attempts at the default backoff keep retrying for about 40 minutes on average (hardly
+    # ever under ten), so a sink down for ten minutes loses nothing; 8 gave up after about one.
+    max_attempts: int = Field(default=24, ge=1)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     site: Path = Field(default=SAMPLE_SITE, description="the site file (YAML)")
     topic_partitions: int = Field(default=1, ge=1, description="partitions of created topics")
     evidence_dir: Path = Field(default=Path("evidence"), description="snapshot store")
+    liveness_dir: Path = Field(
+        default=Path("liveness"), description="the roles' heartbeat files (gridwatch health)"
+    )
     run_dir: Path | None = Field(default=None, description="where embedded services keep data")
     # The closed loop's doors: where the callback API listens, and the CAP signing identity.
     callback_host: str = Field(

@@ -25,6 +25,7 @@ from detectors.motion import GATE_WIDTH
 from detectors.scene import Analysis, Hit, SceneAnalyzer
 from gridwatch import topics
 from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType
+from gridwatch.liveness import Heartbeat
 from gridwatch.site_cameras import Camera, Vision, Watchtower
 from ingest.camera_construction import ConstructionPatrol
 from ingest.camera_evidence import BaselineStore, EvidenceStore
@@ -191,8 +192,12 @@ class CameraWorker:
             construction=None if thermal else _construction(tower.id, v, evidence),
         )
 
-    def run(self, source: VideoSource, stop: threading.Event) -> WorkerStats:
+    def run(
+        self, source: VideoSource, stop: threading.Event, heartbeat: Heartbeat | None = None
+    ) -> WorkerStats:
         for event in source.frames(stop):
+            if heartbeat is not None:
+                heartbeat.beat()  # per frame or loss event: a hung read goes stale
             self.handle(event)
         return self.stats
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -144,16 +145,22 @@ class MqttBridge:
             raise ServiceError(f"MQTT broker {self.host}:{self.port}: no SUBACK in {timeout}s")
         log.info("bridge subscribed to %s", [t for t, _ in self.subscriptions])
 
-    def run_until_stopped(self, poll_s: float = 1.0) -> None:
+    def run_until_stopped(
+        self, beat: Callable[[], None] | None = None, poll_s: float = 1.0
+    ) -> None:
         """Serve until SIGTERM or SIGINT, then return; raise ServiceError as soon as the bridge
         cannot go on (crash-only: its supervisor restarts it, and the broker redelivers what
         was not acknowledged): paho's network thread or the producer's sender thread died, or
-        Kafka failed to take a record. Call it from the main thread, between start and stop."""
+        Kafka failed to take a record. Call it from the main thread, between start and stop.
+        ``beat`` is called each poll while both threads live and the broker is connected: the
+        bridge's work runs in those threads, so this loop is where its liveness is seen."""
         previous = {sig: signal.signal(sig, lambda *_: self._stopping.set()) for sig in _SIGNALS}
         try:
             while not self._stopping.wait(poll_s):
                 if (dead := self._dead_thread()) is not None:
                     self._fail(f"{dead} died")
+                elif beat is not None and self.client.is_connected():
+                    beat()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

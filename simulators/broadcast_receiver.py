@@ -61,6 +61,9 @@ class BroadcastReceiver:
     def received(self) -> dict[str, bytes]:
         return self._server.received
 
+    async def outage(self, seconds: float) -> None:
+        await self._server.outage(seconds)
+
     async def stop(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.stop()

@@ -52,6 +52,9 @@ class DispatchDesk:
     def received(self) -> dict[str, bytes]:
         return self._server.received
 
+    async def outage(self, seconds: float) -> None:
+        await self._server.outage(seconds)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

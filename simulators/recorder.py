@@ -79,6 +79,13 @@ class RecordingServer:
             asyncio.get_running_loop().call_later(self.faults.down_s, self._come_back)
         return self.url
 
+    async def outage(self, seconds: float) -> None:
+        """Refuse connections for ``seconds``, then listen on the same port again."""
+        assert self._site is not None  # noqa: S101 - started
+        await self._site.stop()
+        await asyncio.sleep(seconds)
+        self._come_back()
+
     def _come_back(self) -> None:
         assert self._runner is not None  # noqa: S101 - started
         self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
 from gridwatch.events import DeadLetter, Event, ReadingBatch, decode, reason_of
+from gridwatch.liveness import Heartbeat
 from gridwatch.outages import is_outage
 from gridwatch.store.rollups import refresh_rollups, rollups_need_refresh
 from gridwatch.store.writer import write_events
@@ -169,9 +170,12 @@ def _add(total: dict[str, int], more: dict[str, int]) -> None:
 class DatabaseWriter:
     """Holds one connection and reconnects, with capped exponential backoff, while it fails."""
 
-    def __init__(self, database_url: str, max_backoff: float = 10.0) -> None:
+    def __init__(
+        self, database_url: str, max_backoff: float = 10.0, heartbeat: Heartbeat | None = None
+    ) -> None:
         self.database_url = database_url
         self.max_backoff = max_backoff
+        self.heartbeat = heartbeat  # waiting for the database is work, not a stuck loop
         self._conn: psycopg.Connection | None = None
         self.retries = 0
 
@@ -190,6 +194,8 @@ class DatabaseWriter:
                 if stop is not None and stop.is_set():
                     raise
                 log.warning("database unavailable (%s); retrying in %.1fs", err, delay)
+                if self.heartbeat is not None:
+                    self.heartbeat.beat()
                 # Full jitter keeps several writers from reconnecting in lockstep.
                 time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
                 delay = min(delay * 2, self.max_backoff)
@@ -230,6 +236,7 @@ async def run_persist(
     max_records: int = 5000,
     ready: asyncio.Event | None = None,
     rollup_every_s: float = 30.0,
+    heartbeat: Heartbeat | None = None,
 ) -> PersistStats:
     """Store batches until ``stop`` is set; ``ready`` is set once partitions are assigned.
 
@@ -239,7 +246,7 @@ async def run_persist(
     more than the rows themselves, and the dashboards read the newest minutes from raw rows."""
     stats = PersistStats()
     next_rollup = time.monotonic() + rollup_every_s
-    writer = DatabaseWriter(database_url)
+    writer = DatabaseWriter(database_url, heartbeat=heartbeat)
     # Refreshes run on their own connection beside the writes: one takes long enough that
     # fresh rows (and detections) waiting behind it showed as latency.
     rollups = DatabaseWriter(database_url)
@@ -248,9 +255,13 @@ async def run_persist(
     await consumer.start()
     try:
         while not stop.is_set():
+            if heartbeat is not None:
+                heartbeat.beat()
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
             if ready is not None and consumer.assignment():
                 ready.set()
+            if refresh is not None and refresh.done():
+                refresh.result()  # a refresh that failed for another reason than an outage ends us
             if time.monotonic() >= next_rollup and (refresh is None or refresh.done()):
                 refresh = asyncio.ensure_future(asyncio.to_thread(rollups.refresh_rollups))
                 next_rollup = time.monotonic() + rollup_every_s

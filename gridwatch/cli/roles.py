@@ -34,6 +34,7 @@ from gridwatch.cli.common import (
     streams_app,
 )
 from gridwatch.errors import GridwatchError
+from gridwatch.liveness import Heartbeat
 from gridwatch.services import create_topics
 from gridwatch.settings import Settings
 from gridwatch.site import load_site
@@ -93,7 +94,7 @@ def ingest_mqtt() -> None:
     steady_memory()
     bridge.start()
     try:
-        bridge.run_until_stopped()
+        bridge.run_until_stopped(Heartbeat(settings.liveness_dir, "ingest-mqtt").beat)
     except GridwatchError as err:
         raise fail(str(err)) from err
     finally:
@@ -113,8 +114,9 @@ def streams_worker(
     urls, site = required_services(settings), site_or_fail(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
     steady_memory()
+    heartbeat = Heartbeat(settings.liveness_dir, "streams-worker")
     Worker(
-        build_app(site, urls.kafka_bootstrap, datadir), loglevel="INFO"
+        build_app(site, urls.kafka_bootstrap, datadir, heartbeat=heartbeat), loglevel="INFO"
     ).execute_from_commandline()
 
 
@@ -132,7 +134,9 @@ def alerts_engine() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
         producer = kafka.producer(urls.kafka_bootstrap)
-        await run_engine(site, urls.kafka_bootstrap, producer, stop, database_url=urls.database_url)
+        heartbeat = Heartbeat(settings.liveness_dir, "alerts-engine")
+        await run_engine(site, urls.kafka_bootstrap, producer, stop,
+                         database_url=urls.database_url, heartbeat=heartbeat)  # fmt: skip
 
     asyncio.run(main())
 
@@ -146,7 +150,7 @@ def alerts_relay(
     import os
 
     from alerts.callbacks import CallbackServer, tls_context
-    from alerts.roles import run_closed_loop, run_relay
+    from alerts.roles import RELAY_LOOPS, run_closed_loop, run_relay
     from alerts.sinks import BROADCAST, DISPATCH
     from gridwatch import kafka
     from gridwatch.signing import require_key
@@ -182,10 +186,16 @@ def alerts_relay(
         callbacks = CallbackServer(keys, producer)
         await callbacks.start(settings.callback_host, callback_port, tls=tls)
         try:
+            beats = Heartbeat(settings.liveness_dir, "alerts-relay", loops=RELAY_LOOPS)
             await asyncio.gather(
-                run_closed_loop(site, urls.database_url, urls.kafka_bootstrap, producer, stop),
-                run_relay(site, urls.database_url, producer, keys, stop, cap_signer=cap_signer),
-            )
+                run_closed_loop(
+                    site, urls.database_url, urls.kafka_bootstrap, producer, stop, heartbeat=beats
+                ),
+                run_relay(
+                    site, urls.database_url, producer, keys, stop, cap_signer=cap_signer,
+                    heartbeat=beats,
+                ),
+            )  # fmt: skip
         finally:
             await callbacks.stop()
 
@@ -256,7 +266,8 @@ def store_writer() -> None:
     async def main() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
-        await run_persist(urls.database_url, urls.kafka_bootstrap, stop)
+        heartbeat = Heartbeat(settings.liveness_dir, "store-writer")
+        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=heartbeat)
 
     asyncio.run(main())
 
@@ -309,8 +320,9 @@ def ingest_camera(
         raise fail(f"no camera or watchtower {device!r} in {settings.site}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    heartbeat = Heartbeat(settings.liveness_dir, f"camera-{device}")
     with contextlib.suppress(KeyboardInterrupt):
-        worker.run(VideoSource(url), stop)
+        worker.run(VideoSource(url), stop, heartbeat=heartbeat)
 
 
 @cameras_app.command("ack-baseline")

@@ -20,6 +20,7 @@ from gridwatch.cli.common import (
     store_app,
 )
 from gridwatch.errors import ConfigError, GridwatchError
+from gridwatch.liveness import DEFAULT_MAX_AGE_S, age_s
 from gridwatch.settings import Settings
 from gridwatch.site import Site
 from gridwatch.store.reader import DEFAULT_READER
@@ -220,4 +221,59 @@ def bench_fuzz(
         raise fail(str(err)) from err
     console.print(report(result, json_path), markup=False, highlight=False, soft_wrap=True)
     if result.unaccounted or result.role_restarts:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def health(
+    role: Annotated[str, typer.Argument(help="the role's name, e.g. store-writer")],
+    max_age: Annotated[
+        float, typer.Option(help="seconds since the last heartbeat that still count as alive")
+    ] = DEFAULT_MAX_AGE_S,
+) -> None:
+    """Exit 0 if the role's loop beat within --max-age seconds, 1 if not (a healthcheck)."""
+    settings = Settings()
+    try:
+        age = age_s(settings.liveness_dir, role)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    if age is None:
+        console.print(f"{role}: no heartbeat in {settings.liveness_dir}")
+        raise typer.Exit(code=1)
+    if age > max_age:
+        console.print(f"{role}: last heartbeat {age:.0f} s ago (more than {max_age:g} s)")
+        raise typer.Exit(code=1)
+    console.print(f"{role}: alive, last heartbeat {age:.1f} s ago")
+
+
+@bench_app.command("faults")
+def bench_faults(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="a scenario to run, repeatable (default: all of them)"),
+    ] = None,
+    devices: Annotated[int, typer.Option(help="bench devices, one report a second")] = 200,
+    duration: Annotated[float, typer.Option(help="seconds of publishing per scenario")] = 30.0,
+    clock_factor: Annotated[
+        float, typer.Option(help="alert timers and delivery backoff this many times faster")
+    ] = 20.0,
+    postgres_down: Annotated[float, typer.Option(help="seconds PostgreSQL is stopped")] = 30.0,
+    broker_down: Annotated[float, typer.Option(help="seconds the Kafka broker is stopped")] = 10.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    logs: Annotated[Path | None, typer.Option(help="keep each run's logs under here")] = None,
+) -> None:
+    """Kill each role, restart the Kafka broker, stop PostgreSQL, take the dispatch and
+    broadcast endpoints down for ten minutes (on the compressed clock), each mid-stream, and
+    compare with a fault-free run of the same input."""
+    from benchmarks.faults import SCENARIOS, Plan, report, run
+
+    names = scenario or list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise fail(f"no scenario {', '.join(unknown)}; there are {', '.join(SCENARIOS)}")
+    plan = Plan(devices=devices, duration_s=duration, clock_factor=clock_factor,
+                postgres_down_s=postgres_down, broker_down_s=broker_down, logs=logs)  # fmt: skip
+    outcomes = run(site_or_fail(Settings()), plan, names)
+    console.print(report(outcomes, plan, json_path), highlight=False, soft_wrap=True)
+    if not all(o.ok for o in outcomes):
         raise typer.Exit(code=1)

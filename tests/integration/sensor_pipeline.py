@@ -4,11 +4,9 @@ worker and the store writer, a test site with devices of the test's own, and pub
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.pipeline import BackgroundLoop
 from gridwatch import topics
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
@@ -38,26 +37,6 @@ def with_sensors(site: Site, sensors: list[dict[str, Any]], **telemetry: float) 
     return Site.model_validate(
         {**site.model_dump(), "sensors": [m.model_dump() for m in made], "telemetry": policy}
     )
-
-
-class BackgroundLoop:
-    """An asyncio loop in a thread, for roles that must keep running while a test drives them."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 class Writer:

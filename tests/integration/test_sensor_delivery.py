@@ -4,7 +4,6 @@ mid-stream; every reading is stored exactly once."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import psycopg
 import pytest
 import yaml
 
+from benchmarks.pipeline import restart_postgres
 from gridwatch import kafka, topics
 from gridwatch.events import ReadingBatch, Report
 from gridwatch.services import EmbeddedServices
@@ -131,40 +130,6 @@ def _kill_bridge_mid_stream(
         bridge.wait(10)
         writer.close()
         loop.close()
-
-
-def restart_postgres(
-    pgdata: Path, database_url: str, while_down: Callable[[], None]
-) -> subprocess.Popen[bytes]:
-    """Stop the server (fast shutdown: clients are cut off mid-transaction), call ``while_down``,
-    then start the same server again, with the same command line and account."""
-    pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    os.kill(pid, signal.SIGINT)
-    while Path(f"/proc/{pid}").exists() and b"zombie" not in _state(pid):
-        time.sleep(0.05)
-    while_down()
-    time.sleep(1.0)
-    owner = pgdata.stat()
-    server = subprocess.Popen(
-        argv, cwd=pgdata, user=owner.st_uid, group=owner.st_gid, start_new_session=True
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(database_url, connect_timeout=2):
-                return server
-        except psycopg.OperationalError:
-            time.sleep(0.2)
-    server.kill()
-    raise AssertionError("PostgreSQL did not come back")
-
-
-def _state(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/status").read_bytes()
-    except FileNotFoundError:
-        return b"zombie"
 
 
 def datetime_at(seconds: float) -> datetime:

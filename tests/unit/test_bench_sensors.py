@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from benchmarks.sensors import PER_MESSAGE, _gateway_messages, bench_site
+from benchmarks.sensors import PER_MESSAGE, bench_site, gateway_messages
 from gridwatch.site import Site
 from ingest.telemetry import parse_telemetry
 
@@ -17,7 +17,7 @@ def test_each_period_carries_every_device_once_spread_over_the_period(
 ) -> None:
     site = bench_site(tiny_site, 250, metrics)
     start_ms = 1_764_230_400_000
-    messages = _gateway_messages(site, 3, start_ms)
+    messages = gateway_messages(site, 3, start_ms)
     assert len(messages) == -(-250 // PER_MESSAGE)
     at = datetime.fromtimestamp(start_ms / 1000 + 4, UTC)
     reports = [r for t, payload in messages for r in parse_telemetry(site, t, payload, at)]

@@ -581,6 +581,58 @@ def test_role_commands_exist_in_the_cli() -> None:
             pytest.fail(f"service {name}: {err}")
 
 
+# --- liveness and restarts -----------------------------------------------------------------
+
+
+def long_running_roles() -> dict[str, dict[str, Any]]:
+    return {
+        name: role_services()[name]
+        for name in ROLES
+        if name != "simulator" and name not in ONE_SHOT
+    }
+
+
+def test_every_long_running_role_restarts_after_a_crash() -> None:
+    for name, service in long_running_roles().items():
+        assert service.get("restart") in {"unless-stopped", "always", "on-failure"}, (
+            f"{name}: a role that exits non-zero must be started again"
+        )
+
+
+def test_every_long_running_role_is_checked_by_its_own_heartbeat() -> None:
+    from gridwatch.cli import app
+
+    root = typer.main.get_command(app)
+    for name, service in long_running_roles().items():
+        check = service.get("healthcheck")
+        assert check and not check.get("disable"), f"{name} has no healthcheck"
+        test = check["test"]
+        assert isinstance(test, list) and test[0] == "CMD", f"{name}: use the exec form"
+        argv = test[1:]
+        assert argv[:3] == ["gridwatch", "health", name], (
+            f"{name}: the healthcheck reads another role's heartbeat: {argv}"
+        )
+        resolve_cli_path(root, ("health",))
+        max_age = float(argv[argv.index("--max-age") + 1])
+        interval = _seconds(check["interval"])
+        assert interval < max_age, f"{name}: checked less often than it may stay silent"
+        assert _seconds(check["timeout"]) < interval, f"{name}: a check outlives its interval"
+        assert check.get("retries", 3) >= 2, f"{name}: one slow check must not mark it unhealthy"
+        assert _seconds(check.get("start_period", "0s")) >= max_age, (
+            f"{name}: the first heartbeat may take a start-up (loading the site, joining groups)"
+        )
+    env = interpolated_environment(compose()["x-gridwatch"])
+    assert env["GRIDWATCH_LIVENESS_DIR"].startswith("/var/lib/gridwatch/"), (
+        "heartbeats go where the image's user may write"
+    )
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(duration))
+    assert match, f"not a compose duration: {duration!r}"
+    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
 # --- Kafka, TimescaleDB, Mosquitto ----------------------------------------------------------
 
 
