@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import shlex
+import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +21,7 @@ from gridwatch.cli.common import (
     eval_app,
     fail,
     site_or_fail,
+    train_app,
 )
 from gridwatch.errors import GridwatchError
 from gridwatch.settings import Settings
@@ -123,6 +129,76 @@ def eval_detectors(
     console.print_json(text)
     if json_path is not None:
         json_path.write_text(text + "\n")
+
+
+@eval_app.command("images")
+def eval_images(
+    directory: Annotated[Path, typer.Argument(help="DIR/{fire,smoke,none}/ of real images")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="ONNX model (default: the packaged one)")
+    ] = None,
+    fpr: Annotated[
+        float, typer.Option(help="false-positive rate the operating point allows")
+    ] = 0.05,
+    sheet: Annotated[
+        Path | None, typer.Option(help="contact sheet PNG of the worst false positives and misses")
+    ] = None,
+) -> None:
+    """ROC AUC, recall at FPR 0.01/0.05/0.10, operating point and cost of the fire/smoke model."""
+    from benchmarks.eval_images import evaluate
+    from detectors.fire_model import DEFAULT_MODEL
+
+    try:
+        report = evaluate(directory, model or DEFAULT_MODEL, fpr, sheet=sheet)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    console.print_json(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
+@train_app.command("detector")
+def train_detector(
+    out: Annotated[
+        Path | None, typer.Option(help="default: the detectors package's models/")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
+    seed: Annotated[int, typer.Option()] = 0,
+    views: Annotated[int, typer.Option(min=1, help="camera-like views cached per image")] = 4,
+    data: Annotated[Path | None, typer.Option(help="default: ../shared/data/fire-smoke")] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(help="scratch space for the cached feature maps (~1 GB; default: temp dir)"),
+    ] = None,
+) -> None:
+    """Fine-tune the fire/smoke model on DATA/train, export ONNX, write its model card."""
+    from benchmarks.eval_images import evaluate
+    from benchmarks.image_set import SHARED_SET, scan
+    from benchmarks.train_detector import Recipe, model_card, train
+    from detectors.fire_model import MODEL_DIR
+
+    # progress (caching, epochs) on stderr: a run takes most of an hour
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    root = data or SHARED_SET
+    work = work or Path(tempfile.gettempdir()) / "gridwatch-train"
+    out = out or MODEL_DIR
+    recipe = Recipe(epochs=epochs, seed=seed, views=views)
+    try:
+        trained = train(root / "train", out, recipe, work)
+        report = None
+        if (root / "val").is_dir():
+            sheet = work / "fire_smoke.val.png"
+            report = evaluate(root / "val", trained.model, sheet=sheet)
+            (out / "fire_smoke.val.json").write_text(json.dumps(report, indent=2) + "\n")
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    counts = Counter(item.label for item in scan(root / "train"))
+    command = shlex.join(["gridwatch", *sys.argv[1:]])
+    card = model_card(trained, recipe, f"{root.name}/train", dict(counts), report, command)
+    (out / "fire_smoke.md").write_text(card)
+    console.print(card)
 
 
 @bench_app.command("cameras")
