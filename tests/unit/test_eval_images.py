@@ -1,4 +1,4 @@
-"""Training targets, camera views and the image-evaluation figures, on generated inputs."""
+"""Camera views and the image-evaluation figures, on generated inputs."""
 
 from __future__ import annotations
 
@@ -11,17 +11,11 @@ from typer.testing import CliRunner
 from benchmarks.camera_augment import camera_view
 from benchmarks.eval_images import Scored, _threshold_at, class_report, domain_report
 from benchmarks.image_set import LabelledImage
-from benchmarks.train_detector import targets
 from gridwatch.cli import app
 
 
 def _item(label: str, source: str = "src", smoke_box: bool = False) -> LabelledImage:
     return LabelledImage(path=Path(f"{label}/{source}_00.jpg"), label=label, smoke_box=smoke_box)
-
-
-def test_a_fire_image_teaches_smoke_only_when_its_boxes_say_so() -> None:
-    goal = targets([_item("fire"), _item("fire", smoke_box=True), _item("smoke"), _item("none")])
-    np.testing.assert_array_equal(goal, [[1, 0, 0], [1, 1, 1], [0, 1, 1], [0, 0, 1]])
 
 
 def test_camera_views_are_fixed_by_the_seed_and_stay_colour_uint8() -> None:
