@@ -27,6 +27,28 @@ class ImageZone(Model):
     name: str = ""
 
 
+class LearnedDetector(Model):
+    """The learned fire/smoke model (``detectors/models/fire_smoke.onnx``) on tiles of each view.
+
+    Every analysed view is scored whole and cut into ``grid``×``grid`` overlapping tiles for
+    each ``grids`` entry, so a distant plume of a few dozen pixels fills enough of a tile to be
+    seen. A tile's kind is confirmed when at least ``confirm_n`` of its last ``confirm_m``
+    samples score at or above the threshold, and cleared after ``clear_misses`` samples in a
+    row below ``clear_ratio`` × threshold (hysteresis).
+    """
+
+    type: Literal["fire_smoke_model"] = "fire_smoke_model"
+    fire_threshold: Fraction = Field(default=0.5, description="fire probability of a hit")
+    smoke_threshold: Fraction = Field(default=0.5, description="smoke probability of a hit")
+    grids: tuple[int, ...] = Field(default=(1, 3), description="tile grids; 1 = the whole view")
+    overlap: Fraction = Field(default=0.25, description="share of a tile its neighbour covers")
+    confirm_n: int = Field(default=3, ge=1, description="hits among the last confirm_m samples")
+    confirm_m: int = Field(default=5, ge=1, description="samples the confirmation looks at")
+    clear_misses: int = Field(default=5, ge=1, description="samples below the clear level")
+    clear_ratio: Fraction = Field(default=0.5, description="clear level, share of the threshold")
+    threads: int = Field(default=1, ge=1, description="ONNX Runtime threads of one worker")
+
+
 class Vision(Model):
     """Per-camera detector settings; the defaults suit a 1-2 km view from 10-40 m up."""
 
@@ -46,6 +68,10 @@ class Vision(Model):
     thermal_threshold_c: float = Field(default=90.0, description="hotspot temperature")
     thermal_min_px: int = Field(default=4, ge=1, description="smallest hotspot, working pixels")
     construction_days: int = Field(default=3, ge=1, description="days a change must persist")
+    learned: LearnedDetector | None = Field(
+        default=None,
+        description="the learned fire/smoke model; when set it replaces the colour and plume rules",
+    )
 
 
 class Camera(Model):

@@ -120,11 +120,14 @@ def eval_detectors(
     ] = None,
     fps: Annotated[float, typer.Option(help="frame rate of frame-sequence folders")] = 5.0,
     per_kind: Annotated[int, typer.Option(help="simulated variants of each scenario")] = 6,
+    learned: Annotated[
+        bool, typer.Option(help="real media: the learned fire/smoke model instead of the rules")
+    ] = False,
 ) -> None:
     """Run labelled scenarios (or real media) through the camera worker and score them."""
     from benchmarks.eval_detectors import evaluate
 
-    report = evaluate(per_kind, media, fps)
+    report = evaluate(per_kind, media, fps, learned)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
