@@ -30,17 +30,21 @@ class ImageZone(Model):
 class LearnedDetector(Model):
     """The learned fire/smoke model (``detectors/models/fire_smoke.onnx``) on tiles of each view.
 
-    Every analysed view is scored whole and cut into ``grid``×``grid`` overlapping tiles for
-    each ``grids`` entry, so a distant plume of a few dozen pixels fills enough of a tile to be
-    seen. A tile's kind is confirmed when at least ``confirm_n`` of its last ``confirm_m``
-    samples score at or above the threshold, and cleared after ``clear_misses`` samples in a
-    row below ``clear_ratio`` × threshold (hysteresis).
+    Every analysed view is cut into ``g``×``g`` overlapping tiles for each ``g`` of ``grids``
+    (1 = the whole view), so that a distant plume of a few dozen pixels can fill enough of a
+    tile to be seen. A kind is confirmed when in at least ``confirm_n`` of the last
+    ``confirm_m`` samples some tile scores at or above its threshold, and cleared after
+    ``clear_misses`` samples in a row whose best tile is below ``clear_ratio`` × threshold.
     """
 
     type: Literal["fire_smoke_model"] = "fire_smoke_model"
     fire_threshold: Fraction = Field(default=0.5, description="fire probability of a hit")
     smoke_threshold: Fraction = Field(default=0.5, description="smoke probability of a hit")
-    grids: tuple[int, ...] = Field(default=(1, 3), description="tile grids; 1 = the whole view")
+    # tiles are opt-in: the packaged model learned whole images and crops of ≥45 % of them,
+    # and scores smaller tiles of night scenes and emergency lights as smoke or fire
+    grids: tuple[int, ...] = Field(
+        default=(1,), min_length=1, description="tile grids, e.g. (1, 3); 1 = the whole view"
+    )
     overlap: Fraction = Field(default=0.25, description="share of a tile its neighbour covers")
     confirm_n: int = Field(default=3, ge=1, description="hits among the last confirm_m samples")
     confirm_m: int = Field(default=5, ge=1, description="samples the confirmation looks at")

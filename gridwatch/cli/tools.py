@@ -123,11 +123,19 @@ def eval_detectors(
     learned: Annotated[
         bool, typer.Option(help="real media: the learned fire/smoke model instead of the rules")
     ] = False,
+    grids: Annotated[
+        str | None, typer.Option(help="with --learned: tile grids, e.g. 1,3 (default: 1)")
+    ] = None,
 ) -> None:
     """Run labelled scenarios (or real media) through the camera worker and score them."""
     from benchmarks.eval_detectors import evaluate
+    from gridwatch.site_cameras import LearnedDetector
 
-    report = evaluate(per_kind, media, fps, learned)
+    detector = None
+    if learned:
+        tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
+        detector = LearnedDetector.model_validate(tiles)
+    report = evaluate(per_kind, media, fps, detector)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
@@ -208,11 +216,14 @@ def train_detector(
 def bench_cameras(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     frames: Annotated[int, typer.Option(help="720p frames to analyse")] = 300,
+    learned: Annotated[
+        bool, typer.Option(help="the learned fire/smoke model, not the rules")
+    ] = False,
 ) -> None:
     """Analysed 720p frames per second per core, decode apart, and cameras per core."""
     from benchmarks.cameras import bench
 
-    text = json.dumps(bench(frames), indent=2)
+    text = json.dumps(bench(frames, learned=learned), indent=2)
     console.print_json(text)
     if json_path is not None:
         json_path.write_text(text + "\n")
