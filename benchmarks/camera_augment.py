@@ -1,6 +1,7 @@
 """Camera-like views of a training image: what a street camera or watchtower does to a scene.
 
-Each view is a random crop (the framing and scale of a fixed camera), then, each with its own
+Each view is a random crop (the framing and scale of a fixed camera; a small one is what a
+tile of a wide view sees), then, each with its own
 chance: distance (shrunk and enlarged again, so a fire keeps its shape but loses detail),
 defocus or motion blur, colour temperature (sodium streetlight to overcast daylight), haze
 (a grey veil that lowers contrast), night/IR (grey, dark, noisy), exposure, a mirror image, and
@@ -13,17 +14,24 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from benchmarks.image_set import Centre
 from detectors.frame import Image
 
 
-def _crop(image: Image, rng: np.random.Generator) -> Image:
+def _crop(image: Image, rng: np.random.Generator, tile: Centre | None, anywhere: bool) -> Image:
     h, w = image.shape[:2]
-    area = rng.uniform(0.45, 1.0)
+    small = tile is not None or anywhere
+    area = rng.uniform(0.06, 0.4) if small else rng.uniform(0.45, 1.0)
     aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
     cw = min(w, max(16, round(w * np.sqrt(area * aspect))))
     ch = min(h, max(16, round(h * np.sqrt(area / aspect))))
-    x = int(rng.integers(0, w - cw + 1))
-    y = int(rng.integers(0, h - ch + 1))
+    if tile is None:
+        x = int(rng.integers(0, w - cw + 1))
+        y = int(rng.integers(0, h - ch + 1))
+    else:  # a tile that holds the box centre somewhere in its middle half
+        cx, cy = tile[0] * w, tile[1] * h
+        x = round(min(max(cx - cw * rng.uniform(0.25, 0.75), 0), w - cw))
+        y = round(min(max(cy - ch * rng.uniform(0.25, 0.75), 0), h - ch))
     return image[y : y + ch, x : x + cw]
 
 
@@ -94,9 +102,12 @@ _STEPS = (
 )
 
 
-def camera_view(image: Image, rng: np.random.Generator) -> Image:
-    """One random camera-like view of a BGR image."""
-    view = _crop(image, rng)
+def camera_view(
+    image: Image, rng: np.random.Generator, tile: Centre | None = None, anywhere: bool = False
+) -> Image:
+    """One random camera-like view of a BGR image: most of it, or a tile (6–40 % of the area)
+    around the box centre ``tile`` or, with ``anywhere``, at any place."""
+    view = _crop(image, rng, tile, anywhere)
     if rng.random() < 0.5:
         view = view[:, ::-1]
     view = np.ascontiguousarray(view)

@@ -23,14 +23,22 @@ SHARED_SET = Path(os.environ.get("GRIDWATCH_SHARED_DATA", _SHARED_DATA)) / "fire
 the repository (never in it), or under ``$GRIDWATCH_SHARED_DATA``."""
 LABELS = ("fire", "smoke", "none")
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-SMOKE_BOX = "1"
+FIRE_BOX, SMOKE_BOX = 0, 1
+Centre = tuple[float, float]
+"""x, y of a box centre in fractions of the image's width and height."""
 
 
 @dataclass(frozen=True, slots=True)
 class LabelledImage:
     path: Path
     label: str  # one of LABELS
-    smoke_box: bool  # its label file has a smoke box (so a fire image also shows smoke)
+    fire_boxes: tuple[Centre, ...] = ()
+    smoke_boxes: tuple[Centre, ...] = ()
+
+    @property
+    def smoke_box(self) -> bool:
+        """Its label file has a smoke box (so a fire image also shows smoke)."""
+        return bool(self.smoke_boxes)
 
     @property
     def source(self) -> str:
@@ -50,11 +58,20 @@ def scan(directory: Path) -> list[LabelledImage]:
         for path in sorted((directory / label).iterdir()):
             if path.suffix.lower() not in SUFFIXES:
                 continue
+            centres: dict[int, list[Centre]] = {FIRE_BOX: [], SMOKE_BOX: []}
             boxes = directory / "labels" / f"{path.stem}.txt"
-            smoke = boxes.is_file() and any(
-                line.split()[:1] == [SMOKE_BOX] for line in boxes.read_text().splitlines()
+            for line in boxes.read_text().splitlines() if boxes.is_file() else ():
+                fields = line.split()
+                if len(fields) == 5 and int(fields[0]) in centres:
+                    centres[int(fields[0])].append((float(fields[1]), float(fields[2])))
+            images.append(
+                LabelledImage(
+                    path=path,
+                    label=label,
+                    fire_boxes=tuple(centres[FIRE_BOX]),
+                    smoke_boxes=tuple(centres[SMOKE_BOX]),
+                )
             )
-            images.append(LabelledImage(path=path, label=label, smoke_box=smoke))
     return images
 
 

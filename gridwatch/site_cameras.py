@@ -40,8 +40,8 @@ class LearnedDetector(Model):
     type: Literal["fire_smoke_model"] = "fire_smoke_model"
     fire_threshold: Fraction = Field(default=0.5, description="fire probability of a hit")
     smoke_threshold: Fraction = Field(default=0.5, description="smoke probability of a hit")
-    # tiles are opt-in: the packaged model learned whole images and crops of ≥45 % of them,
-    # and scores smaller tiles of night scenes and emergency lights as smoke or fire
+    # tiles are opt-in: on real night scenes and emergency lights the packaged model scores
+    # small tiles as smoke or fire where the whole view stays quiet
     grids: tuple[int, ...] = Field(
         default=(1,), min_length=1, description="tile grids, e.g. (1, 3); 1 = the whole view"
     )

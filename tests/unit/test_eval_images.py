@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.camera_augment import camera_view
+from benchmarks.camera_augment import _crop, camera_view
 from benchmarks.eval_images import Scored, _threshold_at, class_report, domain_report
 from benchmarks.image_set import LabelledImage
 from gridwatch.cli import app
 
 
-def _item(label: str, source: str = "src", smoke_box: bool = False) -> LabelledImage:
-    return LabelledImage(path=Path(f"{label}/{source}_00.jpg"), label=label, smoke_box=smoke_box)
+def _item(label: str, source: str = "src") -> LabelledImage:
+    return LabelledImage(path=Path(f"{label}/{source}_00.jpg"), label=label)
 
 
 def test_camera_views_are_fixed_by_the_seed_and_stay_colour_uint8() -> None:
@@ -91,3 +91,19 @@ def test_eval_images_names_a_missing_model(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "absent.onnx: no such model" in " ".join(result.output.split())
+
+
+def test_a_tile_view_is_small_and_holds_its_box_centre() -> None:
+    h, w = 200, 250
+    ys, xs = np.mgrid[0:h, 0:w]
+    # each pixel's colour is its position: a crop's corner tells where it was cut
+    image = np.dstack([xs, ys, np.zeros_like(xs)]).astype(np.uint8)
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        crop = _crop(image, rng, (0.9, 0.15), anywhere=False)
+        x0, y0 = int(crop[0, 0, 0]), int(crop[0, 0, 1])
+        ch, cw = crop.shape[:2]
+        assert ch * cw <= 0.42 * h * w
+        assert x0 <= 0.9 * w <= x0 + cw and y0 <= 0.15 * h <= y0 + ch
+        whole = _crop(image, rng, None, anywhere=False)
+        assert whole.shape[0] * whole.shape[1] >= 0.4 * h * w

@@ -14,7 +14,8 @@ from gridwatch.errors import GridwatchError
 
 
 def _item(label: str, smoke_box: bool = False) -> LabelledImage:
-    return LabelledImage(path=Path(f"{label}/src_00.jpg"), label=label, smoke_box=smoke_box)
+    smoke = ((0.5, 0.5),) if smoke_box else ()
+    return LabelledImage(path=Path(f"{label}/src_00.jpg"), label=label, smoke_boxes=smoke)
 
 
 def test_a_fire_image_teaches_smoke_only_when_its_boxes_say_so() -> None:
