@@ -25,7 +25,7 @@ import numpy as np
 
 from detectors.construction import ConstructionWatch
 from gridwatch.events import Detection, DetectionKind, Point
-from gridwatch.site_cameras import Camera, Preset, Vision, Watchtower
+from gridwatch.site_cameras import Camera, LearnedDetector, Preset, Vision, Watchtower
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import Captured, VideoSource
 from ingest.camera_worker import CameraWorker
@@ -136,9 +136,11 @@ def simulated(per_kind: int, work: Path) -> list[Outcome]:
     return out
 
 
-def media(folder: Path, fps: float, work: Path) -> list[Outcome]:
+def media(
+    folder: Path, fps: float, work: Path, learned: LearnedDetector | None = None
+) -> list[Outcome]:
     out: list[Outcome] = []
-    vision = Vision()
+    vision = Vision(learned=learned)
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         label = label_dir.name
         for item in sorted(label_dir.iterdir()):
@@ -244,10 +246,17 @@ def construction(per_kind: int) -> dict[str, Any]:
     }
 
 
-def evaluate(per_kind: int = 8, media_dir: Path | None = None, fps: float = 5.0) -> dict[str, Any]:
+def evaluate(
+    per_kind: int = 8,
+    media_dir: Path | None = None,
+    fps: float = 5.0,
+    learned: LearnedDetector | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gw-eval-") as tmp:
         work = Path(tmp)
         if media_dir is not None:
-            return {"media": str(media_dir), **score(media(media_dir, fps, work))}
+            found = media(media_dir, fps, work, learned)
+            detector = "colour and plume rules" if learned is None else learned.model_dump()
+            return {"media": str(media_dir), "detector": detector, **score(found)}
         outcomes = simulated(per_kind, work)
     return {"scenarios": len(outcomes), **score(outcomes), "construction": construction(per_kind)}

@@ -8,21 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 
 from detectors.fire import FireDetector, FireObservation, judge_fire
-from detectors.frame import Box, Frame, Image, grey_of, scale_box, to_work
+from detectors.frame import Box, Frame, Image, Mask, grey_of, scale_box, to_work
 from detectors.health import HealthMonitor, Issue
+from detectors.learned import Change, LearnedFireSmoke
 from detectors.motion import GATE_WIDTH, MotionGate
 from detectors.smoke import SmokeDetector, SmokeObservation, judge_smoke
 from detectors.thermal import HotspotObservation, ThermalDetector, judge_hotspot
 from detectors.tracking import Tracker, TrackEvent
 from detectors.zones import ZoneMap
 from gridwatch.events import DetectionKind
-from gridwatch.site_cameras import Vision
+from gridwatch.site_cameras import LearnedDetector, Vision
 
 _DILATE = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
 
@@ -53,6 +54,21 @@ class Analysis:
     suppressed: bool  # a health gate is active: nothing was detected
 
 
+class ViewDetector(Protocol):
+    """A fire/smoke detector of one view: the working image and where analysis is allowed in,
+    confirmed and cleared kinds out, its own temporal state."""
+
+    @property
+    def pending(self) -> bool: ...
+
+    def observe(self, work: Image, allowed: Mask) -> list[Change]: ...
+
+
+def view_detector(settings: LearnedDetector) -> ViewDetector:
+    """The detector a ``Vision`` settings block names (by its ``type``)."""
+    return LearnedFireSmoke(settings)
+
+
 class SceneAnalyzer:
     def __init__(self, vision: Vision, preset: int | None = None) -> None:
         self.vision = vision
@@ -64,6 +80,7 @@ class SceneAnalyzer:
         self.fire_tracker: Tracker[FireObservation] | None = None
         self.smoke_tracker: Tracker[SmokeObservation] | None = None
         self.thermal_tracker: Tracker[HotspotObservation] | None = None
+        self.learned = None if vision.learned is None else view_detector(vision.learned)
 
     def _setup(self, frame: Frame, work: Image, small: Image) -> None:
         v = self.vision
@@ -119,6 +136,10 @@ class SceneAnalyzer:
             self.fire.reset()
         if issues:
             return Analysis((), changes, False, True)
+        if self.learned is not None:
+            found = self.learned.observe(work, self._work_zones.allowed)
+            hits = [self._learned_hit(c, frame, work) for c in found]
+            return Analysis(tuple(hits), changes, self.learned.pending, False)
         moving = cv2.dilate((motion.fast | motion.slow).astype(np.uint8), _DILATE)
         roi = cv2.resize(moving, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_NEAREST)
         fire_obs = self.fire.observe(work, ts, roi.astype(np.bool_) & self._work_zones.allowed)
@@ -138,6 +159,11 @@ class SceneAnalyzer:
         hits += self._hits(self.smoke_tracker.update(smoke_obs), DetectionKind.SMOKE, frame, small)
         pending = self.fire_tracker.pending or self.smoke_tracker.pending
         return Analysis(tuple(hits), changes, pending, False)
+
+    def _learned_hit(self, change: Change, frame: Frame, work: Image) -> Hit:
+        box = scale_box(change.box, frame.image.shape[1] / work.shape[1])
+        zones = self._work_zones.kinds_at(change.box)
+        return Hit(change.kind, change.state, box, change.confidence, change.track_id, zones)
 
     def _health_changes(self, issues: set[Issue]) -> tuple[HealthChange, ...]:
         raised = [HealthChange(i, True) for i in sorted(issues - self._active)]

@@ -30,6 +30,7 @@ dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help
 eval_app = typer.Typer(help="Detector evaluation on labelled media.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 cameras_app = typer.Typer(help="Camera operations.", no_args_is_help=True)
+train_app = typer.Typer(help="Model training (pip install gridwatch[train]).", no_args_is_help=True)
 for sub, name in (
     (cameras_app, "cameras"),
     (eval_app, "eval"),
@@ -41,6 +42,7 @@ for sub, name in (
     (alerts_app, "alerts"),
     (store_app, "store"),
     (simulate_app, "simulate"),
+    (train_app, "train"),
 ):
     app.add_typer(sub, name=name)
 

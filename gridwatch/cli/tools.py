@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import shlex
+import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +23,7 @@ from gridwatch.cli.common import (
     fail,
     site_or_fail,
     store_app,
+    train_app,
 )
 from gridwatch.errors import ConfigError, GridwatchError
 from gridwatch.liveness import DEFAULT_MAX_AGE_S, age_s
@@ -158,26 +164,110 @@ def eval_detectors(
     ] = None,
     fps: Annotated[float, typer.Option(help="frame rate of frame-sequence folders")] = 5.0,
     per_kind: Annotated[int, typer.Option(help="simulated variants of each scenario")] = 6,
+    learned: Annotated[
+        bool, typer.Option(help="real media: the learned fire/smoke model instead of the rules")
+    ] = False,
+    grids: Annotated[
+        str | None, typer.Option(help="with --learned: tile grids, e.g. 1,3 (default: 1)")
+    ] = None,
 ) -> None:
     """Run labelled scenarios (or real media) through the camera worker and score them."""
     from benchmarks.eval_detectors import evaluate
+    from gridwatch.site_cameras import LearnedDetector
 
-    report = evaluate(per_kind, media, fps)
+    detector = None
+    if learned:
+        tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
+        detector = LearnedDetector.model_validate(tiles)
+    report = evaluate(per_kind, media, fps, detector)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
         json_path.write_text(text + "\n")
 
 
+@eval_app.command("images")
+def eval_images(
+    directory: Annotated[Path, typer.Argument(help="DIR/{fire,smoke,none}/ of real images")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="ONNX model (default: the packaged one)")
+    ] = None,
+    fpr: Annotated[
+        float, typer.Option(help="false-positive rate the operating point allows")
+    ] = 0.05,
+    sheet: Annotated[
+        Path | None, typer.Option(help="contact sheet PNG of the worst false positives and misses")
+    ] = None,
+) -> None:
+    """ROC AUC, recall at FPR 0.01/0.05/0.10, operating point and cost of the fire/smoke model."""
+    from benchmarks.eval_images import evaluate
+    from detectors.fire_model import DEFAULT_MODEL
+
+    try:
+        report = evaluate(directory, model or DEFAULT_MODEL, fpr, sheet=sheet)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    console.print_json(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+
+
+@train_app.command("detector")
+def train_detector(
+    out: Annotated[
+        Path | None, typer.Option(help="default: the detectors package's models/")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
+    seed: Annotated[int, typer.Option()] = 0,
+    views: Annotated[int, typer.Option(min=1, help="camera-like views cached per image")] = 4,
+    data: Annotated[Path | None, typer.Option(help="default: ../shared/data/fire-smoke")] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(help="scratch space for the cached feature maps (~1 GB; default: temp dir)"),
+    ] = None,
+) -> None:
+    """Fine-tune the fire/smoke model on DATA/train, export ONNX, write its model card."""
+    from benchmarks.eval_images import evaluate
+    from benchmarks.image_set import SHARED_SET, scan
+    from benchmarks.train_detector import Recipe, model_card, train
+    from detectors.fire_model import MODEL_DIR
+
+    # progress (caching, epochs) on stderr: a run takes most of an hour
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    root = data or SHARED_SET
+    work = work or Path(tempfile.gettempdir()) / "gridwatch-train"
+    out = out or MODEL_DIR
+    recipe = Recipe(epochs=epochs, seed=seed, views=views)
+    try:
+        trained = train(root / "train", out, recipe, work)
+        report = None
+        if (root / "val").is_dir():
+            sheet = work / "fire_smoke.val.png"
+            report = evaluate(root / "val", trained.model, sheet=sheet)
+            (out / "fire_smoke.val.json").write_text(json.dumps(report, indent=2) + "\n")
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    counts = Counter(item.label for item in scan(root / "train"))
+    command = shlex.join(["gridwatch", *sys.argv[1:]])
+    card = model_card(trained, recipe, f"{root.name}/train", dict(counts), report, command)
+    (out / "fire_smoke.md").write_text(card)
+    console.print(card)
+
+
 @bench_app.command("cameras")
 def bench_cameras(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     frames: Annotated[int, typer.Option(help="720p frames to analyse")] = 300,
+    learned: Annotated[
+        bool, typer.Option(help="the learned fire/smoke model, not the rules")
+    ] = False,
 ) -> None:
     """Analysed 720p frames per second per core, decode apart, and cameras per core."""
     from benchmarks.cameras import bench
 
-    text = json.dumps(bench(frames), indent=2)
+    text = json.dumps(bench(frames, learned=learned), indent=2)
     console.print_json(text)
     if json_path is not None:
         json_path.write_text(text + "\n")

@@ -394,7 +394,7 @@ def test_a_dead_producer_thread_stops_the_bridge(
 
 
 def test_ingest_mqtt_takes_its_limits_from_settings_and_stops_cleanly_on_sigterm(
-    kafka_bootstrap: str, database_url: str, mqtt_address: tuple[str, int]
+    kafka_bootstrap: str, database_url: str, mqtt_address: tuple[str, int], tmp_path: Path
 ) -> None:
     host, port = mqtt_address
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}
@@ -404,6 +404,7 @@ def test_ingest_mqtt_takes_its_limits_from_settings_and_stops_cleanly_on_sigterm
         "GRIDWATCH_MQTT_URL": f"mqtt://{host}:{port}",
         "GRIDWATCH_SITE": str(TINY_SITE),
         "GRIDWATCH_MQTT_LIMITS__MAX_BYTES": "200",
+        "GRIDWATCH_LIVENESS_DIR": str(tmp_path),
     }
     since = utcnow()
     big = json.dumps({"ts": now_ms(), "values": {"water_level_m": 1.0}, "pad": "x" * 200}).encode()
@@ -421,6 +422,7 @@ def test_ingest_mqtt_takes_its_limits_from_settings_and_stops_cleanly_on_sigterm
             letters = letters_of(kafka_bootstrap, [big], since, wait_s=3)
         (letter,) = letters.values()
         assert "more than the limit of 200 bytes (mqtt_limits.max_bytes)" in letter.reason
+        assert (tmp_path / "ingest-mqtt.alive").exists()  # it beats while connected
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
