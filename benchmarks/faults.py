@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Literal
 
 import psycopg
-import yaml
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -52,17 +51,18 @@ from benchmarks.pipeline import (
     COMMANDS,
     BackgroundLoop,
     Roles,
+    embedded_pipeline,
     restart_kafka,
     restart_postgres,
     role_env,
+    write_site,
 )
 from benchmarks.sensors import bench_site, bench_value, publish_for
 from gridwatch.liveness import age_s
 from gridwatch.processes import claim_port
-from gridwatch.services import EmbeddedServices, ServiceUrls
+from gridwatch.services import ServiceUrls
 from gridwatch.settings import Settings
 from gridwatch.site import Site
-from gridwatch.store.schema import ensure_schema
 from gridwatch.store.summary import closed_loop_counts
 from gridwatch.xml_signature import load_certificate, make_throwaway
 from simulators.broadcast_receiver import BroadcastReceiver
@@ -245,11 +245,8 @@ class _Run:
             _env_file=None, database_url=database_url, kafka_bootstrap=None, mqtt_url=None
         )
         with ExitStack() as stack:
-            self.services = EmbeddedServices(settings, self.work / "services")
-            urls = stack.enter_context(self.services)
+            self.services, urls = stack.enter_context(embedded_pipeline(self.work, settings))
             servers = stack.enter_context(self._restarted())
-            with psycopg.connect(urls.database_url) as conn:
-                ensure_schema(conn)
             loop = BackgroundLoop()
             stack.callback(loop.close)
             key = secrets.token_hex(32)
@@ -265,15 +262,13 @@ class _Run:
             receiver_url = loop.run(self.receiver.start())
             stack.callback(loop.run, self.receiver.stop())
             site = fault_site(self.base, self.plan, desk_url, receiver_url)
-            site_file = self.work / "site.yaml"
-            site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
             liveness = self.liveness
-            env = role_env(urls, site_file, SINK_HMAC_KEY=key,
+            env = role_env(urls, write_site(site, self.work), SINK_HMAC_KEY=key,
                            GRIDWATCH_LIVENESS_DIR=str(liveness),
                            GRIDWATCH_CAP_SIGNING_KEY=str(cap_key),
                            GRIDWATCH_CAP_SIGNING_CERT=str(cap_cert))  # fmt: skip
             options = {"alerts-relay": ["--callback-port", str(callbacks)]}
-            roles = Roles(list(COMMANDS), env, self.work, options=options, supervise=True)
+            roles = Roles(list(COMMANDS), env, self.work, options=options)
             stack.callback(roles.stop)
             self._wait_alive(roles, liveness, timeout=180)
             sampler = threading.Thread(target=self._sample, args=(urls,), daemon=True)
@@ -347,7 +342,7 @@ class _Run:
         servers: list[Callable[[], None]],
     ) -> None:
         if fault.kind == "kill":
-            restarts = roles.roles[fault.role].restarts
+            restarts = roles.restarts[fault.role]
             roles.kill(fault.role)
             if not roles.wait_restarted(fault.role, restarts + 1, timeout=60):
                 raise RuntimeError(f"{fault.role} was not restarted")
@@ -430,7 +425,7 @@ class _Run:
             delivered=delivered,
             recovery_s=[self._recovery(end, published) for end, published in self.fault_ends],
             delivery_retries=int(retries),
-            restarts={name: role.restarts for name, role in roles.roles.items() if role.restarts},
+            restarts={name: n for name, n in roles.restarts.items() if n},
             heartbeat_ages={name: age_s(liveness, name) for name in COMMANDS},
             complete=complete,
         )
@@ -467,7 +462,6 @@ def run_scenario(base: Site, plan: Plan, scenario: Scenario, settings: Settings)
     """One run on fresh services: a database of its own on the configured server, if any."""
     with tempfile.TemporaryDirectory(prefix="gridwatch-faults-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        work.chmod(0o755)  # the postgres account must traverse it
         url = settings.database_url.get_secret_value() if settings.database_url else None
         if url is not None:
             url = stack.enter_context(own_database(url))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.fuzz_messages import FuzzMessage, Outcome, ReadingFact, generate
-from benchmarks.roles import Roles, embedded_pipeline, wait_logged
+from benchmarks.pipeline import Roles, embedded_pipeline, mqtt_broker, mqtt_publisher, sensor_roles
 from gridwatch.errors import ServiceError
 from gridwatch.events import storable_text
 from gridwatch.services import ServiceUrls
@@ -165,15 +164,6 @@ def reason_kind(reason: str) -> str:
 # Publishing ----------------------------------------------------------------------------------
 
 
-def _client(urls: ServiceUrls) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fuzz-{uuid.uuid4().hex[:8]}")
-    client.max_inflight_messages_set(100)
-    client.max_queued_messages_set(0)
-    client.connect(urls.mqtt_host, urls.mqtt_port)
-    client.loop_start()
-    return client
-
-
 def _acked(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
     try:
         info.wait_for_publish(timeout)
@@ -201,7 +191,7 @@ def _publish_alone(urls: ServiceUrls, message: FuzzMessage, timeout: float = 3.0
 def publish(urls: ServiceUrls, messages: Sequence[FuzzMessage], timeout: float = 120) -> list[bool]:
     """Publish in order with QoS 1; whether the broker acknowledged each."""
     acked = [False] * len(messages)
-    client = _client(urls)
+    client = mqtt_publisher(urls, "fuzz", inflight=100)
     pending = {}
     try:
         for i, message in enumerate(messages):
@@ -292,7 +282,7 @@ def _probe(urls: ServiceUrls, site: Site, timeout: float) -> set[Key]:
     base_ms = time.time_ns() // 1_000_000 - 3_600_000
     keys: set[Key] = set()
     deadline = time.monotonic() + timeout
-    client = _client(urls)
+    client = mqtt_publisher(urls, "fuzz", inflight=100)
     try:
         with psycopg.connect(urls.database_url, autocommit=True) as conn:
             while time.monotonic() < deadline:
@@ -417,11 +407,10 @@ def run(
     batch = generate(site, messages, seed, time.time_ns() // 1_000_000)
     with tempfile.TemporaryDirectory(prefix="gridwatch-fuzz-") as tmp:
         work = Path(tmp)
-        with embedded_pipeline(work) as urls:
-            roles = Roles(urls, site, work, max_restarts=max_restarts)
-            roles.watch()
+        with embedded_pipeline(work) as (_, urls):
+            roles = sensor_roles(urls, site, work, max_restarts)
             try:
-                wait_logged(roles.log("rules"), "Worker ready", timeout=120)
+                roles.wait_logged("streams-worker", "Worker ready", timeout=120)
                 probes = _probe(urls, site, timeout=120)
                 publish_start = time.monotonic()
                 delivery = deliver(urls, site, batch)
@@ -440,7 +429,7 @@ def run(
     )
     published, ours = sum(delivery.acked), sum(delivery.ours)
     return Result(
-        messages=messages, seed=seed, mqtt_broker=_broker(), published=published,
+        messages=messages, seed=seed, mqtt_broker=mqtt_broker(), published=published,
         refused_by_broker=len(batch) - published, outside_subscriptions=published - ours,
         dropped_by_broker=ours - len(received), received=len(received),
         stored=outcomes[Outcome.STORED], duplicates=outcomes[Outcome.DUPLICATE],
@@ -463,10 +452,6 @@ def run(
         drain=drain, publish_s=round(drain_start - publish_start, 1),
         drain_s=round(ended - drain_start, 1), wall_time_s=round(ended - started, 1),
     )  # fmt: skip
-
-
-def _broker() -> str:
-    return "mosquitto" if shutil.which("mosquitto") else "amqtt"
 
 
 def report(result: Result, json_path: Path | None = None, reasons: int = 25) -> str:

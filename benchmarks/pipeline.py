@@ -1,31 +1,49 @@
-"""The pipeline's roles as processes on the embedded services, as in production: what the sensor
-benchmark and the fault-injection runs share.
+"""The pipeline's roles as processes on embedded services, as in production: what the sensor,
+fuzz and fault benchmarks share.
 
-``Roles`` starts each role (``gridwatch ingest mqtt``, …) as its own process, with its output in
-``<work>/<role>.log``, and, when asked to supervise, starts again any role that exits, as the
-compose file's ``restart: unless-stopped`` does, counting the restarts.
+``embedded_pipeline`` starts fresh services with the schema. ``Roles`` starts each role by its
+compose service name (``ingest-mqtt`` runs ``gridwatch ingest mqtt``, …) as its own process,
+with its output in ``<work>/<role>.log``, and supervises them as compose's
+``restart: unless-stopped`` does: a dead role is recorded with its cause and started again after
+a delay, at most ``max_restarts`` times, every restart counted.
+
+A role has died when its process exited, or when an uncaught exception ended one of its threads
+while the process lives on (the bridge's MQTT network thread, say): a role that no longer does
+its work is a dead role, whether or not its PID remains.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import psycopg
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch import topics
 from gridwatch.processes import ServiceProcess, accepts_connections
 from gridwatch.services import EmbeddedServices, ServiceUrls, create_topics
+from gridwatch.settings import Settings
+from gridwatch.site import Site
+from gridwatch.store.schema import ensure_schema
+
+log = logging.getLogger(__name__)
 
 # Each role by its compose service name (also its heartbeat's name), and its command.
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -37,6 +55,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 SENSOR_ROLES = ("ingest-mqtt", "streams-worker", "store-writer")
 RESTART_DELAY_S = 1.0
+MAX_RESTARTS = 10
+CHECK_S = 0.2  # how often the supervisor looks at the roles
+# What Python prints when an exception ends a thread other than the main one; the traceback
+# ends with the exception's (dotted) name and its message, where a log line starts otherwise.
+THREAD_DIED = "Exception in thread"
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(:|$)")
 
 
 def role_env(urls: ServiceUrls, site_file: Path, **extra: str) -> dict[str, str]:
@@ -51,18 +75,104 @@ def role_env(urls: ServiceUrls, site_file: Path, **extra: str) -> dict[str, str]
     }
 
 
-@dataclass
+def write_site(site: Site, work: Path) -> Path:
+    """``site`` as ``<work>/site.yaml``, the roles' site file."""
+    path = work / "site.yaml"
+    path.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
+    return path
+
+
+def mqtt_broker() -> str:
+    """The MQTT broker the embedded services run."""
+    return "mosquitto" if shutil.which("mosquitto") else "amqtt"
+
+
+def mqtt_publisher(urls: ServiceUrls, name: str, inflight: int = 1000) -> mqtt.Client:
+    """A connected client, its network loop running, with up to ``inflight`` QoS 1 messages
+    unacknowledged at once and any number queued behind them."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(inflight)
+    client.max_queued_messages_set(0)  # 0: no limit
+    client.connect(urls.mqtt_host, urls.mqtt_port)
+    client.loop_start()
+    return client
+
+
+@contextlib.contextmanager
+def embedded_pipeline(
+    work: Path, settings: Settings | None = None
+) -> Iterator[tuple[EmbeddedServices, ServiceUrls]]:
+    """Fresh services under ``work`` (those ``settings`` point at are used instead), with every
+    topic and the schema created."""
+    os.chmod(work, 0o755)  # noqa: S103 - the postgres account must traverse it
+    services = EmbeddedServices(settings or Settings(), work / "services")
+    with services as urls:
+        with psycopg.connect(urls.database_url) as conn:
+            ensure_schema(conn)
+        yield services, urls
+
+
 class Role:
-    name: str
-    argv: list[str]
-    log: Path
-    popen: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    exit_codes: list[int] = field(default_factory=list)
+    """One role's process; each ``start`` appends to the same log, and what ended the process is
+    read from what it wrote since."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+        self.name, self.argv, self.log = name, list(argv), log_path
+        self.process: ServiceProcess | None = None
+        self.restarts = 0
+        self._read = 0  # the log's bytes read so far
+        self._last = ""  # the last non-blank line since the start
+        self._thread_died = False
+        self._thread_error = ""  # the exception that ended the thread, once it is written
+
+    def start(self, env: Mapping[str, str], cwd: Path) -> None:
+        self._read = self.log.stat().st_size if self.log.exists() else 0
+        self._last, self._thread_died, self._thread_error = "", False, ""
+        self.process = ServiceProcess(self.name, self.argv, self.log, cwd=cwd, env=env)
+
+    def died(self) -> str | None:
+        """Why the running process is dead (its exit code with the last line of its log, or
+        the exception that ended one of its threads), or None."""
+        assert self.process is not None  # noqa: S101 - only a started role can die
+        code = self.process.popen.poll()
+        self._scan(whole=code is not None)  # an exited process wrote its last line whole
+        if code is not None:
+            return f"exited with code {code}" + (f": {self._last[:160]}" if self._last else "")
+        if self._thread_error:
+            return f"a thread died of an uncaught exception: {self._thread_error[:160]}"
+        return None
+
+    def _scan(self, whole: bool) -> None:
+        """Read the log's new lines (only up to the last line break unless ``whole``)."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self._read)
+                data = f.read()
+        except OSError:
+            return
+        if not whole:
+            data = data[: data.rfind(b"\n") + 1]
+        self._read += len(data)
+        for line in data.decode(errors="replace").splitlines():
+            if line.strip():
+                self._last = line.strip()
+            if line.startswith(THREAD_DIED):
+                self._thread_died = True
+            elif self._thread_died and not self._thread_error and EXCEPTION_LINE.match(line):
+                self._thread_error = line.strip()
+
+    def stop(self, grace: float) -> None:
+        if self.process is not None:
+            self.process.stop(grace)
+            self.process = None
 
 
 class Roles:
-    """Role processes in ``work``; ``supervise`` restarts those that exit until ``stop``."""
+    """The roles ``names`` on ``env``, each its own process in ``work`` (``options``: more
+    arguments by role), supervised until ``stop``: each death is recorded in ``deaths`` ("role:
+    why") and the role started again after ``restart_delay_s``, at most ``max_restarts`` times
+    (a role that dies on every start does not take the run with it); ``restarts`` counts them.
+    """
 
     def __init__(
         self,
@@ -71,9 +181,11 @@ class Roles:
         work: Path,
         *,
         options: Mapping[str, Sequence[str]] | None = None,
-        supervise: bool = False,
+        max_restarts: int = MAX_RESTARTS,
+        restart_delay_s: float = RESTART_DELAY_S,
     ) -> None:
         self.env, self.work = dict(env), work
+        self.max_restarts, self.restart_delay_s = max_restarts, restart_delay_s
         options = {"streams-worker": ["--datadir", str(work / "faust")], **(options or {})}
         self.roles = {
             name: Role(
@@ -83,70 +195,103 @@ class Roles:
             )
             for name in names
         }
+        self.deaths: list[str] = []  # "role: why", in order
+        self._due: dict[str, float] = {}  # a dead role → when it starts again
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         for role in self.roles.values():
-            self._start(role)
-        self._supervisor: threading.Thread | None = None
-        if supervise:
-            self._supervisor = threading.Thread(target=self._supervise, daemon=True)
-            self._supervisor.start()
+            role.start(self.env, work)
+        # Restarts come from this thread, which lives until ``stop``: a role's process is
+        # killed when the thread that started it ends.
+        self._supervisor = threading.Thread(target=self._supervise, name="roles", daemon=True)
+        self._supervisor.start()
 
-    def _start(self, role: Role) -> None:
-        with role.log.open("ab") as log:
-            role.popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                role.argv,
-                env=self.env,
-                cwd=self.work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a kill reaches the role's whole group
-            )
+    @property
+    def restarts(self) -> dict[str, int]:
+        return {name: role.restarts for name, role in self.roles.items()}
 
     def _supervise(self) -> None:
-        while not self._stopping.wait(0.2):
-            for role in self.roles.values():
+        try:
+            while not self._stopping.wait(CHECK_S):
                 with self._lock:
-                    if role.popen is None or role.popen.poll() is None:
-                        continue
-                    role.exit_codes.append(role.popen.returncode)
-                    role.popen = None
-                threading.Timer(RESTART_DELAY_S, self._restart, (role,)).start()
+                    self._check()
+        finally:
+            with self._lock:
+                for role in self.roles.values():  # all asked at once, then each waited for
+                    if role.process is not None:
+                        role.process.signal_group(signal.SIGTERM)
+                for role in self.roles.values():
+                    role.stop(grace=5.0)
 
-    def _restart(self, role: Role) -> None:
+    def _check(self) -> None:
+        now = time.monotonic()
+        for role in self.roles.values():
+            if role.process is None:
+                if now >= self._due.get(role.name, float("inf")):
+                    del self._due[role.name]
+                    role.restarts += 1
+                    role.start(self.env, self.work)
+                continue
+            why = role.died()
+            if why is None:
+                continue
+            log.warning("%s %s", role.name, why)
+            self.deaths.append(f"{role.name}: {why}")
+            role.stop(grace=2.0)  # a process whose thread died lives on: end it, group and all
+            if role.restarts < self.max_restarts:
+                self._due[role.name] = now + self.restart_delay_s
+
+    def down(self) -> list[str]:
+        """The roles not running now: dead, or waiting to start again (those out of restarts
+        stay down)."""
         with self._lock:
-            if self._stopping.is_set() or role.popen is not None:
-                return
-            role.restarts += 1
-            self._start(role)
+            return [
+                name
+                for name, role in self.roles.items()
+                if role.process is None or role.died() is not None
+            ]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal the role's process group (SIGKILL: no flush, no goodbye to any broker)."""
         with self._lock:
-            popen = self.roles[name].popen
-            if popen is not None:
-                os.killpg(popen.pid, sig)
+            process = self.roles[name].process
+            if process is not None:
+                process.signal_group(sig)
 
     def wait_restarted(self, name: str, restarts: int, timeout: float) -> bool:
+        """Until the role was started again ``restarts`` times in all, and runs."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
                 role = self.roles[name]
-                if role.restarts >= restarts and role.popen is not None:
+                if role.restarts >= restarts and role.process is not None:
                     return True
             time.sleep(0.05)
         return False
 
     def wait_logged(self, name: str, marker: str, timeout: float) -> bool:
-        return wait_logged(self.roles[name].log, marker, timeout)
+        """Until the role has logged ``marker``; on a busy machine a fixed wait is not always
+        enough."""
+        path = self.roles[name].log
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists() and marker in path.read_text(encoding="utf-8", errors="replace"):
+                return True
+            time.sleep(0.5)
+        return False
 
     def stop(self) -> None:
+        """Stop supervising, and every role."""
         self._stopping.set()
-        with self._lock:
-            for role in self.roles.values():
-                if role.popen is not None:
-                    role.popen.kill()
-                    role.popen.wait(30)
+        self._supervisor.join(60)
+
+
+def sensor_roles(
+    urls: ServiceUrls, site: Site, work: Path, max_restarts: int = MAX_RESTARTS
+) -> Roles:
+    """The sensor path's roles (bridge, rules worker, store writer) on ``urls`` with ``site``."""
+    env = role_env(urls, write_site(site, work))
+    return Roles(SENSOR_ROLES, env, work, max_restarts=max_restarts)
 
 
 class BackgroundLoop:
@@ -167,16 +312,6 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
-
-
-def wait_logged(log: Path, marker: str, timeout: float) -> bool:
-    """Until a role has logged ``marker``; on a busy machine a fixed wait is not always enough."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and marker in log.read_text(encoding="utf-8", errors="replace"):
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def restart_postgres(

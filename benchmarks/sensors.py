@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -27,11 +26,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from benchmarks.pipeline import SENSOR_ROLES, Roles, role_env
-from benchmarks.roles import embedded_pipeline
+from benchmarks.pipeline import (
+    COMMANDS,
+    embedded_pipeline,
+    mqtt_broker,
+    mqtt_publisher,
+    sensor_roles,
+)
 from gridwatch.services import ServiceUrls
 from gridwatch.site import Site
 
@@ -72,6 +75,7 @@ class Result:
     raw_mqtt_qos1_msgs_per_s: float
     writer_vs_raw_copy: float
     bridge_vs_raw_mqtt: float
+    role_deaths: list[str]  # "role: why" of each role that died (and was restarted) meanwhile
 
 
 def bench_site(base: Site, devices: int, metrics: int = 2) -> Site:
@@ -92,7 +96,8 @@ def bench_site(base: Site, devices: int, metrics: int = 2) -> Site:
     return Site.model_validate({**base.model_dump(), "sensors": sensors})
 
 
-ROLES = {"ingest mqtt": "bridge", "streams worker": "rules", "store writer": "writer",
+# What a process's command line names → whose CPU it is.
+ROLES = {**{" ".join(command): name for name, command in COMMANDS.items()},
          "tansu": "kafka broker", "mosquitto": "mqtt broker", "amqtt": "mqtt broker",
          "postgres": "postgresql"}  # fmt: skip
 
@@ -155,7 +160,7 @@ def raw_copy_rows_per_s(database_url: str, rows: int = 200_000) -> float:
     return rows / elapsed
 
 
-def raw_mqtt_msgs_per_s(host: str, port: int, messages: int = 20_000) -> float:
+def raw_mqtt_msgs_per_s(urls: ServiceUrls, messages: int = 20_000) -> float:
     """QoS 1 from one publisher to one subscriber through the broker, 1 kB messages."""
     got = threading.Event()
     count = [0]
@@ -168,15 +173,11 @@ def raw_mqtt_msgs_per_s(host: str, port: int, messages: int = 20_000) -> float:
 
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{topic[-8:]}")
     sub.on_message = on_message
-    sub.connect(host, port)
+    sub.connect(urls.mqtt_host, urls.mqtt_port)
     sub.subscribe(topic, qos=1)
     sub.loop_start()
     time.sleep(0.5)
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{topic[-8:]}")
-    pub.max_inflight_messages_set(1000)
-    pub.max_queued_messages_set(0)
-    pub.connect(host, port)
-    pub.loop_start()
+    pub = mqtt_publisher(urls, "bench-pub")
     payload = b"x" * 1000
     start = time.perf_counter()
     for _ in range(messages):
@@ -235,11 +236,7 @@ def publish_for(
 ) -> int:
     """Publish every device's reports for ``duration`` s; returns the reports sent.
     ``published`` is told the reports the broker has acknowledged after each period."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect(urls.mqtt_host, urls.mqtt_port)
-    client.loop_start()
+    client = mqtt_publisher(urls, "bench")
     start, start_ms = time.monotonic(), time.time_ns() // 1_000_000
     infos, step = [], 0
     while step / RATE_HZ < duration:
@@ -309,13 +306,11 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
     """The whole benchmark on fresh embedded services."""
     with tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as tmp:
         work = Path(tmp)
-        with embedded_pipeline(work) as urls:
+        with embedded_pipeline(work) as (_, urls):
             copy_ceiling = raw_copy_rows_per_s(urls.database_url)
-            mqtt_ceiling = raw_mqtt_msgs_per_s(urls.mqtt_host, urls.mqtt_port)
+            mqtt_ceiling = raw_mqtt_msgs_per_s(urls)
             site = bench_site(site, devices, metrics)
-            site_file = work / "site.yaml"
-            site_file.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
-            roles = Roles(SENSOR_ROLES, role_env(urls, site_file), work)
+            roles = sensor_roles(urls, site, work)
             try:
                 # Group joins and Faust's start-up (loading a large site), outside the measurement.
                 time.sleep(15)
@@ -331,13 +326,14 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
                 time.sleep(2)  # the last detections
                 with psycopg.connect(urls.database_url) as conn:
                     detections, p50, p99 = conn.execute(LATENCY_SQL).fetchone() or (0, None, None)
+                deaths = list(roles.deaths)
             finally:
                 roles.stop()
     points = sent * metrics
     elapsed = max((last - started).total_seconds(), 1e-9) if last else float("inf")
     per_s = unique / elapsed
     return Result(
-        devices=devices, metrics_per_report=metrics, duration_s=duration, mqtt_broker=_broker(),
+        devices=devices, metrics_per_report=metrics, duration_s=duration, mqtt_broker=mqtt_broker(),
         reports_sent=sent,
         data_points_sent=points, readings_stored=unique, lost=points - unique,
         duplicated=count - unique, reports_per_s=round(per_s / metrics, 1),
@@ -357,11 +353,8 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
         raw_mqtt_qos1_msgs_per_s=round(mqtt_ceiling, 1),
         writer_vs_raw_copy=round(per_s / copy_ceiling, 3),
         bridge_vs_raw_mqtt=round(points / PER_MESSAGE / metrics / elapsed / mqtt_ceiling, 3),
+        role_deaths=deaths,
     )  # fmt: skip
-
-
-def _broker() -> str:
-    return "mosquitto" if shutil.which("mosquitto") else "amqtt"
 
 
 def report(result: Result, json_path: Path | None) -> str:

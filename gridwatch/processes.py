@@ -176,7 +176,8 @@ class ServiceProcess:
         if self.popen.returncode != 0:
             raise self.exited_error()
 
-    def _signal_group(self, signum: int) -> None:
+    def signal_group(self, signum: int) -> None:
+        """Signal the process and every process of its session's group."""
         try:
             os.killpg(self.popen.pid, signum)
         except (ProcessLookupError, PermissionError):
@@ -186,10 +187,10 @@ class ServiceProcess:
         """Ask politely, then kill the whole group — also when interrupted while waiting."""
         try:
             if self.popen.poll() is None:
-                self._signal_group(self.stop_signal)
+                self.signal_group(self.stop_signal)
                 self.popen.wait(grace)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop within %.0fs; killing it", self.name, grace)
         finally:
-            self._signal_group(signal.SIGKILL)  # children that outlived their leader, too
+            self.signal_group(signal.SIGKILL)  # children that outlived their leader, too
             self.popen.wait()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SAMPLE_SITE = Path(__file__).parent / "sites" / "sample.yaml"
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
         default=Path("liveness"), description="the roles' heartbeat files (gridwatch health)"
     )
     run_dir: Path | None = Field(default=None, description="where embedded services keep data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="the least severe log lines a role writes (to stderr)"
+    )
     # The closed loop's doors: where the callback API listens, and the CAP signing identity.
     callback_host: str = Field(
         default="127.0.0.1", description="address the status callback API binds to"
@@ -75,3 +79,9 @@ class Settings(BaseSettings):
     cap_signing_cert: Path | None = Field(
         default=None, description="PEM certificate of that key, sent in each signature"
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        """``info`` names the level as well as ``INFO``."""
+        return value.upper() if isinstance(value, str) else value

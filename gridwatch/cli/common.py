@@ -63,12 +63,14 @@ def site_or_fail(settings: Settings) -> Site:
         raise fail(str(err)) from err
 
 
-def log_to(path: Path, level: int = logging.INFO) -> None:
-    handler = logging.FileHandler(path, encoding="utf-8")
+def setup_logging(settings: Settings, path: Path | None = None) -> None:
+    """Log lines from ``settings.log_level`` up to ``path``, or else to stderr: a role's
+    output, which its container keeps. Called once, first thing, by each role."""
+    handler = logging.FileHandler(path, encoding="utf-8") if path else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(settings.log_level)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from gridwatch.cli.common import (
     app,
     console,
     embedded_services,
-    log_to,
+    setup_logging,
     site_or_fail,
 )
 from gridwatch.cli.tools import report_into
@@ -54,7 +54,7 @@ def demo(
         directory = run_dir.resolve()
     else:
         directory = Path(tempfile.mkdtemp(prefix="gridwatch-demo-"))
-    log_to(directory / "gridwatch.log")
+    setup_logging(settings, directory / "gridwatch.log")
     console.print(f"[bold]gridwatch demo[/bold] — {site.street.name}, run directory {directory}")
     with embedded_services(settings, directory) as urls:
         create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)

@@ -26,6 +26,7 @@ from gridwatch.cli.common import (
     mqtt_access,
     required_services,
     services_app,
+    setup_logging,
     simulate_app,
     site_or_fail,
     steady_memory,
@@ -81,6 +82,7 @@ def ingest_mqtt() -> None:
     from ingest.mqtt_bridge import MqttBridge
 
     settings = Settings()
+    setup_logging(settings)
     urls, site = required_services(settings), site_or_fail(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
     bridge = MqttBridge(
@@ -111,13 +113,14 @@ def streams_worker(
     from streams.app import build_app
 
     settings = Settings()
+    setup_logging(settings)
     urls, site = required_services(settings), site_or_fail(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
     steady_memory()
     heartbeat = Heartbeat(settings.liveness_dir, "streams-worker")
-    Worker(
-        build_app(site, urls.kafka_bootstrap, datadir, heartbeat=heartbeat), loglevel="INFO"
-    ).execute_from_commandline()
+    # Faust's lines go through the role's logging too, instead of a set-up of the worker's own.
+    rules = build_app(site, urls.kafka_bootstrap, datadir, heartbeat=heartbeat)
+    Worker(rules, override_logging=False).execute_from_commandline()
 
 
 @alerts_app.command("engine")
@@ -127,6 +130,7 @@ def alerts_engine() -> None:
     from gridwatch import kafka
 
     settings = Settings()
+    setup_logging(settings)
     urls, site = required_services(settings), site_or_fail(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
 
@@ -157,6 +161,7 @@ def alerts_relay(
     from gridwatch.xml_signature import load_signer
 
     settings = Settings()
+    setup_logging(settings)
     site = site_or_fail(settings)
     sinks = {DISPATCH: site.policy.dispatch, BROADCAST: site.policy.broadcast}
     # The doors are checked before any service is touched: a placeholder key never goes live.
@@ -257,6 +262,7 @@ def store_writer() -> None:
     from streams.persist import run_persist
 
     settings = Settings()
+    setup_logging(settings)
     urls = required_services(settings)
     create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
     with psycopg.connect(urls.database_url) as conn:
@@ -301,6 +307,7 @@ def ingest_camera(
     from ingest.camera_worker import CameraWorker, kafka_publish
 
     settings = Settings()
+    setup_logging(settings)
     site = site_or_fail(settings)
     if settings.kafka_bootstrap is None:
         raise fail("set GRIDWATCH_KAFKA_BOOTSTRAP")

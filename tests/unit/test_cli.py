@@ -32,3 +32,15 @@ def test_roles_refuse_to_start_without_service_urls(monkeypatch: pytest.MonkeyPa
     result = runner.invoke(app, ["store", "writer"])
     assert result.exit_code == 2
     assert "GRIDWATCH_DATABASE_URL" in result.output
+
+
+def test_the_log_level_is_named_in_any_case_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from gridwatch.settings import Settings
+
+    monkeypatch.setenv("GRIDWATCH_LOG_LEVEL", "warning")
+    assert Settings(_env_file=None).log_level == "WARNING"
+    monkeypatch.setenv("GRIDWATCH_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings(_env_file=None)
