@@ -22,7 +22,7 @@ from aiohttp import web
 from kafka import KafkaProducer
 from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, ValidationError
 
-from alerts.cases import Action, State
+from alerts.cases import EXTERNAL_ACTIONS, Action, State
 from alerts.sinks import BROADCAST, DISPATCH
 from gridwatch import topics
 from gridwatch.errors import ConfigError
@@ -34,21 +34,9 @@ log = logging.getLogger(__name__)
 BROADCAST_STATE = {1: "received", 2: "playing", 3: "played", 4: "failed"}
 ROUTES = {DISPATCH: "/v1/callbacks/dispatch", BROADCAST: "/v1/callbacks/broadcast"}
 CaseId = Annotated[Text, Field(min_length=1, max_length=200)]
-# What a dispatch system may report; the other actions and states are gridwatch's own.
-CALLBACK_ACTIONS = frozenset(
-    {
-        Action.ACCEPT,
-        Action.HANDLE,
-        Action.REPORT,
-        Action.VERIFY,
-        Action.CLOSE,
-        Action.RETURN,
-        Action.REWORK,
-        Action.EXTEND,
-        Action.PARK,
-        Action.RESUME,
-    }
-)
+# What a dispatch system may report (broadcast states come on their own route); the other
+# actions and states are gridwatch's own.
+CALLBACK_ACTIONS = EXTERNAL_ACTIONS - {Action.BROADCAST_STATE}
 CALLBACK_STATES = frozenset(State) - {State.RECEIVED, State.DISPATCHED}
 
 Member = TypeVar("Member", Action, State)

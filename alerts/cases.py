@@ -51,6 +51,24 @@ class Action(StrEnum):
     BROADCAST_STATE = "broadcast_state"  # the broadcast system's feedback
 
 
+# What an outside system may do through a callback; the rest is gridwatch's own doing.
+EXTERNAL_ACTIONS = frozenset(
+    {
+        Action.ACCEPT,
+        Action.HANDLE,
+        Action.REPORT,
+        Action.VERIFY,
+        Action.CLOSE,
+        Action.RETURN,
+        Action.REWORK,
+        Action.EXTEND,
+        Action.PARK,
+        Action.RESUME,
+        Action.BROADCAST_STATE,
+    }
+)
+
+
 class Tier(StrEnum):
     """Who holds the case; escalation moves it one step up (网格吹哨、部门报到)."""
 

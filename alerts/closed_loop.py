@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from alerts import cap
 from alerts.cases import (
+    EXTERNAL_ACTIONS,
     TRANSITIONS,
     Action,
     AuditEntry,
@@ -36,22 +37,6 @@ from gridwatch.site import Site
 
 log = logging.getLogger(__name__)
 
-# What an outside system may do through a callback; the rest is gridwatch's own doing.
-EXTERNAL = frozenset(
-    {
-        Action.ACCEPT,
-        Action.HANDLE,
-        Action.REPORT,
-        Action.VERIFY,
-        Action.CLOSE,
-        Action.RETURN,
-        Action.REWORK,
-        Action.EXTEND,
-        Action.PARK,
-        Action.RESUME,
-        Action.BROADCAST_STATE,
-    }
-)
 # A broadcast is on air from its sending until it is cancelled, whatever the receiver reports.
 ON_AIR = frozenset({"sent", "received", "playing", "played", "failed"})
 CASE_COLUMNS = (
@@ -382,11 +367,11 @@ def _action_of(state: State, event: CaseEvent) -> Action:
             action = Action(event.action)
         except ValueError as err:
             raise IllegalTransition(f"unknown action {event.action!r}") from err
-        if action not in EXTERNAL:
+        if action not in EXTERNAL_ACTIONS:
             raise IllegalTransition(f"{action.value} is not an action a callback may take")
         return action
     for (source, action), target in TRANSITIONS.items():
-        if source is state and target.value == event.to_state and action in EXTERNAL:
+        if source is state and target.value == event.to_state and action in EXTERNAL_ACTIONS:
             return action
     raise IllegalTransition(
         f"case {event.case_id}: no way from {state.value} to {event.to_state!r}"

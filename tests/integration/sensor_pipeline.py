@@ -15,7 +15,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.pipeline import BackgroundLoop
-from gridwatch import topics
+from gridwatch import kafka, topics
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
 from streams.app import build_app
@@ -114,3 +114,14 @@ def wait_for(
             if done(rows) or time.monotonic() > deadline:
                 return rows
             time.sleep(0.3)
+
+
+def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
+    """``(topic, key, value)`` records onto Kafka, as another producer would write them."""
+    producer = kafka.producer(bootstrap)
+    try:
+        for topic, key, value in records:
+            producer.send(topic, key=key, value=value)
+        producer.flush(30)
+    finally:
+        producer.close()

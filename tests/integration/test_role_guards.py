@@ -38,6 +38,7 @@ from tests.integration.sensor_pipeline import (
     BackgroundLoop,
     RulesWorker,
     Writer,
+    produce,
     wait_for,
     with_sensors,
 )
@@ -123,21 +124,12 @@ def _drop(database_url: str, name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
-    producer = kafka.producer(bootstrap)
-    try:
-        for key, value in records:
-            producer.send(topic, key=key.encode(), value=value)
-        producer.flush(30)
-    finally:
-        producer.close()
-
-
-def readings(device: str, points: list[tuple[datetime, float]]) -> list[tuple[str, bytes]]:
+def readings(device: str, points: list[tuple[datetime, float]]) -> list[tuple[str, bytes, bytes]]:
     """``gw.readings`` records, one per point, as JSON text another producer would write."""
     return [
         (
-            device,
+            topics.READINGS,
+            device.encode(),
             json.dumps(
                 {
                     "schema": "gw.reading-batch/1",
@@ -175,7 +167,7 @@ def test_a_reading_far_ahead_is_dead_lettered_and_the_gauge_still_alarms(roles: 
     future = datetime(2100, 1, 1, tzinfo=UTC)
     points = [(now - timedelta(seconds=30), 3.6), (future, 1.0)]
     points += [(now - timedelta(seconds=25), 1.0), (now - timedelta(seconds=20), 3.6)]
-    produce(roles.bootstrap, topics.READINGS, readings(device, points))
+    produce(roles.bootstrap, readings(device, points))
     levels = wait_for(roles.database_url, LEVELS_SQL, (device,), lambda rows: len(rows) >= 3, 30)
     assert levels == [("red",), (None,), ("red",)]  # cleared by the real reading, red again
     rows = wait_for(
@@ -197,8 +189,8 @@ def test_a_status_far_ahead_is_dead_lettered_and_does_not_take_the_device_offlin
     device = dev("sleepy")
     now = datetime.now(UTC)
     will = DeviceStatus(device_id=device, online=False, ts=datetime(2100, 1, 1, tzinfo=UTC))
-    produce(roles.bootstrap, topics.DEVICE_STATUS, [(device, will.to_bytes())])
-    produce(roles.bootstrap, topics.READINGS, readings(device, [(now, 3.6)]))
+    produce(roles.bootstrap, [(topics.DEVICE_STATUS, device.encode(), will.to_bytes())])
+    produce(roles.bootstrap, readings(device, [(now, 3.6)]))
     rows = wait_for(
         roles.database_url,
         "SELECT rule, level FROM detections WHERE source_id = %s",
@@ -215,7 +207,7 @@ def test_a_flatline_becomes_a_device_fault_incident_and_alert(roles: Roles) -> N
     device = dev("stuck")
     start = datetime.now(UTC) - timedelta(seconds=60)
     points = [(start + timedelta(seconds=2 * i), 1.0) for i in range(10)]
-    produce(roles.bootstrap, topics.READINGS, readings(device, points))
+    produce(roles.bootstrap, readings(device, points))
     alerts = wait_for(
         roles.database_url,
         "SELECT a.kind, a.level, a.state, i.kind FROM alerts a"
@@ -261,7 +253,11 @@ def test_an_incident_the_engine_cannot_alert_is_dead_lettered_and_the_next_alert
     unknown, good = incident(NO_SUCH_GRID), incident(GRID)
     raws = [unknown.to_bytes(), good.to_bytes()]
     produce(
-        roles.bootstrap, topics.INCIDENTS, [(str(unknown.id), raws[0]), (str(good.id), raws[1])]
+        roles.bootstrap,
+        [
+            (topics.INCIDENTS, str(i.id).encode(), raw)
+            for i, raw in zip((unknown, good), raws, strict=True)
+        ],
     )
     alerts = wait_for(
         roles.database_url,
@@ -302,8 +298,10 @@ def test_an_alert_the_closed_loop_cannot_handle_is_dead_lettered_and_the_next_op
     raws = [unknown.to_bytes(), good.to_bytes()]
     produce(
         roles.bootstrap,
-        topics.ALERTS,
-        [(unknown.fingerprint, raws[0]), (good.fingerprint, raws[1])],
+        [
+            (topics.ALERTS, a.fingerprint.encode(), raw)
+            for a, raw in zip((unknown, good), raws, strict=True)
+        ],
     )
     cases = wait_for(
         roles.database_url,

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from gridwatch import kafka, topics
+from gridwatch import topics
 from gridwatch.events import (
     Incident,
     IncidentKind,
@@ -25,9 +25,10 @@ from gridwatch.events import (
 )
 from gridwatch.store.schema import ensure_schema
 from gridwatch.store.summary import counts
-from tests.integration.sensor_pipeline import BackgroundLoop, Writer, wait_for
+from tests.integration.sensor_pipeline import BackgroundLoop, Writer, produce, wait_for
 
 RUN = uuid.uuid4().hex[:6]
+KEY = RUN.encode()
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
 READINGS_SQL = "SELECT value, seq FROM readings WHERE device_id = %s ORDER BY ts"
 LETTERS_SQL = "SELECT sha256, source, reason, payload FROM deadletters WHERE sha256 = ANY(%s)"
@@ -54,16 +55,6 @@ def batch(*reports: dict[str, Any], batch_id: uuid.UUID | None = None) -> bytes:
             "reports": list(reports),
         }
     ).encode()
-
-
-def produce(bootstrap: str, records: list[tuple[str, bytes]]) -> None:
-    producer = kafka.producer(bootstrap)
-    try:
-        for topic, value in records:
-            producer.send(topic, key=RUN.encode(), value=value)
-        producer.flush(30)
-    finally:
-        producer.close()
 
 
 def sha(raw: bytes) -> str:
@@ -111,10 +102,10 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_writes_go_on(
     produce(
         kafka_bootstrap,
         [
-            (topics.READINGS, good[0]),
-            (topics.READINGS, refused),
-            (topics.INCIDENTS, infinite),
-            (topics.READINGS, good[1]),
+            (topics.READINGS, KEY, good[0]),
+            (topics.READINGS, KEY, refused),
+            (topics.INCIDENTS, KEY, infinite),
+            (topics.READINGS, KEY, good[1]),
         ],
     )
     bad = [sha(refused), sha(infinite)]
@@ -134,7 +125,7 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_writes_go_on(
     # Restarted in the same group, the writer goes on after them: their offsets were committed.
     again = Writer(loop, url, kafka_bootstrap, topics.ALL, group=writer.group)
     later = batch(report(device, T0 + timedelta(seconds=3), {"water_level_m": 3.0}))
-    produce(kafka_bootstrap, [(topics.READINGS, later)])
+    produce(kafka_bootstrap, [(topics.READINGS, KEY, later)])
     wait_for(url, READINGS_SQL, (device,), lambda rows: len(rows) == 3, timeout=30)
     assert again.close().refused == 0
     with psycopg.connect(url) as conn:
@@ -169,11 +160,11 @@ def test_values_postgresql_cannot_store_are_dead_lettered_with_a_storable_reason
     produce(
         kafka_bootstrap,
         [
-            (topics.READINGS, beyond_int8),
-            (topics.READINGS, far_beyond),
-            (topics.READINGS, nul_metric),
-            (topics.DEADLETTER, foreign),
-            (topics.READINGS, good),
+            (topics.READINGS, KEY, beyond_int8),
+            (topics.READINGS, KEY, far_beyond),
+            (topics.READINGS, KEY, nul_metric),
+            (topics.DEADLETTER, KEY, foreign),
+            (topics.READINGS, KEY, good),
         ],
     )
     assert wait_for(url, READINGS_SQL, (device,), lambda rows: len(rows) == 1) == [(1.5, 7)]
@@ -211,9 +202,9 @@ def test_a_second_different_value_for_a_stored_reading_is_kept_as_a_correction(
         batch_id=twice_id,
     )
     writer = Writer(loop, url, kafka_bootstrap, topics.ALL)
-    produce(kafka_bootstrap, [(topics.READINGS, first)])
+    produce(kafka_bootstrap, [(topics.READINGS, KEY, first)])
     wait_for(url, READINGS_SQL, (device,), lambda rows: len(rows) == 1, timeout=30)
-    produce(kafka_bootstrap, [(topics.READINGS, raw) for raw in (second, repeat, twice)])
+    produce(kafka_bootstrap, [(topics.READINGS, KEY, raw) for raw in (second, repeat, twice)])
     expected = [(0, 1.0, 1.25, second_id), (1, 2.0, 2.5, twice_id)]
     found = wait_for(url, CORRECTIONS_SQL, (T0, device), lambda rows: len(rows) >= 2, timeout=30)
     assert found == expected
@@ -226,9 +217,9 @@ def test_a_second_different_value_for_a_stored_reading_is_kept_as_a_correction(
 
     # Everything redelivered (a new group reads the topic again): no correction twice.
     again = Writer(loop, url, kafka_bootstrap, topics.ALL)
-    produce(kafka_bootstrap, [(topics.READINGS, second)])
+    produce(kafka_bootstrap, [(topics.READINGS, KEY, second)])
     done = batch(report(device, T0 + timedelta(seconds=2), {"water_level_m": 3.0}))
-    produce(kafka_bootstrap, [(topics.READINGS, done)])
+    produce(kafka_bootstrap, [(topics.READINGS, KEY, done)])
     wait_for(url, READINGS_SQL, (device,), lambda rows: len(rows) == 3, timeout=30)
     again.close()
     found = wait_for(url, CORRECTIONS_SQL, (T0, device), lambda rows: True)
