@@ -268,7 +268,9 @@ class _Run:
                            GRIDWATCH_CAP_SIGNING_KEY=str(cap_key),
                            GRIDWATCH_CAP_SIGNING_CERT=str(cap_cert))  # fmt: skip
             options = {"alerts-relay": ["--callback-port", str(callbacks)]}
-            roles = Roles(list(COMMANDS), env, self.work, options=options)
+            # Restarted without a limit, as compose does: a role that exits while PostgreSQL is
+            # down (crash-only) keeps being started until the database is back.
+            roles = Roles(list(COMMANDS), env, self.work, options=options, max_restarts=None)
             stack.callback(roles.stop)
             self._wait_alive(roles, liveness, timeout=180)
             sampler = threading.Thread(target=self._sample, args=(urls,), daemon=True)

@@ -171,7 +171,8 @@ class Roles:
     """The roles ``names`` on ``env``, each its own process in ``work`` (``options``: more
     arguments by role), supervised until ``stop``: each death is recorded in ``deaths`` ("role:
     why") and the role started again after ``restart_delay_s``, at most ``max_restarts`` times
-    (a role that dies on every start does not take the run with it); ``restarts`` counts them.
+    (a role that dies on every start does not take the run with it; None: without a limit, as
+    compose's ``restart: unless-stopped``); ``restarts`` counts them.
     """
 
     def __init__(
@@ -181,7 +182,7 @@ class Roles:
         work: Path,
         *,
         options: Mapping[str, Sequence[str]] | None = None,
-        max_restarts: int = MAX_RESTARTS,
+        max_restarts: int | None = MAX_RESTARTS,
         restart_delay_s: float = RESTART_DELAY_S,
     ) -> None:
         self.env, self.work = dict(env), work
@@ -238,7 +239,7 @@ class Roles:
             log.warning("%s %s", role.name, why)
             self.deaths.append(f"{role.name}: {why}")
             role.stop(grace=2.0)  # a process whose thread died lives on: end it, group and all
-            if role.restarts < self.max_restarts:
+            if self.max_restarts is None or role.restarts < self.max_restarts:
                 self._due[role.name] = now + self.restart_delay_s
 
     def down(self) -> list[str]:
