@@ -410,9 +410,10 @@ def decode(model: type[E], data: bytes) -> E:
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def location(path: Sequence[str | int]) -> str:
-    """A place in a message as a reason names it: ``[0].values.water_level_m``; a key that is
-    not a plain name is quoted (``values['a.b\\x00']``), so the text shows what is there."""
+def location(path: Sequence[str | int], whole: str = "message") -> str:
+    """A place in a message (or a site file) as a reason names it: ``[0].values.water_level_m``;
+    a key that is not a plain name is quoted (``values['a.b\\x00']``), so the text shows what is
+    there; ``whole`` names the empty path."""
     where = ""
     for part in path:
         if isinstance(part, int):
@@ -421,7 +422,7 @@ def location(path: Sequence[str | int]) -> str:
             where += f".{part}" if where else part
         else:
             where += f"[{part!r}]"
-    return where or "message"
+    return where or whole
 
 
 def describe_validation_error(err: ValidationError) -> str:

@@ -6,7 +6,6 @@ Grid polygons are not stored: a grid is the union of its micro-grids, a communit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gridwatch.errors import ConfigError
-from gridwatch.events import IncidentKind, Lat, Level, Lon, Model
+from gridwatch.events import IncidentKind, Lat, Level, Lon, Model, location
 from gridwatch.policy import SitePolicy
 from gridwatch.site_cameras import Camera, Watchtower
 from gridwatch.site_sensors import Sensor, TelemetryPolicy
@@ -227,7 +226,7 @@ def load_site(path: Path) -> Site:
     except ValidationError as err:
         lines = [f"{path}: {err.error_count()} problem(s)"]
         for e in err.errors(include_url=False):
-            where = _path_text(e["loc"]) or "<top>"
+            where = location(e["loc"], whole="<top>")
             lines.append(f"  {where}: {e['msg']}")
         raise ConfigError("\n".join(lines)) from err
 
@@ -242,19 +241,3 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     if err.context and context is not None:
         text += f" ({err.context} at line {context.line + 1}, column {context.column + 1})"
     return text
-
-
-_IDENT = re.compile(r"^[A-Za-z_]\w*$")
-
-
-def _path_text(loc: tuple[int | str, ...]) -> str:
-    """('grids', 3, 'micro_grids', 0, 'code') → 'grids[3].micro_grids[0].code'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _IDENT.match(part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
