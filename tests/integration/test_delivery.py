@@ -59,19 +59,26 @@ async def deliver(
         dead.append(f"{message.key}: {reason}")
 
     relay = Relay(db, {DISPATCH: sender}, delivery, rng=random.Random(1), on_dead=on_dead)
+    try:
+        await run_until_settled(relay, rounds=400)
+    finally:
+        await sender.close()
+        await server.stop()
+    return server, relay, dead
+
+
+async def run_until_settled(relay: Relay, rounds: int) -> None:
+    """Run the relay until the twelve queued messages are delivered or dead (or it ends)."""
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop, poll_s=0.02))
     try:
-        for _ in range(400):
-            if relay.delivered + relay.dead >= 12:
+        for _ in range(rounds):
+            if relay.delivered + relay.dead >= 12 or task.done():
                 break
             await asyncio.sleep(0.05)
     finally:
         stop.set()
         await task
-        await sender.close()
-        await server.stop()
-    return server, relay, dead
 
 
 async def _ok(key: str, body: bytes, content_type: str) -> dict[str, object]:
@@ -229,16 +236,9 @@ async def _deliver_to_a_flaky_desk(
     port = runner.addresses[0][1]
     sender = HttpSender(f"http://127.0.0.1:{port}/v1/cases", SECRET, 1.0)
     relay = Relay(db, {DISPATCH: sender}, FAST, rng=random.Random(1))
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop, poll_s=0.02))
     try:
-        for _ in range(200):
-            if relay.delivered + relay.dead >= 12 or task.done():
-                break
-            await asyncio.sleep(0.05)
+        await run_until_settled(relay, rounds=200)
     finally:
-        stop.set()
-        await task
         await sender.close()
         await runner.cleanup()
     return relay, received
