@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -291,3 +293,26 @@ def test_the_export_writes_deduplicated_crops_as_negatives(stored: Stored, tmp_p
         assert cv2.imread(str(tower.path)).shape[:2] == (360, 640)  # no box: the whole view
         again = export_hard_negatives(conn, tmp_path / "again", [camera.path])
         assert (again.added, again.duplicates) == (1, 2)
+
+
+def test_the_training_command_exports_the_marks_and_says_how_many(
+    stored: Stored, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gridwatch.cli.tools import feedback_negatives
+    from gridwatch.settings import Settings
+
+    train = tmp_path / "train"
+    for label in ("fire", "smoke", "none"):
+        (train / label).mkdir(parents=True)
+    with psycopg.connect(stored.url) as conn:
+        mark_false_alarm(conn, detection_id=str(stored.camera.id), operator="o", reason="")
+    settings = Settings(_env_file=None, database_url=stored.url)  # type: ignore[call-arg]
+    images = feedback_negatives(settings, train, tmp_path / "feedback")
+    assert [i.label for i in images] == ["none"] and images[0].path.is_file()
+    assert "1 hard negatives added from operators' false alarms" in capsys.readouterr().out
+
+
+def test_the_export_imports_no_torch() -> None:
+    probe = "import sys, benchmarks.hard_negatives; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
