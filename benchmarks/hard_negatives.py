@@ -1,10 +1,10 @@
 """Operators' false alarms as training negatives (``gridwatch train detector --include-feedback``).
 
-Each mark whose snapshot was kept (``gridwatch.store.feedback``) becomes an image of the ``none``
-class: the snapshot cropped around the detection's box with context, as the model sees a tile
-of a camera view, or the whole snapshot when the box is unknown. Images are named by their
-SHA-256, and one whose bytes are already in the training set or the export is left out. No
-torch here: the export runs, and is tested, without the ``train`` extra.
+Each fire or smoke mark whose snapshot was kept (``gridwatch.store.feedback``) becomes an image
+of the ``none`` class: the snapshot cropped around the detection's box with context, as the
+model sees a tile of a camera view, or the whole snapshot when the box is unknown. Images are
+named by their SHA-256, and one whose bytes are already in the training set or the export is
+left out. No torch here: the export runs, and is tested, without the ``train`` extra.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import psycopg
 
 from benchmarks.image_set import LabelledImage
 from detectors.frame import Box, Image, grow
+from gridwatch.events import DetectionKind
 from gridwatch.store.feedback import snapshots
 
 CONTEXT = 0.5
@@ -27,6 +28,8 @@ CONTEXT = 0.5
 MIN_SIDE = 160
 """Smallest crop side in pixels: a box of a few dozen pixels is judged on its surroundings."""
 JPEG_QUALITY = 90
+MODEL_KINDS = frozenset({DetectionKind.FIRE.value, DetectionKind.SMOKE.value})
+"""The detections the fire/smoke model raises: only their rejections teach it."""
 PREFIX = "feedback"  # the source group (``<source>_<hash>.jpg``) of every exported image
 
 
@@ -36,6 +39,7 @@ class Export:
     duplicates: int  # the same bytes as an image already in the set or exported before
     unreadable: int  # a kept snapshot that does not decode
     without_snapshot: int  # marks whose snapshot was not found when they were made
+    other_kinds: int  # marks of what the model does not judge (a thermal hotspot, a change)
 
     @property
     def added(self) -> int:
@@ -63,9 +67,12 @@ def export_hard_negatives(
     target.mkdir(parents=True, exist_ok=True)
     seen = {hashlib.sha256(path.read_bytes()).hexdigest() for path in known}
     added: list[LabelledImage] = []
-    kept = duplicates = unreadable = 0
+    kept = duplicates = unreadable = other_kinds = 0
     for mark, data in snapshots(conn):
         kept += 1
+        if mark.kind not in MODEL_KINDS:
+            other_kinds += 1
+            continue
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if decoded is None:
             unreadable += 1
@@ -93,4 +100,5 @@ def export_hard_negatives(
         duplicates=duplicates,
         unreadable=unreadable,
         without_snapshot=int(total) - kept,
+        other_kinds=other_kinds,
     )

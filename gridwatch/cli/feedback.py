@@ -39,7 +39,7 @@ def cameras_false_alarm(
                 reason=reason,
                 evidence_dir=settings.evidence_dir,
             )
-    except LookupError as err:
+    except (LookupError, ValueError) as err:
         raise fail(str(err.args[0])) from err
     except psycopg.Error as err:
         raise fail(f"cannot mark {detection_id}: {err}") from err

@@ -282,7 +282,8 @@ def feedback_negatives(settings: Settings, train: Path, folder: Path) -> tuple[L
     console.print(
         f"{export.added} hard negatives added from operators' false alarms"
         f" ({export.duplicates} duplicates, {export.without_snapshot} without snapshot,"
-        f" {export.unreadable} unreadable) into {folder / 'none'}"
+        f" {export.other_kinds} of other kinds, {export.unreadable} unreadable)"
+        f" into {folder / 'none'}"
     )
     return export.images
 

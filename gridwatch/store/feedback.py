@@ -21,6 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from gridwatch.events import storable_text
 from gridwatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ def mark_false_alarm(
         uid = UUID(detection_id)
     except ValueError as err:
         raise LookupError(f"{detection_id!r} is not a detection id (a UUID)") from err
+    if not operator.strip():
+        raise ValueError("a false alarm is marked by someone: the operator's name is empty")
+    operator, reason = storable_text(operator), storable_text(reason)
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         stored = _stored(cur, uid)
         if stored is not None:
@@ -175,7 +179,9 @@ def false_alarms(conn: psycopg.Connection, *, limit: int = 100) -> list[FalseAla
 
 def snapshots(conn: psycopg.Connection) -> Iterator[tuple[FalseAlarm, bytes]]:
     """Every mark whose snapshot was kept, with the image's bytes, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
+    # A server-side cursor: the images are read a few at a time, not all into memory.
+    with conn.transaction(), conn.cursor("false_alarm_snapshots", row_factory=dict_row) as cur:
+        cur.itersize = 20
         cur.execute(
             f"SELECT {', '.join('f.' + c for c in COLUMNS.split(', '))}, s.image"  # noqa: S608
             " FROM false_alarms f JOIN false_alarm_snapshots s USING (detection_id)"

@@ -135,6 +135,11 @@ def test_the_cli_marks_a_camera_detection_once_with_its_snapshot(stored: Stored)
             conn.execute("DELETE FROM operator_audit")
 
 
+def test_a_mark_needs_an_operator(stored: Stored) -> None:
+    with psycopg.connect(stored.url) as conn, pytest.raises(ValueError, match="operator"):
+        mark_false_alarm(conn, detection_id=str(stored.camera.id), operator=" ", reason="")
+
+
 @pytest.mark.parametrize("which", ["unknown", "sensor", "garbage"])
 def test_the_cli_refuses_what_is_no_stored_camera_detection(stored: Stored, which: str) -> None:
     detection_id = {
@@ -276,14 +281,21 @@ def test_the_export_writes_deduplicated_crops_as_negatives(stored: Stored, tmp_p
         snapshot=str(original.with_name("twin.jpg")),
     )
     original.with_name("twin.jpg").write_bytes(original.read_bytes())  # a frozen camera
+    hotspot = _detection(
+        SourceRef(type=SourceType.CAMERA, id="CAM-1"),
+        DetectionKind.THERMAL_HOTSPOT,
+        5,
+        snapshot=str(original),
+    )
     with psycopg.connect(stored.url) as conn:
         with conn.transaction():
-            write_events(conn, [twin])
-        for detection in (stored.camera, stored.tower, twin):
+            write_events(conn, [twin, hotspot])
+        for detection in (stored.camera, stored.tower, twin, hotspot):
             mark_false_alarm(conn, detection_id=str(detection.id), operator="o", reason="")
         Path(stored.tower.snapshot).unlink()  # the evidence store pruned it
         export = export_hard_negatives(conn, tmp_path / "feedback")
-        assert (export.added, export.duplicates, export.without_snapshot) == (2, 1, 0)
+        counts = (export.added, export.duplicates, export.without_snapshot, export.other_kinds)
+        assert counts == (2, 1, 0, 1)  # the thermal hotspot's rejection is not the model's
         camera, tower = export.images
         for image in export.images:
             assert image.label == "none" and image.path.parent == tmp_path / "feedback" / "none"
