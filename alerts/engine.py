@@ -21,19 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from alerts.grading import Grader
+from alerts.grading import Grade, Grader
 from alerts.silences import Silence
+from gridwatch import kinds
 from gridwatch.events import Alert, Incident, IncidentKind, Level, new_id
 from gridwatch.site import Site
-
-KIND_LABEL = {
-    IncidentKind.FOREST_FIRE: "森林火情",
-    IncidentKind.STRAW_BURNING: "秸秆焚烧",
-    IncidentKind.ILLEGAL_CONSTRUCTION: "违法建设",
-    IncidentKind.FLOOD: "防汛风险",
-    IncidentKind.DEVICE_FAULT: "设备故障",
-}
-LEVEL_LABEL = {Level.YELLOW: "黄色预警", Level.ORANGE: "橙色预警", Level.RED: "红色预警"}
 
 
 def fingerprint(incident_id: UUID, kind: IncidentKind, level: Level) -> str:
@@ -76,13 +68,13 @@ class AlertEngine:
             firing = not incident.ended and level.rank <= grade.level.rank
             tracked = self._alerts.get(fp)
             if firing and tracked is None:
-                alert = self._alert(incident, level, fp, "firing", grade.reasons, now)
+                alert = self._alert(incident, level, fp, "firing", grade, now)
                 self._alerts[fp] = _Tracked(alert)
                 # Only now: an incident refused while making its alert leaves no trace here.
                 self._by_incident.setdefault(incident.id, set()).add(fp)
                 self._touch(alert, now)
             elif not firing and tracked is not None and tracked.alert.state == "firing":
-                resolved = self._alert(incident, level, fp, "resolved", grade.reasons, now)
+                resolved = self._alert(incident, level, fp, "resolved", grade, now)
                 tracked.alert = resolved
                 self._touch(resolved, now)
         return self.tick(now)
@@ -181,7 +173,7 @@ class AlertEngine:
         level: Level,
         fp: str,
         state: str,
-        reasons: Iterable[str],
+        grade: Grade,
         now: datetime,
     ) -> Alert:
         return Alert.model_validate(
@@ -193,16 +185,13 @@ class AlertEngine:
                 "level": level,
                 "state": state,
                 "targets": self.grader.targets(incident, level),
-                "summary": _summary(incident, level, state),
+                "summary": kinds.warning_summary(
+                    incident.kind, level, incident.grid_code, resolved=state == "resolved"
+                ),
+                "incident_level": None if incident.ended else grade.level,
                 "location": incident.location,
                 "grid_code": incident.grid_code,
                 "ts": max(incident.last_seen, now) if state == "resolved" else incident.last_seen,
-                "reasons": tuple(reasons),
+                "reasons": grade.reasons,
             }
         )
-
-
-def _summary(incident: Incident, level: Level, state: str) -> str:
-    what = KIND_LABEL.get(incident.kind, incident.kind.value)
-    done = "（已解除）" if state == "resolved" else ""
-    return f"{LEVEL_LABEL[level]}：{what}，网格 {incident.grid_code}{done}"

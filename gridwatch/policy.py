@@ -7,13 +7,11 @@ Alert timers are in seconds, case limits in hours; the demo compresses the alert
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
-from gridwatch.events import IncidentKind, Level, Model
+from gridwatch import kinds
+from gridwatch.events import IncidentKind, Level, Model, ZoneKind
 
-ZoneKind = Literal["forest", "farmland", "construction_watch", "school", "dense_housing"]
 PerLevel = dict[Level, float]
 
 
@@ -24,12 +22,9 @@ class Grading(Model):
         default=2, ge=2, description="independent sources that raise the grade one level"
     )
     sensitive_zones: dict[ZoneKind, tuple[IncidentKind, ...]] = Field(
-        default={
-            "school": tuple(IncidentKind),
-            "dense_housing": tuple(IncidentKind),
-            "forest": (IncidentKind.FOREST_FIRE,),
-        },
-        description="zone kinds that raise the grade one level for the incident kinds listed",
+        default_factory=kinds.sensitive_zones,
+        description="zone kinds that raise the grade one level for the incident kinds listed"
+        " (default: each kind's sensitive zones in gridwatch.kinds)",
     )
     growth_ratio: float = Field(
         default=2.0, gt=1, description="evidence that grew by this factor raises one level"
@@ -38,8 +33,12 @@ class Grading(Model):
         default=0.3, ge=0, le=1, description="below this fused confidence the grade drops one"
     )
     floor: dict[IncidentKind, Level] = Field(
-        default={}, description="the least level an incident of a kind is graded"
+        default={},
+        description="the least level an incident of a kind is graded (default: gridwatch.kinds)",
     )
+
+    def floor_of(self, kind: IncidentKind) -> Level | None:
+        return self.floor.get(kind, kinds.incident(kind).floor)
 
 
 class AlertTimers(Model):
@@ -86,7 +85,11 @@ class HttpSink(Model):
 class Broadcast(HttpSink):
     """Emergency broadcast (CAP 1.2 and the EBM profile) for red incidents."""
 
-    sender: str = Field(default="gridwatch@example.gov.cn", description="CAP sender")
+    sender: str | None = Field(
+        default=None,
+        pattern=r"^[^\s,&<]+$",
+        description="CAP sender: the street's alerting authority's address; required to broadcast",
+    )
     approval_required: bool = Field(
         default=True, description="red waits for an operator's approval before broadcast"
     )
