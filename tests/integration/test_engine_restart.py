@@ -103,6 +103,7 @@ def test_a_restart_mid_group_loses_and_repeats_nothing(
 
         # A new consumer group re-reads every incident, as after a crash before the commit.
         stop, task = start(f"t-engine-{uuid.uuid4().hex[:8]}")
+
         def flushed() -> bool:
             return any(a.incident_id == waiting.id for a in _alerts(kafka_bootstrap, loop, ids))
 
