@@ -7,7 +7,9 @@ Alert timers are in seconds, case limits in hours; the demo compresses the alert
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from datetime import timedelta
+
+from pydantic import Field, field_validator, model_validator
 
 from gridwatch import kinds
 from gridwatch.events import IncidentKind, Level, Model, ZoneKind
@@ -39,6 +41,27 @@ class Grading(Model):
 
     def floor_of(self, kind: IncidentKind) -> Level | None:
         return self.floor.get(kind, kinds.incident(kind).floor)
+
+
+class IncidentTimes(Model):
+    """How long an incident no detection touches stays open, per kind (default: its
+    ``quiet_after`` in gridwatch.kinds): the end of an incident whose clear was lost."""
+
+    quiet_after_minutes: dict[IncidentKind, float] = Field(
+        default={}, description="minutes without a detection after which an incident ends"
+    )
+
+    def quiet_after(self, kind: IncidentKind) -> timedelta:
+        minutes = self.quiet_after_minutes.get(kind)
+        return kinds.incident(kind).quiet_after if minutes is None else timedelta(minutes=minutes)
+
+    @field_validator("quiet_after_minutes")
+    @classmethod
+    def _positive(cls, value: dict[IncidentKind, float]) -> dict[IncidentKind, float]:
+        for kind, minutes in value.items():
+            if minutes <= 0:
+                raise ValueError(f"{kind.value}: quiet_after_minutes must be positive")
+        return value
 
 
 class AlertTimers(Model):
@@ -110,6 +133,7 @@ class Delivery(Model):
 
 class SitePolicy(Model):
     grading: Grading = Grading()
+    incidents: IncidentTimes = IncidentTimes()
     timers: AlertTimers = AlertTimers()
     cases: CaseLimits = CaseLimits()
     dispatch: HttpSink = HttpSink(url="http://127.0.0.1:8701/v1/cases")

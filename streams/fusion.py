@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from math import prod
 
 from gridwatch import kinds
@@ -74,6 +74,10 @@ def _no_zones(_point: Point) -> tuple[ZoneKind, ...]:
     return ()
 
 
+def _table_quiet(kind: IncidentKind) -> timedelta:
+    return kinds.incident(kind).quiet_after
+
+
 @dataclass(frozen=True)
 class FusionContext:
     """What fusion needs from the site, kept out of the (serialised) state."""
@@ -83,6 +87,7 @@ class FusionContext:
     towers: dict[str, Point]
     departments: Callable[[IncidentKind], tuple[str, ...]]
     zones_at: Callable[[Point], tuple[ZoneKind, ...]] = _no_zones  # the site's ground zones
+    quiet_after: Callable[[IncidentKind], timedelta] = _table_quiet  # the site's, by kind
 
 
 def _key(source: SourceRef) -> str:
@@ -148,11 +153,10 @@ def fuse(
 
 
 def expire(
-    state: FusionState, now: datetime, kind: IncidentKind
+    state: FusionState, now: datetime, quiet: timedelta
 ) -> tuple[FusionState, list[Incident]]:
-    """End every incident of the state no detection touched for its kind's ``quiet_after``;
-    returns the state and the ended revisions to publish."""
-    quiet = kinds.incident(kind).quiet_after
+    """End every incident of the state no detection touched for ``quiet`` (its kind's
+    ``quiet_after``); returns the state and the ended revisions to publish."""
     tracked, ended = [], []
     for t in state.tracked:
         if not t.incident.ended and t.incident.last_seen + quiet <= now:
@@ -165,9 +169,8 @@ def expire(
     return state.model_copy(update={"tracked": tuple(tracked)}), ended
 
 
-def quiet_due(state: FusionState, now: datetime, kind: IncidentKind) -> bool:
+def quiet_due(state: FusionState, now: datetime, quiet: timedelta) -> bool:
     """Whether ``expire`` would end an incident of the state now."""
-    quiet = kinds.incident(kind).quiet_after
     return any(not t.incident.ended and t.incident.last_seen + quiet <= now for t in state.tracked)
 
 

@@ -83,6 +83,7 @@ def register_fusion(
         towers={t.id: t.location for t in site.watchtowers},
         departments=site.departments_for,
         zones_at=zones_at,
+        quiet_after=site.policy.incidents.quiet_after,
     )
     placed_topic = ctx.topic(PLACED_TOPIC, internal=True)
     incidents = ctx.topic(topics.INCIDENTS)
@@ -126,7 +127,8 @@ def register_fusion(
                 kind = key.decode()
                 state = _state_of(kind)
                 if isinstance(message, QuietCheck):
-                    new_state, out = expire(state, message.ts, IncidentKind(kind))
+                    quiet = fusion_ctx.quiet_after(IncidentKind(kind))
+                    new_state, out = expire(state, message.ts, quiet)
                 else:
                     new_state, incident = fuse(state, message, fusion_ctx, IncidentKind(kind))
                     out = [incident] if incident is not None else []
@@ -161,7 +163,7 @@ def register_fusion(
         now = clock()
         for kind in list(fusion_state.keys()):
             try:
-                due = quiet_due(_state_of(kind), now, IncidentKind(kind))
+                due = quiet_due(_state_of(kind), now, fusion_ctx.quiet_after(IncidentKind(kind)))
             except Exception:
                 # One kind's unreadable state must not stop the others' checks.
                 log.exception("quiet check failed for incident kind %r", kind)

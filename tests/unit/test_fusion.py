@@ -232,14 +232,26 @@ def test_a_clear_long_after_the_rise_still_ends_its_incident(ctx: FusionContext)
 def test_an_incident_quiet_past_its_kinds_quiet_after_ends(ctx: FusionContext) -> None:
     state, first = fuse(FusionState(), gauge("WL-1", Level.YELLOW, 0), ctx)
     assert first is not None
-    quiet = kinds.incident(IncidentKind.FLOOD).quiet_after
+    quiet = ctx.quiet_after(IncidentKind.FLOOD)
+    assert quiet == kinds.incident(IncidentKind.FLOOD).quiet_after
     almost = first.last_seen + quiet - timedelta(seconds=1)
-    assert not quiet_due(state, almost, IncidentKind.FLOOD)
-    assert expire(state, almost, IncidentKind.FLOOD)[1] == []
-    assert quiet_due(state, first.last_seen + quiet, IncidentKind.FLOOD)
-    state, [ended] = expire(state, first.last_seen + quiet, IncidentKind.FLOOD)
+    assert not quiet_due(state, almost, quiet)
+    assert expire(state, almost, quiet)[1] == []
+    assert quiet_due(state, first.last_seen + quiet, quiet)
+    state, [ended] = expire(state, first.last_seen + quiet, quiet)
     assert ended.id == first.id and ended.ended and ended.revision == 2
-    assert not quiet_due(state, first.last_seen + 2 * quiet, IncidentKind.FLOOD)
+    assert not quiet_due(state, first.last_seen + 2 * quiet, quiet)
     # The clear that was lost arrives after all: nothing is reopened nor opened.
     state, late = fuse(state, gauge("WL-1", None, 1), ctx)
     assert late is None and [t.incident.ended for t in state.tracked] == [True]
+
+
+def test_a_site_sets_its_own_quiet_time_per_kind(tiny_site: Site) -> None:
+    times = tiny_site.policy.incidents.model_validate({"quiet_after_minutes": {"flood": 90}})
+    assert times.quiet_after(IncidentKind.FLOOD) == timedelta(minutes=90)
+    assert (
+        times.quiet_after(IncidentKind.FOREST_FIRE)
+        == kinds.incident(IncidentKind.FOREST_FIRE).quiet_after
+    )
+    with pytest.raises(ValueError, match="must be positive"):
+        times.model_validate({"quiet_after_minutes": {"flood": 0}})
