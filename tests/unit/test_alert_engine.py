@@ -214,3 +214,23 @@ def test_an_older_or_repeated_revision_changes_nothing(engine: AlertEngine) -> N
     # Redelivered after the resolve: without the revision check it would fire again.
     assert engine.on_incident(incident(Level.RED), T0 + 2 * S) == []
     assert engine.on_incident(incident(Level.RED, revision=2, ended=True), T0 + 3 * S) == []
+
+
+def test_an_alert_says_the_incidents_colour_so_a_downgrade_differs_from_an_end(
+    engine: AlertEngine,
+) -> None:
+    fired = engine.on_incident(incident(Level.RED), T0)
+    assert [a.incident_level for a in fired] == [Level.RED]
+    lower = engine.on_incident(incident(Level.ORANGE, revision=2), T0 + S)
+    assert [(a.level, a.state, a.incident_level) for a in lower] == [
+        (Level.RED, "resolved", Level.ORANGE)
+    ]
+    orange = engine.tick(T0 + 15 * S)  # no longer inhibited: orange goes out, graded orange
+    assert [(a.level, a.state, a.incident_level) for a in orange] == [
+        (Level.ORANGE, "firing", Level.RED)  # made when the incident was red, sent now
+    ]
+    ended = engine.on_incident(incident(Level.ORANGE, revision=3, ended=True), T0 + 20 * S)
+    ended += engine.tick(T0 + 80 * S)  # after orange's group interval
+    assert [(a.level, a.state, a.incident_level) for a in ended] == [
+        (Level.ORANGE, "resolved", None)
+    ]
