@@ -43,6 +43,8 @@ GB2260 = "GB/T 2260"  # the administrative division code: the county's 6 digits
 STATS_CODE = "统计用区划代码"  # the statistical division code: county 6 + street 3 + community 3
 
 MsgType = Literal["Alert", "Update", "Cancel"]
+# The info blocks of every message: Chinese first, then English.
+LANGUAGES: tuple[tuple[kinds.Language, str], ...] = (("zh", "zh-CN"), ("en", "en-US"))
 
 
 class InvalidCap(GridwatchError):
@@ -80,7 +82,7 @@ class Notice:
     def reference(self) -> str:
         return f"{self.sender},{self.identifier},{self.cap_time(self.sent)}"
 
-    def headline(self, lang: Literal["zh", "en"]) -> str:
+    def headline(self, lang: kinds.Language) -> str:
         info, colour = kinds.incident(self.kind), kinds.level(self.level).colour
         if lang == "zh":
             state = {"Alert": "", "Update": "（更新）", "Cancel": "（已解除）"}[self.msg_type]
@@ -88,7 +90,7 @@ class Notice:
         state = {"Alert": "", "Update": " (update)", "Cancel": " (all clear)"}[self.msg_type]
         return f"{colour.en.capitalize()} warning{state}: {info.label.en}, {self.area.en}"
 
-    def description(self, lang: Literal["zh", "en"]) -> str:
+    def description(self, lang: kinds.Language) -> str:
         """What happened and the colour announced, in words that match that colour."""
         info, lv = kinds.incident(self.kind), kinds.level(self.level)
         when = self.cap_time(self.sent)
@@ -129,35 +131,35 @@ def to_cap(notice: Notice) -> bytes:
         _sub(alert, "note", "演练 — exercise, not a real emergency")
     if notice.references:
         _sub(alert, "references", " ".join(notice.references))
-    for lang, tag in (("zh", "zh-CN"), ("en", "en-US")):
-        _info(alert, notice, lang, tag)  # type: ignore[arg-type]
+    for lang, tag in LANGUAGES:
+        _info(alert, notice, lang, tag)
     document: bytes = ET.tostring(alert, encoding="utf-8", xml_declaration=True)
     validate_cap(document)
     return document
 
 
-def _info(alert: ET.Element, notice: Notice, lang: Literal["zh", "en"], tag: str) -> None:
+def _info(alert: ET.Element, notice: Notice, lang: kinds.Language, tag: str) -> None:
     kind, lv = kinds.incident(notice.kind), kinds.level(notice.level)
     info = _sub(alert, "info")
     _sub(info, "language", tag)
     _sub(info, "category", kind.cap_category)
-    _sub(info, "event", getattr(kind.cap_event, lang))
+    _sub(info, "event", kind.cap_event.of(lang))
     _sub(info, "responseType", "AllClear" if notice.msg_type == "Cancel" else "Prepare")
     _sub(info, "urgency", "Past" if notice.msg_type == "Cancel" else "Immediate")
     _sub(info, "severity", lv.cap_severity)
     _sub(info, "certainty", "Observed")
     _sub(info, "expires", notice.cap_time(notice.expires))
-    _sub(info, "senderName", getattr(SENDER_NAME, lang))
+    _sub(info, "senderName", SENDER_NAME.of(lang))
     _sub(info, "headline", notice.headline(lang))
     _sub(info, "description", notice.description(lang))
     if notice.msg_type != "Cancel":
-        _sub(info, "instruction", getattr(kind.instruction, lang))
+        _sub(info, "instruction", kind.instruction.of(lang))
     for name, value in (("colour", notice.level.value), ("预警颜色", lv.colour.zh)):
         parameter = _sub(info, "parameter")
         _sub(parameter, "valueName", name)
         _sub(parameter, "value", value)
     area = _sub(info, "area")
-    _sub(area, "areaDesc", getattr(notice.area, lang))
+    _sub(area, "areaDesc", notice.area.of(lang))
     if len(notice.polygon) >= 3:
         ring = (*notice.polygon, notice.polygon[0])
         _sub(area, "polygon", " ".join(f"{lat:.6f},{lon:.6f}" for lon, lat in ring))

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
+# ZoneKind is defined with the wire models, which carry it (``Detection.zones``).
 from gridwatch.events import DetectionKind, IncidentKind, Level, ZoneKind
 
-__all__ = ["ZoneKind"]  # defined with the wire models, which carry it; part of this table
+Language = Literal["zh", "en"]
 
 
 # CAP 1.2 <category> values (the XSD's enumeration).
@@ -38,6 +39,9 @@ class Text:
 
     zh: str
     en: str
+
+    def of(self, language: Language) -> str:
+        return self.zh if language == "zh" else self.en
 
 
 @dataclass(frozen=True)
