@@ -24,7 +24,7 @@ from detectors.health import Issue, same_view
 from detectors.motion import GATE_WIDTH
 from detectors.scene import Analysis, Hit, SceneAnalyzer
 from gridwatch import topics
-from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType
+from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType, ZoneKind
 from gridwatch.liveness import Heartbeat
 from gridwatch.site_cameras import Camera, Vision, Watchtower
 from ingest.camera_construction import ConstructionPatrol
@@ -281,7 +281,6 @@ class CameraWorker:
                 hit.box,
                 shape,
             )
-        straw = "farmland" in hit.zones and hit.kind in (DetectionKind.FIRE, DetectionKind.SMOKE)
         return Detection(
             kind=hit.kind,
             source=self.source,
@@ -290,8 +289,9 @@ class CameraWorker:
             location=location,
             bearing_deg=bearing_deg(view.heading_deg, view.fov_deg, hit.box, shape[1]),
             bbox=hit.box,
-            rule=f"straw_burning:{hit.kind.value}" if straw else f"camera:{hit.kind.value}",
+            rule=f"camera:{hit.kind.value}",
             cleared=hit.state == "cleared",
+            zones=tuple(ZoneKind(z) for z in hit.zones),
         )
 
     def _report_health(self, issue: Issue, active: bool, frame: Frame | None) -> None:

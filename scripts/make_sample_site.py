@@ -362,6 +362,7 @@ DEPARTMENTS = (  # id, name, incident kinds routed to it
     ("ecology", "生态环境分局", "straw_burning"),
     ("water", "水务站", "flood"),
     ("enforcement", "综合行政执法大队", "illegal_construction straw_burning"),
+    ("traffic_police", "交警大队", "traffic_safety"),
     ("ops", "指挥中心运维组", "device_fault"),
 )
 

@@ -1,6 +1,7 @@
 """A simulated IP camera's MJPEG stream through the camera worker to gw.detections on the real
-broker: a fire is published with its evidence and location, and a dropped stream is reported
-and recovered from."""
+broker: a fire is published with its evidence, its location and the zone it burns in (for
+fusion, a fire over farmland is straw burning), and a dropped stream is reported and recovered
+from."""
 
 import asyncio
 import threading
@@ -9,8 +10,8 @@ import uuid
 from pathlib import Path
 
 from gridwatch import kafka, topics
-from gridwatch.events import Detection, DetectionKind, Point, decode
-from gridwatch.site_cameras import Camera, Vision
+from gridwatch.events import Detection, DetectionKind, Point, ZoneKind, decode
+from gridwatch.site_cameras import Camera, ImageZone, Vision
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import VideoSource
 from ingest.camera_worker import CameraWorker, kafka_publish
@@ -61,7 +62,13 @@ def test_mjpeg_stream_to_detections_with_reconnect(kafka_bootstrap: str, tmp_pat
         fov_deg=60.0,
         tilt_deg=-5.0,
         sample_fps=2.0,
-        vision=Vision(horizon=HORIZON, burst_fps=10.0),
+        vision=Vision(
+            horizon=HORIZON,
+            burst_fps=10.0,
+            zones=(
+                ImageZone(kind=ZoneKind.FARMLAND, polygon=((0, 0.5), (1, 0.5), (1, 1), (0, 1))),
+            ),
+        ),
     )
     producer = kafka.producer(kafka_bootstrap)
     worker = CameraWorker.for_camera(camera, kafka_publish(producer), EvidenceStore(tmp_path))
@@ -84,6 +91,7 @@ def test_mjpeg_stream_to_detections_with_reconnect(kafka_bootstrap: str, tmp_pat
     assert Path(fire.snapshot.replace(".jpg", "-crop.jpg")).is_file()
     assert fire.bbox is not None and fire.location is not None
     assert fire.bearing_deg is not None and abs(fire.bearing_deg - 90.0) < 10
+    assert fire.zones == (ZoneKind.FARMLAND,)  # the fire stands in the field
     lost = [d.cleared for d in found if d.rule == "camera_health:stream_lost"]
     assert lost[:2] == [False, True]  # reported lost, then back after the reconnect
     assert source.reconnects >= 1
