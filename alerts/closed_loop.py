@@ -264,6 +264,7 @@ class ClosedLoop:
             log.info(
                 "case %s closed as a false alarm: %d detections marked", case.case_id, len(marked)
             )
+
     def _redispatch(
         self, conn: psycopg.Connection, case: Case, row: dict[str, Any], event: CaseEvent
     ) -> None:
