@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -23,7 +24,8 @@ from av.video.stream import VideoStream
 
 from detectors.frame import Image
 
-Packet = av.Packet[VideoStream]
+if TYPE_CHECKING:  # PyAV's Packet is generic only in its stubs
+    Packet = av.Packet[VideoStream]
 
 
 @dataclass
