@@ -26,7 +26,7 @@ from simulators.camera_scenes import ELEMENTS, POSITIVES, Image, Scenario
 from simulators.camera_server import MjpegServer, frames_of, jpeg_of
 
 log = logging.getLogger(__name__)
-QUIET = "clouds"  # what a camera sees when nothing happens: the landscape, drifting clouds
+QUIET = "quiet"  # what a camera sees when nothing happens
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,15 @@ def unavailable() -> str | None:
 
 
 def encode_clip(
-    frames: Iterable[Image], fps: float, path: Path, *, gop_s: float = 1.0, crf: int = 23
+    frames: Iterable[Image],
+    fps: float,
+    path: Path,
+    *,
+    gop_s: float = 1.0,
+    bit_rate: int | None = None,
 ) -> Path:
-    """H.264 access units of ``frames`` into a clip file; a key frame every ``gop_s`` seconds."""
+    """H.264 access units of ``frames`` into a clip file; a key frame every ``gop_s`` seconds,
+    at ``bit_rate`` bits/s as a camera's encoder is set, or else at constant quality."""
     rate = Fraction(fps).limit_denominator(1000)
     gop = max(1, round(fps * gop_s))
     codec = av.CodecContext.create("libx264", "w")
@@ -67,9 +73,10 @@ def encode_clip(
     codec.framerate = rate
     codec.gop_size = gop
     codec.max_b_frames = 0
+    if bit_rate is not None:
+        codec.bit_rate = bit_rate
     codec.options = {
         "preset": "veryfast",
-        "crf": str(crf),
         "keyint_min": str(gop),
         "sc_threshold": "0",
         "threads": "1",

@@ -121,6 +121,7 @@ class _Plume:
 
 
 ELEMENTS = (
+    "quiet",  # nothing happens: the landscape and sensor noise
     "fire",
     "smoke",
     "fire_and_smoke",
