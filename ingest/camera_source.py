@@ -110,6 +110,9 @@ class VideoSource:
         options = {"timeout": timeout}
         if self.url.startswith("rtsp"):
             options["rtsp_transport"] = "tcp"  # a lost UDP packet would corrupt a whole GOP
+            # the SDP names the codec and size: probing would hold the first 5 s of video
+            # back and leave every frame that late (a PTZ move would be seen seconds after)
+            options |= {"analyzeduration": "0", "probesize": "32"}
         try:
             with av.open(self.url, options=options, timeout=self.timeout_s) as container:
                 stream = container.streams.video[0]

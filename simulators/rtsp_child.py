@@ -32,7 +32,7 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 MAGIC = b"GWH264\n"
 RECORD = struct.Struct("<IB")
 LAUNCH = (
-    "( appsrc name=src format=time is-live=false "
+    "( appsrc name=src format=time is-live=false max-buffers=2 "
     "caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! "
     "rtph264pay name=pay0 pt=96 config-interval=-1 )"
 )
