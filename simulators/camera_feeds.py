@@ -88,13 +88,15 @@ def feeds_for_site(
     seconds: float = 12.0,
     size: tuple[int, int] = (640, 360),
     seed: int = 1,
+    footage: bool = True,
 ) -> list[Feed]:
     """Every camera and watchtower of ``site``, quiet unless ``scenes`` says otherwise.
 
     ``scenes`` maps a camera id, or ``TOWER:PRESET``, to a scene element of
     ``simulators.camera_scenes`` (``fire``, ``smoke``, ``farm_fire``…). A fixed camera with a
     scene starts on it and can be switched to ``quiet``; a watchtower's thermal stream shows a
-    hotspot at every preset whose visible scene burns.
+    hotspot at every preset whose visible scene burns. With ``footage`` the flames and smoke
+    are real ones from the training images where those are present (``camera_footage``).
     """
     scenes = dict(scenes or {})
     known = {c.id for c in site.cameras} | {
@@ -114,6 +116,7 @@ def feeds_for_site(
             onset_s=0.0 if element != QUIET else None,
             thermal=thermal,
             size=size,
+            footage=footage,
         )
 
     feeds: list[Feed] = []
