@@ -199,9 +199,14 @@ class CameraWorker:
     def run(
         self, source: VideoSource, stop: threading.Event, heartbeat: Heartbeat | None = None
     ) -> WorkerStats:
-        for event in source.frames(stop, self.wants):
+        def wants(ts: datetime) -> bool:
             if heartbeat is not None:
-                heartbeat.beat()  # per frame or loss event: a hung read goes stale
+                heartbeat.beat()  # per packet read, decoded or not: a hung read goes stale
+            return self.wants(ts)
+
+        for event in source.frames(stop, wants):
+            if heartbeat is not None:
+                heartbeat.beat()  # a frame or a loss event
             self.handle(event)
         return self.stats
 
