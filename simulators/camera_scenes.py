@@ -162,7 +162,8 @@ def render(sc: Scenario) -> Iterator[tuple[float, Image]]:
     ]
     wind = float(rng.uniform(4, 10)) * rng.choice([-1.0, 1.0])
     last: Image | None = None
-    real = camera_footage.load() if sc.footage else None
+    burns = sc.element in ("fire", "smoke", "fire_and_smoke", "farm_fire")
+    real = camera_footage.load() if sc.footage and burns else None
     for i in range(sc.frames):
         t = i / sc.fps
         dt = 1 / sc.fps

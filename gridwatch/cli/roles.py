@@ -321,16 +321,21 @@ def simulate_cameras(
         raise fail(str(err)) from err
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with (
-        tempfile.TemporaryDirectory(prefix="gridwatch-cameras-") as work,
-        CameraSimulator(
+    with tempfile.TemporaryDirectory(prefix="gridwatch-cameras-") as work:
+        sim = CameraSimulator(
             feeds, Path(work), rtsp=rtsp, rtsp_port=rtsp_port, http_port=http_port
-        ) as sim,
-    ):
-        for path, urls in sim.urls().items():
-            console.print(path, *(f"{k}={v}" for k, v in urls.items()))
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        )
+        try:
+            sim.start()
+        except (RuntimeError, OSError) as err:
+            raise fail(f"the camera simulator did not start: {err}") from err
+        try:
+            for path, urls in sim.urls().items():
+                console.print(path, *(f"{k}={v}" for k, v in urls.items()))
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+        finally:
+            sim.stop()
 
 
 @ingest_app.command("camera")
