@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -40,6 +41,12 @@ class Restored:
 
 
 SourceEvent = Captured | Lost | Restored
+
+
+class FrameSource(Protocol):
+    """What a camera worker reads: a live stream or file (``VideoSource``), or a recording."""
+
+    def frames(self, stop: threading.Event) -> Iterator[SourceEvent]: ...
 
 
 class VideoSource:
