@@ -103,6 +103,7 @@ class Recorder:
         )
         (access or MqttAccess()).apply(self.client)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
 
@@ -114,6 +115,20 @@ class Recorder:
             log.error("MQTT connect refused: %s", reason)
             return
         client.subscribe([(topic, 1) for topic in self.filters])
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not self._stop.is_set():  # paho reconnects; what was sent meanwhile is not recorded
+            self.notes.append(f"disconnected from the broker at {self._at():.1f} s: {reason}")
+
+    def wait(self, stop: threading.Event, duration_s: float | None, poll_s: float = 0.5) -> None:
+        """Record until ``stop`` is set or ``duration_s`` has passed; raise ServiceError if the
+        MQTT network thread died, so that nothing is silently left unrecorded."""
+        deadline = None if duration_s is None else self._t0 + duration_s
+        while not stop.wait(poll_s):
+            if self.client._thread is None:  # paho clears it when its thread ends
+                raise ServiceError("the MQTT network thread died; the recording stops here")
+            if deadline is not None and time.monotonic() >= deadline:
+                return
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.writer.message(

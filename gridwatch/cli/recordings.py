@@ -63,7 +63,11 @@ def record(
     except GridwatchError as err:
         raise fail(str(err)) from err
     console.print(f"recording {', '.join(recorder.filters)} and {len(streams)} streams to {out}")
-    stop.wait(duration)
+    try:
+        recorder.wait(stop, duration)
+    except GridwatchError as err:
+        recorder.stop()
+        raise fail(str(err)) from err
     manifest = recorder.stop()
     console.print(
         f"recorded {recorder.writer.messages} messages and {recorder.writer.frames} frames"

@@ -12,7 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from gridwatch.cli import app
 from gridwatch.errors import ConfigError
 from gridwatch.site import Site
 from ingest.camera_source import Captured
@@ -153,3 +155,26 @@ def test_recorded_frames_play_as_a_camera_source_on_the_timeline(tmp_path: Path)
         T0 + offset + timedelta(seconds=0.1 * (i + 1)) for i in range(5)
     ]
     assert elapsed >= 0.5 / 10  # the last frame, at 0.5 s, was due at 0.05 s on a ×10 timeline
+
+
+def _text(output: str) -> str:
+    return " ".join(output.split())  # as printed, without the console's line breaks
+
+
+def test_the_commands_refuse_what_they_cannot_do_before_touching_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    monkeypatch.delenv("GRIDWATCH_MQTT_URL", raising=False)
+    result = runner.invoke(app, ["record", str(tmp_path / "new.gwrec")])
+    assert result.exit_code == 2 and "GRIDWATCH_MQTT_URL" in _text(result.output)
+    monkeypatch.setenv("GRIDWATCH_MQTT_URL", "mqtt://127.0.0.1:1")  # nothing listens there
+    result = runner.invoke(app, ["replay", str(tmp_path / "missing.gwrec")])
+    assert result.exit_code == 2 and "no such recording" in _text(result.output)
+    old = tmp_path / "old.gwrec"
+    _write(old, started_at=datetime.now(UTC) - timedelta(days=30))
+    result = runner.invoke(app, ["replay", str(old), "--no-cameras"])
+    assert result.exit_code == 2 and "--rebase-time" in _text(result.output)
+    # Rebased, it is let through to the broker, and says so when that is not there.
+    result = runner.invoke(app, ["replay", str(old), "--no-cameras", "--rebase-time"])
+    assert result.exit_code == 2 and "127.0.0.1:1" in _text(result.output)
