@@ -132,7 +132,7 @@ class Recording:
             raise ConfigError(f"{path}: no such recording")
         self.path = path
         try:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            self._db = self._connect()
             row = self._db.execute("SELECT body FROM manifest").fetchone()
         except sqlite3.DatabaseError as err:
             raise ConfigError(f"{path}: not a gridwatch recording ({err})") from err
@@ -141,6 +141,9 @@ class Recording:
         self.manifest = Manifest.model_validate_json(row[0])
         if self.manifest.format != FORMAT:
             raise ConfigError(f"{path}: format {self.manifest.format!r}, expected {FORMAT!r}")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
 
     def close(self) -> None:
         self._db.close()
@@ -158,12 +161,18 @@ class Recording:
         return [(d, s) for d, s in rows]
 
     def frames(self, device: str, stream: str) -> Iterator[RecordedFrame]:
-        rows = self._db.execute(
-            "SELECT at_s, jpeg FROM frames WHERE device = ? AND stream = ? ORDER BY at_s, seq",
-            (device, stream),
-        )
-        for at_s, jpeg in rows:
-            yield RecordedFrame(at_s, device, stream, bytes(jpeg))
+        """One stream's frames in time order, read on a connection of their own: each stream
+        plays in its camera worker's thread."""
+        db = self._connect()
+        try:
+            rows = db.execute(
+                "SELECT at_s, jpeg FROM frames WHERE device = ? AND stream = ? ORDER BY at_s, seq",
+                (device, stream),
+            )
+            for at_s, jpeg in rows:
+                yield RecordedFrame(at_s, device, stream, bytes(jpeg))
+        finally:
+            db.close()
 
     def span_s(self) -> float:
         """Seconds from the start of the recording to its last message or frame."""

@@ -57,7 +57,11 @@ def demo(
         Path | None, typer.Option(help="also record the run's MQTT traffic and frames here")
     ] = None,
     replay: Annotated[
-        Path | None, typer.Option(help="play this recording instead of the scenario's sensors")
+        Path | None,
+        typer.Option(
+            help="play this recording (of a run with the same scenario, duration and rate)"
+            " instead of the scenario's sensors"
+        ),
     ] = None,
 ) -> None:
     """Start embedded services, run every role, play a flood and a forest fire, summarise."""
