@@ -46,11 +46,15 @@ class Stream:
 
 def site_streams(site: Site, only: set[str] | None = None) -> list[Stream]:
     """Every camera's and watchtower's streams, or those of the devices in ``only``."""
-    found = [Stream(c.id, "visible", c.url, c.vision.burst_fps) for c in site.cameras]
-    for tower in site.watchtowers:
-        found.append(Stream(tower.id, "visible", tower.visible_url, tower.vision.burst_fps))
-        if tower.thermal_url:
-            found.append(Stream(tower.id, "thermal", tower.thermal_url, tower.vision.burst_fps))
+    found = [
+        Stream(device=c.id, stream="visible", url=c.url, fps=c.vision.burst_fps)
+        for c in site.cameras
+    ]
+    for t in site.watchtowers:
+        fps = t.vision.burst_fps
+        found.append(Stream(device=t.id, stream="visible", url=t.visible_url, fps=fps))
+        if t.thermal_url:
+            found.append(Stream(device=t.id, stream="thermal", url=t.thermal_url, fps=fps))
     return [s for s in found if only is None or s.device in only]
 
 
@@ -175,7 +179,11 @@ class Recorder:
                 if not ok:
                     self.notes.append(f"{stream.device}/{stream.stream}: a frame failed to encode")
                     continue
-                self.writer.frame(RecordedFrame(at_s, stream.device, stream.stream, jpeg.tobytes()))
+                self.writer.frame(
+                    RecordedFrame(
+                        at_s=at_s, device=stream.device, stream=stream.stream, jpeg=jpeg.tobytes()
+                    )
+                )
         except FileNotFoundError as err:
             self.notes.append(f"{stream.device}/{stream.stream}: no file {err}")
 

@@ -153,7 +153,9 @@ class Recording:
             "SELECT at_s, topic, payload, qos, retain FROM messages ORDER BY at_s, seq"
         )
         for at_s, topic, payload, qos, retain in rows:
-            yield RecordedMessage(at_s, topic, bytes(payload), qos, bool(retain))
+            yield RecordedMessage(
+                at_s=at_s, topic=topic, payload=bytes(payload), qos=qos, retain=bool(retain)
+            )
 
     def streams(self) -> list[tuple[str, str]]:
         """(device, stream) of every stream with at least one frame."""
@@ -170,7 +172,7 @@ class Recording:
                 (device, stream),
             )
             for at_s, jpeg in rows:
-                yield RecordedFrame(at_s, device, stream, bytes(jpeg))
+                yield RecordedFrame(at_s=at_s, device=device, stream=stream, jpeg=bytes(jpeg))
         finally:
             db.close()
 

@@ -298,7 +298,14 @@ def status_topics(site: Site, scenario: Scenario) -> list[str]:
 def sensor_scenario(spec: ScenarioFile) -> Scenario:
     """The sensor half of a scenario file: its rises, rate, seed and bad messages."""
     events = tuple(
-        Event(e.name, e.sensor, e.metric, e.start_s, e.peak_s, e.expect.level)
+        Event(
+            name=e.name,
+            sensor_id=e.sensor,
+            metric=e.metric,
+            start_s=e.start_s,
+            peak_s=e.peak_s,
+            peak_level=e.expect.level,
+        )
         for e in spec.events
         if isinstance(e, SensorRise)
     )

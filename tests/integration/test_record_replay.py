@@ -76,7 +76,7 @@ def test_record_then_replay_gives_the_same_messages_and_the_same_fire(
     with MjpegServer({"cam": fire}, loop=False) as server:
         recorder = Recorder(
             site, Path("site.yaml"), out, host, port,
-            streams=[Stream(camera.id, "visible", server.url("cam"), camera.vision.burst_fps)],
+            streams=[Stream(device=camera.id, stream="visible", url=server.url("cam"), fps=5.0)],
         )  # fmt: skip
         recorder.start()
         publish(host, port, [(f"gw/{street}/{device}/status", b"online")])

@@ -30,6 +30,10 @@ from ingest.replay import RecordedSource, Timeline, rebase_payload, replay_windo
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 
 
+def _message(at_s: float, topic: str, payload: bytes, *, retain: bool = False) -> RecordedMessage:
+    return RecordedMessage(at_s=at_s, topic=topic, payload=payload, qos=1, retain=retain)
+
+
 def _write(path: Path, started_at: datetime = T0, frames: int = 3) -> None:
     writer = RecordingWriter(
         path,
@@ -41,13 +45,15 @@ def _write(path: Path, started_at: datetime = T0, frames: int = 3) -> None:
             subscriptions=("gw/520199003/+/telemetry",),
         ),
     )
-    writer.message(RecordedMessage(0.5, "gw/520199003/WL-001/telemetry", b'{"ts":1}', 1, False))
-    writer.message(RecordedMessage(0.2, "gw/520199003/WL-001/status", b"online", 1, True))
+    writer.message(_message(0.5, "gw/520199003/WL-001/telemetry", b'{"ts":1}'))
+    writer.message(_message(0.2, "gw/520199003/WL-001/status", b"online", retain=True))
     rng = np.random.default_rng(3)
     for i in range(frames):
         image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
         jpeg = cv2.imencode(".jpg", image)[1].tobytes()
-        writer.frame(RecordedFrame(0.1 * (i + 1), "CAM-001", "visible", jpeg))
+        writer.frame(
+            RecordedFrame(at_s=0.1 * (i + 1), device="CAM-001", stream="visible", jpeg=jpeg)
+        )
     writer.close(started_at + timedelta(seconds=2), ("CAM-002/visible: no frames",))
 
 
@@ -124,7 +130,7 @@ def test_rebased_fast_replays_may_not_run_beyond_max_ahead(tmp_path: Path, site:
     first = Recording(path)
     writer = RecordingWriter(writer_path, first.manifest)
     first.close()
-    writer.message(RecordedMessage(3600.0, "gw/520199003/WL-001/telemetry", b"{}", 1, False))
+    writer.message(_message(3600.0, "gw/520199003/WL-001/telemetry", b"{}"))
     writer.close(T0 + timedelta(hours=1))
     recording = Recording(writer_path)
     try:
