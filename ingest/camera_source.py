@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import av
 import cv2
@@ -51,6 +52,12 @@ Wanted = Callable[[datetime], bool]
 
 def _every(_ts: datetime) -> bool:
     return True
+
+
+class FrameSource(Protocol):
+    """What a camera worker reads: a live stream or file (``VideoSource``), or a recording."""
+
+    def frames(self, stop: threading.Event) -> Iterator[SourceEvent]: ...
 
 
 class VideoSource:
