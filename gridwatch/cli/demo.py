@@ -30,10 +30,12 @@ from gridwatch.cli.common import (
     site_or_fail,
 )
 from gridwatch.cli.recordings import demo_recorder, demo_replay
+from gridwatch.cli.scenarios import print_score
 from gridwatch.cli.tools import report_into
 from gridwatch.errors import GridwatchError
 from gridwatch.scenario import DEMO_SCENARIO, load_scenario
 from gridwatch.scenario import Scenario as ScenarioFile
+from gridwatch.scenario_score import run_incidents, score
 from gridwatch.services import ServiceUrls, create_topics
 from gridwatch.settings import Settings
 from gridwatch.site import Site
@@ -91,7 +93,10 @@ def demo(
         )
         report_into(directory, urls.database_url, site)
     summary["backend"] = backend.value
+    result = score(spec, site, run_incidents(summary["incident_list"]))
+    summary["score"] = result.report()
     _print_summary(summary)
+    print_score(result)
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if summary["lost_readings"] or not summary["complete"]:
