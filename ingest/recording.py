@@ -143,7 +143,8 @@ class Recording:
             raise ConfigError(f"{path}: format {self.manifest.format!r}, expected {FORMAT!r}")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        # Opened in one thread, played in another: each connection is used by one at a time.
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
 
     def close(self) -> None:
         self._db.close()

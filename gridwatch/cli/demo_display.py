@@ -18,6 +18,7 @@ from rich.table import Table
 
 from gridwatch.cli.common import LEVEL_STYLE, console
 from gridwatch.cli.demo_summary import DemoSummary, Latency
+from gridwatch.cli.scenarios import print_score
 from gridwatch.store.summary import NewAlert
 
 
@@ -123,9 +124,7 @@ def print_summary(summary: DemoSummary) -> None:
                 + f", grid {incident.grid_code}, raised by {', '.join(incident.raised_by)}",
                 soft_wrap=True,  # a line each, whole, for a terminal's search and for logs
             )
-    for event in score.events:
-        mark = "[green]✔[/green]" if event.detected else "[red]✘ missed[/red]"
-        console.print(f"  {mark} {event.event}: {event.expected.value} {event.level or ''}")
+    print_score(score)
     for reason in summary.failures:
         console.print(f"[red]{reason}[/red]")
 

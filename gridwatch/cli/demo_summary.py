@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from gridwatch.events import IncidentKind, Level
 from gridwatch.scenario_score import ScenarioScore
@@ -80,6 +81,11 @@ class DemoSummary(BaseModel):
     kpis: dict[str, float | int | None]
     # The run scored against its scenario's ground truth.
     score: ScenarioScore
+
+    @field_serializer("score")
+    def _score_report(self, score: ScenarioScore) -> dict[str, Any]:
+        """As ``gridwatch eval scenario --json`` writes it, so the two can be compared."""
+        return score.report()
 
     @property
     def by_kind(self) -> Mapping[IncidentKind, list[IncidentSummary]]:

@@ -58,7 +58,7 @@ def eval_scenario(
             listed = incident_list(conn)
     result = score(_stretched(spec, duration), site, run_incidents(listed))
     report = result.report()
-    _print(result)
+    print_score(result)
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if not result.passed:
@@ -69,7 +69,7 @@ def _stretched(spec: Scenario, duration: float | None) -> Scenario:
     return spec if duration is None else spec.stretched(duration)
 
 
-def _print(result: ScenarioScore) -> None:
+def print_score(result: ScenarioScore) -> None:
     table = Table(title=f"scenario {result.scenario}")
     for column in ("event", "expected", "detected", "level", "sources", "error m", "alert s"):
         table.add_column(column)

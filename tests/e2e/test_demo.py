@@ -20,9 +20,9 @@ def test_demo_thin_path(demo_run: DemoRun) -> None:
 def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRun) -> None:
     s = demo_run.summary
     score = s["score"]
-    assert score["scenario"] == "demo" and len(score["events"]) == 3
-    assert all(e["detected"] and e["level_ok"] and e["sources_ok"] for e in score["events"])
-    assert score["false_incidents"] == []
+    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 3
+    assert all(e["detected"] and e["level_ok"] and e["sources_ok"] for e in score["per_event"])
+    assert score["missed"] == score["false_incidents"] == 0 and score["passed"] is True
     # Each incident names the sources that raised it, per kind.
     raised = {i["kind"]: sorted(i["raised_by"]) for i in s["incident_list"]}
     assert raised == {

@@ -71,7 +71,7 @@ def test_a_replayed_demo_opens_the_incidents_the_demo_opened(
     from_db = _score(
         tmp_path / "db.json", "--database-url", fresh_database_url, "--duration", duration
     )
-    assert from_db["per_event"] == scores[1]["per_event"]
+    assert from_db["per_event"] == scores[1]["per_event"] == replayed["score"]["per_event"]
     keys = ("events", "detected", "missed", "false_incidents", "passed")
     assert {k: scores[0][k] for k in keys} == {k: scores[1][k] for k in keys}
     assert scores[0]["passed"] and scores[0]["detected"] == 3

@@ -184,3 +184,19 @@ def test_the_commands_refuse_what_they_cannot_do_before_touching_anything(
     # Rebased, it is let through to the broker, and says so when that is not there.
     result = runner.invoke(app, ["replay", str(old), "--no-cameras", "--rebase-time"])
     assert result.exit_code == 2 and "127.0.0.1:1" in _text(result.output)
+
+
+def test_a_recording_opened_in_one_thread_plays_in_another(tmp_path: Path) -> None:
+    path = tmp_path / "threads.gwrec"
+    _write(path)
+    recording = Recording(path)  # as the demo opens it, in its event loop's thread
+    got: list[int] = []
+    try:
+        worker = threading.Thread(
+            target=lambda: got.extend([len(list(recording.messages())), recording.counts()[1]])
+        )
+        worker.start()
+        worker.join(10)
+    finally:
+        recording.close()
+    assert got == [2, 3]
