@@ -18,58 +18,45 @@ from gridwatch.store.schema import ensure_schema
 
 @dataclass
 class RoleContext:
-    """A role's settings, its services' URLs, its site and its liveness heartbeat.
+    """A role's settings, its liveness heartbeat, and on first use its site and services.
 
-    Building one reads configuration only; ``prepare`` is the first touch of a service, so a
-    role can refuse a bad configuration of its own (a placeholder key) before that."""
+    Nothing is read or checked before the role asks for it: a camera worker needs Kafka only,
+    the store writer no site, and the relay refuses a placeholder key before any URL is looked
+    at. ``prepare`` is the first touch of a service."""
 
     settings: Settings
-    kafka_bootstrap: str
-    services: ServiceUrls | None  # None for a role that needs Kafka only
     heartbeat: Heartbeat
 
     @cached_property
     def site(self) -> Site:
-        """Loaded on first use: a role that never reads the site never pays for a large one."""
         return site_or_fail(self.settings)
 
-    @property
+    @cached_property
     def urls(self) -> ServiceUrls:
-        if self.services is None:
-            raise fail("this command was set up for Kafka only")
-        return self.services
+        """The database, Kafka and MQTT URLs; a missing one stops the role with what to set."""
+        return required_services(self.settings)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        if self.settings.kafka_bootstrap is None:
+            raise fail("set GRIDWATCH_KAFKA_BOOTSTRAP")
+        return self.settings.kafka_bootstrap
 
     def prepare(self, *, schema: bool = False) -> RoleContext:
         """Create the topics (and with ``schema`` the tables) the role reads and writes."""
+        database_url = self.urls.database_url if schema else None  # every URL checked first
         create_topics(self.kafka_bootstrap, all_topics(), self.settings.topic_partitions)
-        if schema:
-            with psycopg.connect(self.urls.database_url) as conn:
+        if database_url is not None:
+            with psycopg.connect(database_url) as conn:
                 ensure_schema(conn)
         return self
 
 
 def role_context(
-    role: str,
-    *,
-    kafka_only: bool = False,
-    loops: Iterable[str] = (MAIN_LOOP,),
-    settings: Settings | None = None,
+    role: str, *, loops: Iterable[str] = (MAIN_LOOP,), settings: Settings | None = None
 ) -> RoleContext:
-    """Settings from the environment, logging to stderr, the configured services and the
-    role's heartbeat under ``settings.liveness_dir`` (touched once each of ``loops`` has
-    beaten). A missing service URL stops the command with what to set."""
+    """Settings from the environment, logging to stderr, and the role's heartbeat under
+    ``settings.liveness_dir``, touched once each of ``loops`` has beaten."""
     settings = settings or Settings()
     setup_logging(settings)
-    if kafka_only:
-        if settings.kafka_bootstrap is None:
-            raise fail("set GRIDWATCH_KAFKA_BOOTSTRAP")
-        services, bootstrap = None, settings.kafka_bootstrap
-    else:
-        services = required_services(settings)
-        bootstrap = services.kafka_bootstrap
-    return RoleContext(
-        settings=settings,
-        kafka_bootstrap=bootstrap,
-        services=services,
-        heartbeat=Heartbeat(settings.liveness_dir, role, loops=loops),
-    )
+    return RoleContext(settings, Heartbeat(settings.liveness_dir, role, loops=loops))

@@ -78,8 +78,9 @@ def ingest_mqtt() -> None:
     from gridwatch import kafka
     from ingest.mqtt_bridge import MqttBridge
 
-    ctx = role_context("ingest-mqtt").prepare()
+    ctx = role_context("ingest-mqtt")
     urls = ctx.urls
+    ctx.prepare()
     bridge = MqttBridge(
         ctx.site,
         kafka.producer(urls.kafka_bootstrap),
@@ -120,14 +121,16 @@ def alerts_engine() -> None:
     from alerts.roles import run_engine
     from gridwatch import kafka
 
-    ctx = role_context("alerts-engine").prepare()
+    ctx = role_context("alerts-engine")
+    database_url = ctx.urls.database_url
+    ctx.prepare()
 
     async def main() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
         producer = kafka.producer(ctx.kafka_bootstrap)
         await run_engine(ctx.site, ctx.kafka_bootstrap, producer, stop,
-                         database_url=ctx.urls.database_url, heartbeat=ctx.heartbeat)  # fmt: skip
+                         database_url=database_url, heartbeat=ctx.heartbeat)  # fmt: skip
 
     asyncio.run(main())
 
@@ -327,7 +330,7 @@ def ingest_camera(
     from ingest.camera_source import VideoSource
     from ingest.camera_worker import CameraWorker, kafka_publish
 
-    ctx = role_context(f"camera-{device}", kafka_only=True)
+    ctx = role_context(f"camera-{device}")
     settings, site = ctx.settings, ctx.site
     cameras = {c.id: c for c in site.cameras}
     towers = {t.id: t for t in site.watchtowers}

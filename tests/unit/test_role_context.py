@@ -47,31 +47,36 @@ def test_a_role_gets_its_services_site_and_heartbeat(tmp_path: Path) -> None:
 
 def test_the_site_is_read_only_when_a_role_uses_it(tmp_path: Path) -> None:
     ctx = role_context("store-writer", settings=_settings(tmp_path, site=tmp_path / "none.yaml"))
-    assert ctx.urls.kafka_bootstrap == "kafka.example:9092"  # built without the site
+    assert ctx.urls.database_url  # the services, without the site
     with pytest.raises(typer.Exit) as err:
         _ = ctx.site
     assert err.value.exit_code == 2
 
 
-def test_a_missing_service_url_stops_the_role_with_what_to_set(
+def test_a_missing_service_url_stops_the_role_when_it_asks_with_what_to_set(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    ctx = role_context("ingest-mqtt", settings=_settings(tmp_path, mqtt_url=None))
+    assert ctx.settings.mqtt_url is None  # nothing checked yet: a role may refuse a key first
     with pytest.raises(typer.Exit) as err:
-        role_context("streams-worker", settings=_settings(tmp_path, mqtt_url=None))
+        _ = ctx.urls
     assert err.value.exit_code == 2
     assert "GRIDWATCH_MQTT_URL" in capsys.readouterr().out
+    # Tables wanted: the database URL is checked before any topic is created.
+    with pytest.raises(typer.Exit):
+        role_context("store-writer", settings=_settings(tmp_path, mqtt_url=None)).prepare(
+            schema=True
+        )
 
 
 def test_a_camera_worker_needs_kafka_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     only_kafka = _settings(tmp_path, database_url=None, mqtt_url=None)
-    ctx = role_context("camera-CAM-001", kafka_only=True, settings=only_kafka)
-    assert ctx.kafka_bootstrap == "kafka.example:9092" and ctx.services is None
+    assert role_context("camera-CAM-001", settings=only_kafka).kafka_bootstrap == (
+        "kafka.example:9092"
+    )
+    no_kafka = role_context("camera-CAM-001", settings=_settings(tmp_path, kafka_bootstrap=None))
     with pytest.raises(typer.Exit):
-        _ = ctx.urls
-    with pytest.raises(typer.Exit):
-        role_context(
-            "camera-CAM-001", kafka_only=True, settings=_settings(tmp_path, kafka_bootstrap=None)
-        )
+        _ = no_kafka.kafka_bootstrap
     assert "GRIDWATCH_KAFKA_BOOTSTRAP" in capsys.readouterr().out
