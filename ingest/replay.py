@@ -34,7 +34,7 @@ from gridwatch.errors import ConfigError, ServiceError
 from gridwatch.mqtt_access import MqttAccess
 from gridwatch.site import Site
 from ingest.camera_evidence import EvidenceStore
-from ingest.camera_source import Captured, SourceEvent
+from ingest.camera_source import Captured, SourceEvent, Wanted, every_frame
 from ingest.camera_worker import CameraWorker, Publish
 from ingest.recording import Recording
 
@@ -184,16 +184,19 @@ class RecordedSource:
         self.timeline = timeline
         self.start = recording.manifest.started_at + offset
 
-    def frames(self, stop: threading.Event) -> Iterator[SourceEvent]:
+    def frames(self, stop: threading.Event, wanted: Wanted = every_frame) -> Iterator[SourceEvent]:
         for frame in self.recording.frames(self.device, self.stream):
             if not self.timeline.wait(frame.at_s, stop):
                 return
+            ts = self.start + timedelta(seconds=frame.at_s)
+            if not wanted(ts):  # as a live source does: decode only what will be looked at
+                continue
             image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
                 log.warning("recorded frame of %s/%s at %.2f s does not decode; skipped",
                             self.device, self.stream, frame.at_s)  # fmt: skip
                 continue
-            yield Captured(np.asarray(image, np.uint8), self.start + timedelta(seconds=frame.at_s))
+            yield Captured(np.asarray(image, np.uint8), ts)
 
 
 class RecordedHead:
