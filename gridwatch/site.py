@@ -229,7 +229,7 @@ def load_site(path: Path) -> Site:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: {_yaml_problem(err)}") from err
+        raise ConfigError(f"{path}: {yaml_problem(err)}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
     try:
@@ -242,7 +242,7 @@ def load_site(path: Path) -> Site:
         raise ConfigError("\n".join(lines)) from err
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
+def yaml_problem(err: yaml.YAMLError) -> str:
     """'line 4, column 6: not valid YAML: did not find expected ',' or ']' (while parsing a flow
     sequence at line 3, column 9)' — the parser's own text repeats a meaningless stream name."""
     if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:

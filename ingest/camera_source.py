@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import av
 import cv2
@@ -49,8 +50,14 @@ Wanted = Callable[[datetime], bool]
 """Whether a frame of that time will be looked at; a live source decodes only those."""
 
 
-def _every(_ts: datetime) -> bool:
+def every_frame(_ts: datetime) -> bool:
     return True
+
+
+class FrameSource(Protocol):
+    """What a camera worker reads: a live stream or file (``VideoSource``), or a recording."""
+
+    def frames(self, stop: threading.Event, wanted: Wanted = ...) -> Iterator[SourceEvent]: ...
 
 
 class VideoSource:
@@ -69,7 +76,7 @@ class VideoSource:
         self.timeout_s = 10.0
         self.decode = DecodeStats()
 
-    def frames(self, stop: threading.Event, wanted: Wanted = _every) -> Iterator[SourceEvent]:
+    def frames(self, stop: threading.Event, wanted: Wanted = every_frame) -> Iterator[SourceEvent]:
         delay = self.backoff_s[0]
         lost = False
         while not stop.is_set():

@@ -30,7 +30,7 @@ from gridwatch.site_cameras import Camera, Vision, Watchtower
 from ingest.camera_construction import ConstructionPatrol
 from ingest.camera_evidence import BaselineStore, EvidenceStore
 from ingest.camera_geometry import bearing_deg, ground_point
-from ingest.camera_source import Captured, Lost, Restored, SourceEvent, VideoSource
+from ingest.camera_source import Captured, FrameSource, Lost, Restored, SourceEvent
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class CameraWorker:
         )
 
     def run(
-        self, source: VideoSource, stop: threading.Event, heartbeat: Heartbeat | None = None
+        self, source: FrameSource, stop: threading.Event, heartbeat: Heartbeat | None = None
     ) -> WorkerStats:
         def wants(ts: datetime) -> bool:
             if heartbeat is not None:

@@ -74,6 +74,11 @@ class BridgeStats:
         return self.messages - self.forwarded - self.deadlettered
 
 
+def subscriptions(site: Site) -> list[str]:
+    """The topic filters the bridge takes: every device's telemetry and status."""
+    return [f"gw/{site.street.code}/+/{channel}" for channel in ("telemetry", "status")]
+
+
 def batch_by_partition(
     reports: list[Report], partitions: int, received_at: datetime
 ) -> list[ReadingBatch]:
@@ -104,7 +109,7 @@ class MqttBridge:
         self.limits = limits
         self.producer = producer
         self.host, self.port = host, port
-        self.subscriptions = [(f"gw/{site.street.code}/+/{c}", 1) for c in ("telemetry", "status")]
+        self.subscriptions = [(topic, 1) for topic in subscriptions(site)]
         self.stats = BridgeStats()
         self.partitions = 1  # of gw.readings, learnt from Kafka on start
         self._subscribed = threading.Event()

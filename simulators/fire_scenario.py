@@ -1,9 +1,10 @@
-"""The demo's forest fire: two watchtowers see smoke, then the forest smoke sensor rises.
+"""A scenario's forest fire (``gridwatch.scenario.ForestFire``): watchtowers see smoke, then the
+smoke sensor rises.
 
-The fire burns just off the smoke sensor, inside the forest. The towers' detections carry
-bearings only (preset pan plus pixel offset, as the camera worker computes them) and are
-published to ``gw.detections`` as that worker would; the smoke sensor reports over MQTT like
-every other device, rising through its three thresholds after the towers have spoken.
+In the demo's scenario the fire burns just off the smoke sensor, inside the forest. The towers'
+detections carry bearings only (preset pan plus pixel offset, as the camera worker computes
+them) and are published to ``gw.detections`` as that worker would; the smoke sensor reports over
+MQTT like every other device, rising through its thresholds after the towers have spoken.
 """
 
 from __future__ import annotations
@@ -19,13 +20,9 @@ from kafka import KafkaProducer
 from gridwatch import topics
 from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType, utcnow
 from gridwatch.geo import LocalProjection
+from gridwatch.scenario import ForestFire, place_point
 from gridwatch.site import Site
 from simulators.sensors import Message, Scenario, Truth, messages
-
-SMOKE_SENSOR = "SM-001"
-FIRE_OFFSET_M = (120.0, 60.0)  # east, north of the smoke sensor
-TOWER_TIMES_S = (1.0, 1.5)
-RISE_S = (4.0, 7.0)  # the sensor's smoke rises from its baseline to past red in this span
 
 
 @dataclass
@@ -35,11 +32,8 @@ class FireTruth:
     detections_sent: int = 0
 
 
-def fire_point(site: Site) -> Point:
-    sensor = site.sensor(SMOKE_SENSOR)
-    if sensor is None:
-        raise ValueError(f"the site has no smoke sensor {SMOKE_SENSOR}")
-    return LocalProjection(sensor.location).point(*FIRE_OFFSET_M)
+def fire_point(site: Site, spec: ForestFire) -> Point:
+    return place_point(site, spec.place)
 
 
 def bearing(tower: Point, target: Point) -> float:
@@ -47,12 +41,17 @@ def bearing(tower: Point, target: Point) -> float:
     return math.degrees(math.atan2(x, y)) % 360
 
 
-def tower_detections(site: Site, truth: FireTruth) -> list[tuple[float, Detection]]:
-    """(scenario time, detection) for the first two towers, a little noise on each bearing."""
-    rng = random.Random(5)
+def tower_detections(
+    site: Site, truth: FireTruth, spec: ForestFire
+) -> list[tuple[float, Detection]]:
+    """(scenario time, detection) for each sighting, a little noise on each bearing."""
+    rng = random.Random(spec.seed)
+    towers = {t.id: t for t in site.watchtowers}
     out = []
-    for at, tower in zip(TOWER_TIMES_S, site.watchtowers[:2], strict=True):
-        b = round((bearing(tower.location, truth.fire) + rng.gauss(0, 0.1)) % 360, 2)
+    for sighting in spec.towers:
+        at, tower = sighting.at_s, towers[sighting.tower]
+        noise = rng.gauss(0, spec.bearing_noise_deg)
+        b = round((bearing(tower.location, truth.fire) + noise) % 360, 2)
         truth.bearings[tower.id] = b
         detection = Detection(
             kind=DetectionKind.SMOKE,
@@ -67,24 +66,28 @@ def tower_detections(site: Site, truth: FireTruth) -> list[tuple[float, Detectio
     return out
 
 
-def sensor_messages(site: Site, scenario: Scenario, truth: Truth) -> Iterator[Message]:
+def sensor_messages(
+    site: Site, scenario: Scenario, truth: Truth, spec: ForestFire
+) -> Iterator[Message]:
     """Every sensor's telemetry, the smoke sensor's replaced by the fire's rising smoke."""
     others = site.model_copy(
-        update={"sensors": tuple(s for s in site.sensors if s.id != SMOKE_SENSOR)}
+        update={"sensors": tuple(s for s in site.sensors if s.id != spec.smoke_sensor)}
     )
-    sensor = site.sensor(SMOKE_SENSOR)
-    assert sensor is not None  # noqa: S101 - checked by fire_point
+    sensor = site.sensor(spec.smoke_sensor)
+    if sensor is None:
+        raise ValueError(f"the site has no smoke sensor {spec.smoke_sensor}")
     metric, rule = "smoke_obscuration_pct", sensor.rules[0]
-    peak = getattr(rule, "red", 8.0) * 1.25
+    peak = getattr(rule, "red", 8.0) * spec.smoke_peak
+    rise = spec.smoke_rise_s
     street = site.street.code
     steps = int(scenario.duration_s * scenario.rate_hz)
     fire = []
     for step in range(steps):
         at = step / scenario.rate_hz
-        span = min(max((at - RISE_S[0]) / (RISE_S[1] - RISE_S[0]), 0.0), 1.0)
+        span = min(max((at - rise[0]) / (rise[1] - rise[0]), 0.0), 1.0)
         value = round(0.5 + span * (peak - 0.5), 3)
         payload = f'{{"ts":null,"seq":{step},"values":{{"{metric}":{value}}}}}'.encode()
-        fire.append(Message(at, f"gw/{street}/{SMOKE_SENSOR}/telemetry", payload, 1))
+        fire.append(Message(at, f"gw/{street}/{spec.smoke_sensor}/telemetry", payload, 1))
     truth.readings_sent += len(fire)
     merged = sorted([*messages(others, scenario, truth), *fire], key=lambda m: m.at_s)
     yield from merged

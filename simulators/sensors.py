@@ -23,6 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch.events import Level
 from gridwatch.mqtt_access import MqttAccess
+from gridwatch.scenario import Scenario as ScenarioFile
+from gridwatch.scenario import SensorRise
 from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor, ThresholdRule
 
@@ -50,6 +52,7 @@ class Scenario:
     late: float = 0.0  # share of reports sent late, after newer ones
     late_s: float = 1.0
     offline_at: float | None = None  # fraction of the run at which one device vanishes
+    events: tuple[Event, ...] | None = None  # scripted events; None: one per metric of EVENTS
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ def _baseline(sensor: Sensor, metric: str) -> float:
 
 
 def plan_events(site: Site, scenario: Scenario) -> list[Event]:
+    if scenario.events is not None:
+        return list(scenario.events)
     chosen: dict[str, Event] = {}
     start, peak = scenario.rise_start * scenario.duration_s, scenario.rise_end * scenario.duration_s
     for sensor in site.sensors:
@@ -108,7 +113,7 @@ def plan_events(site: Site, scenario: Scenario) -> list[Event]:
 def _event_value(event: Event, rule: ThresholdRule, base: float, t: float) -> float:
     """Rises to just over red at the peak; a smoke spike falls back as fast as it rose."""
     span = min(max((t - event.start_s) / (event.peak_s - event.start_s), 0.0), 1.0)
-    if event.name == "smoke spike" and t > event.peak_s:
+    if event.metric == "smoke_obscuration_pct" and t > event.peak_s:
         span = max(0.0, 1.0 - (t - event.peak_s) / (event.peak_s - event.start_s))
     return base + span * (rule.red * 1.05 - base)
 
@@ -288,3 +293,26 @@ def status_topics(site: Site, scenario: Scenario) -> list[str]:
     """Status topics of the devices that need a connection of their own."""
     device = vanishing(site, scenario)
     return [f"gw/{site.street.code}/{device}/status"] if device else []
+
+
+def sensor_scenario(spec: ScenarioFile) -> Scenario:
+    """The sensor half of a scenario file: its rises, rate, seed and bad messages."""
+    events = tuple(
+        Event(
+            name=e.name,
+            sensor_id=e.sensor,
+            metric=e.metric,
+            start_s=e.start_s,
+            peak_s=e.peak_s,
+            peak_level=e.expect.level,
+        )
+        for e in spec.events
+        if isinstance(e, SensorRise)
+    )
+    return Scenario(
+        duration_s=spec.duration_s,
+        rate_hz=spec.rate_hz,
+        seed=spec.seed,
+        bad_messages=spec.bad_messages,
+        events=events,
+    )

@@ -102,10 +102,19 @@ class DemoRun:
     stdout: str
     run_dir: Path
 
+    @property
+    def recording(self) -> Path:
+        """What ``--record`` wrote, beside the run directory."""
+        return self.run_dir.parent / RECORDING_FILE
+
+
+RECORDING_FILE = "recording.gwrec"
+
 
 @pytest.fixture(scope="session")
 def demo_run(database_url: str) -> Iterator[DemoRun]:
-    """`gridwatch demo` run once, as a user runs it, into a database of its own.
+    """`gridwatch demo` run once, as a user runs it, into a database of its own, recording its
+    MQTT traffic (``DemoRun.recording``) for the replay test.
 
     The demo starts its own Kafka-API and MQTT brokers, as on a fresh machine; the database it
     fills is what the end-to-end and dashboard tests read.
@@ -115,34 +124,27 @@ def demo_run(database_url: str) -> Iterator[DemoRun]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_conninfo(database_url, dbname=name)
     with _run_dir() as path:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}
-        env["GRIDWATCH_DATABASE_URL"] = url
-        summary_file = path / "summary.json"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gridwatch",
-                "demo",
-                "--summary-json",
-                str(summary_file),
-                "--run-dir",
-                str(path / "run"),
-                "--duration",
-                "12",
-                "--rate",
-                "4",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        yield run_demo(url, path, "--record", str(path / RECORDING_FILE))
+
+
+DEMO_ARGS = ("--duration", "12", "--rate", "4")
+
+
+def run_demo(database_url: str, path: Path, *extra: str) -> DemoRun:
+    """`gridwatch demo` with ``DEMO_ARGS`` and ``extra``, its run directory under ``path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDWATCH_")}
+    env["GRIDWATCH_DATABASE_URL"] = database_url
+    summary_file = path / "summary.json"
+    run_dir = path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gridwatch", "demo", "--summary-json", str(summary_file),
+         "--run-dir", str(run_dir), *DEMO_ARGS, *extra],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(
+            f"gridwatch demo exited {proc.returncode}:\n{proc.stdout[-4000:]}"
+            f"\n{proc.stderr[-4000:]}",
+            pytrace=False,
         )
-        if proc.returncode != 0:
-            pytest.fail(
-                f"gridwatch demo exited {proc.returncode}:\n{proc.stdout[-4000:]}"
-                f"\n{proc.stderr[-4000:]}",
-                pytrace=False,
-            )
-        yield DemoRun(url, json.loads(summary_file.read_text()), proc.stdout, path / "run")
+    return DemoRun(database_url, json.loads(summary_file.read_text()), proc.stdout, run_dir)

@@ -4,7 +4,14 @@
 runs as its own process (``gridwatch ingest mqtt``, ``gridwatch streams worker``, …).
 """
 
-from gridwatch.cli import demo, feedback, roles, tools  # noqa: F401 - importing registers the commands
+from gridwatch.cli import (  # noqa: F401 - importing registers the commands
+    demo,
+    feedback,
+    recordings,
+    roles,
+    scenarios,
+    tools,
+)
 from gridwatch.cli.common import app
 
 __all__ = ["app"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,10 +25,17 @@ from gridwatch.cli.common import (
     app,
     console,
     embedded_services,
+    fail,
     setup_logging,
     site_or_fail,
 )
+from gridwatch.cli.recordings import demo_recorder, demo_replay
+from gridwatch.cli.scenarios import print_score
 from gridwatch.cli.tools import report_into
+from gridwatch.errors import GridwatchError
+from gridwatch.scenario import DEMO_SCENARIO, load_scenario
+from gridwatch.scenario import Scenario as ScenarioFile
+from gridwatch.scenario_score import run_incidents, score
 from gridwatch.services import ServiceUrls, create_topics
 from gridwatch.settings import Settings
 from gridwatch.site import Site
@@ -43,12 +52,31 @@ def demo(
     duration: Annotated[float, typer.Option(help="scenario length in seconds")] = 20.0,
     rate: Annotated[float, typer.Option(help="reports per sensor per second")] = 5.0,
     timeout: Annotated[float, typer.Option(help="give up waiting after this many s")] = 90.0,
+    scenario: Annotated[
+        Path, typer.Option(help="the scenario file (events and their ground truth)")
+    ] = DEMO_SCENARIO,
+    record: Annotated[
+        Path | None, typer.Option(help="also record the run's MQTT traffic and frames here")
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="play this recording (of a run with the same scenario, duration and rate)"
+            " instead of the scenario's sensors"
+        ),
+    ] = None,
 ) -> None:
     """Start embedded services, run every role, play a flood and a forest fire, summarise."""
-    from simulators.sensors import Scenario
-
     settings = Settings()
     site = site_or_fail(settings)
+    try:
+        spec = load_scenario(scenario)
+        spec.check(site)
+    except GridwatchError as err:
+        raise fail(str(err)) from err
+    if spec.fire is None:
+        raise fail(f"{scenario}: the demo needs a forest_fire event")
+    spec = spec.stretched(duration).model_copy(update={"rate_hz": rate})
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         directory = run_dir.resolve()
@@ -60,18 +88,29 @@ def demo(
         create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
         with psycopg.connect(urls.database_url) as conn:
             backend = ensure_schema(conn)
-        summary = asyncio.run(_run_demo(site, urls, directory, Scenario(duration, rate), timeout))
+        summary = asyncio.run(
+            _run_demo(site, urls, directory, spec, timeout, Feeds(record=record, replay=replay))
+        )
         report_into(directory, urls.database_url, site)
     summary["backend"] = backend.value
+    result = score(spec, site, run_incidents(summary["incident_list"]))
+    summary["score"] = result.report()
     _print_summary(summary)
+    print_score(result)
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     if summary["lost_readings"] or not summary["complete"]:
         raise typer.Exit(code=1)
 
 
+@dataclass(frozen=True)
+class Feeds:
+    record: Path | None = None  # record the run's MQTT traffic and frames into this file
+    replay: Path | None = None  # play this recording instead of the scenario's sensors
+
+
 async def _run_demo(
-    site: Site, urls: ServiceUrls, run_dir: Path, scenario: Any, timeout: float
+    site: Site, urls: ServiceUrls, run_dir: Path, spec: ScenarioFile, timeout: float, feeds: Feeds
 ) -> dict[str, Any]:
     from alerts.callbacks import ROUTES, CallbackServer
     from alerts.roles import run_closed_loop, run_engine, run_relay
@@ -88,7 +127,7 @@ async def _run_demo(
         sensor_messages,
         tower_detections,
     )
-    from simulators.sensors import MqttPublisher, Truth
+    from simulators.sensors import MqttPublisher, Truth, sensor_scenario
     from streams.app import build_app
     from streams.persist import run_persist
 
@@ -147,13 +186,22 @@ async def _run_demo(
         await asyncio.wait_for(
             asyncio.gather(*(e.wait() for e in ready), _assigned(faust_app)), timeout=60
         )
-    truth, fire = Truth(), FireTruth(fire_point(site))
-    publisher = MqttPublisher(urls.mqtt_host, urls.mqtt_port)
-    started = time.monotonic()
-    player = asyncio.create_task(
-        asyncio.to_thread(publisher.play, sensor_messages(site, scenario, truth))
-    )
-    towers = asyncio.create_task(publish_towers(producer, tower_detections(site, fire), fire))
+    assert spec.fire is not None  # noqa: S101 - checked by the command
+    scenario = sensor_scenario(spec)
+    truth, fire = Truth(), FireTruth(fire_point(site, spec.fire))
+    messages = sensor_messages(site, scenario, truth, spec.fire)
+    recorder = demo_recorder(site, urls, feeds.record)
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    if feeds.replay is None:
+        publisher = MqttPublisher(urls.mqtt_host, urls.mqtt_port)
+        player = asyncio.create_task(asyncio.to_thread(publisher.play, messages))
+    else:
+        collections.deque(messages, maxlen=0)  # the scenario's truth, without its messages
+        player = asyncio.create_task(demo_replay(site, urls, producer, run_dir, feeds.replay))
+    # The towers' detections stand in for camera workers, straight onto Kafka: no recording
+    # holds them, so a replay sends them again as the scenario says.
+    detections = tower_detections(site, fire, spec.fire)
+    towers = asyncio.create_task(publish_towers(producer, detections, fire))
     complete = False
     with psycopg.connect(db, autocommit=True) as conn:
         seen = datetime.fromtimestamp(0, UTC)
@@ -206,6 +254,14 @@ async def _run_demo(
         summary = collect(conn)
         summary["kpis"] = _kpis(conn)
     stop.set()
+    if recorder is not None:
+        manifest = recorder.stop()
+        summary["recording"] = {
+            "file": str(feeds.record),
+            "messages": recorder.writer.messages,
+            "frames": recorder.writer.frames,
+            "notes": list(manifest.notes),
+        }
     await asyncio.gather(*roles, return_exceptions=True)
     await faust_app.stop()
     await asyncio.to_thread(bridge.stop)
@@ -214,6 +270,9 @@ async def _run_demo(
     acked = await player if player.done() else 0
     summary.update(
         complete=complete,
+        scenario=spec.name,
+        started_at=started_at.isoformat(),
+        replayed=str(feeds.replay) if feeds.replay else None,
         scenario_seconds=scenario.duration_s,
         messages_acked_by_broker=acked,
         readings_sent=truth.readings_sent,

@@ -30,10 +30,15 @@ SELECT
   (SELECT count(*) FROM outbox_deadletters)                        AS outbox_dead
 """
 
+# first_alert_s: from the run's first reading reaching the bridge to the incident's first
+# firing alert being stored, on the run's own clock (a replay's too).
 INCIDENT_LIST_SQL = """
-SELECT kind, level, lon, lat, grid_code, (payload ->> 'location_error_m')::float,
-       jsonb_array_length(payload -> 'sources')
-FROM incidents_current ORDER BY first_seen
+SELECT i.kind, i.level, i.lon, i.lat, i.grid_code, (i.payload ->> 'location_error_m')::float,
+       jsonb_array_length(i.payload -> 'sources'),
+       extract(epoch FROM (SELECT min(a.stored_at) FROM alerts a
+                           WHERE a.incident_id = i.incident_id AND a.state = 'firing')
+                          - (SELECT min(received_at) FROM readings))::float
+FROM incidents_current i ORDER BY i.first_seen
 """
 
 # Sensor to database: when the device stamped the reading to when its row was committed.
@@ -73,6 +78,17 @@ def closed_loop_counts(conn: psycopg.Connection) -> dict[str, int]:
     return counts(conn, CLOSED_LOOP_COUNTS_SQL)
 
 
+def incident_list(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every incident as it stands, in the order they were opened."""
+    names = ("kind", "level", "lon", "lat", "grid_code", "location_error_m", "sources")
+    rows = conn.execute(INCIDENT_LIST_SQL).fetchall()
+    return [
+        dict(zip(names, row[:-1], strict=True))
+        | {"first_alert_s": None if row[-1] is None else round(row[-1], 2)}
+        for row in rows
+    ]
+
+
 def collect(conn: psycopg.Connection) -> dict[str, Any]:
     summary: dict[str, Any] = dict(counts(conn))
     summary.update(closed_loop_counts(conn))
@@ -87,10 +103,7 @@ def collect(conn: psycopg.Connection) -> dict[str, Any]:
             "SELECT broadcast, count(*) FROM cases WHERE broadcast <> 'none' GROUP BY broadcast"
         ).fetchall()
     )
-    names = ("kind", "level", "lon", "lat", "grid_code", "location_error_m", "sources")
-    summary["incident_list"] = [
-        dict(zip(names, row, strict=True)) for row in conn.execute(INCIDENT_LIST_SQL).fetchall()
-    ]
+    summary["incident_list"] = incident_list(conn)
     for name, query in (("reading", READING_LATENCY_SQL), ("alert", ALERT_LATENCY_SQL)):
         row = conn.execute(query).fetchone()
         p50, p99 = row if row else (None, None)

@@ -1,0 +1,177 @@
+"""Scenario files: the events a run plays (time, place, kind) and their ground truth.
+
+A scenario is YAML validated strictly, like a site file. Each event names what the simulators
+do and what the pipeline should make of it (``expect``: the incident kind, its colour, how far
+from the event's place the incident may be). The simulators play the events; ``gridwatch eval
+scenario`` scores a run against the ``expect`` of each. The bundled ``scenarios/demo.yaml`` is
+the demo's: a flood rise, a PM2.5 plume over farmland and a forest fire seen by two towers and a
+smoke sensor, on the bundled sample street.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from gridwatch.errors import ConfigError
+from gridwatch.events import IncidentKind, Level, Model, Point, describe_validation_error
+from gridwatch.geo import LocalProjection
+from gridwatch.site import Site, yaml_problem
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+DEMO_SCENARIO = SCENARIOS / "demo.yaml"
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class Expect(Model):
+    """The ground truth of one event: the incident the pipeline should open for it."""
+
+    incident: IncidentKind
+    level: Level = Field(description="the highest colour it should reach")
+    within_m: float = Field(gt=0, description="how far from the event's place it may be")
+    sources: int | None = Field(default=None, ge=1, description="sources that should agree")
+
+
+class Place(Model):
+    """A device of the site, or a point east and north of it."""
+
+    device: str
+    east_m: float = 0.0
+    north_m: float = 0.0
+
+
+class SensorRise(Model):
+    """A sensor's metric rises from its baseline at ``start_s`` to just past red at ``peak_s``
+    (a smoke metric falls back as fast as it rose)."""
+
+    kind: Literal["sensor_rise"]
+    name: str
+    sensor: str
+    metric: str
+    start_s: Seconds
+    peak_s: Seconds
+    expect: Expect
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SensorRise:
+        if self.peak_s <= self.start_s:
+            raise ValueError(f"peak_s ({self.peak_s}) must come after start_s ({self.start_s})")
+        return self
+
+    @property
+    def start(self) -> float:
+        return self.start_s
+
+    @property
+    def place(self) -> Place:
+        return Place(device=self.sensor)
+
+
+class TowerSighting(Model):
+    tower: str
+    at_s: Seconds
+
+
+class ForestFire(Model):
+    """A fire at ``place``: the towers report smoke on their bearing to it at their times (a
+    little noise on each bearing), then the smoke sensor rises to ``smoke_peak`` × its red."""
+
+    kind: Literal["forest_fire"]
+    name: str
+    place: Place
+    towers: tuple[TowerSighting, ...] = Field(min_length=1)
+    bearing_noise_deg: float = Field(default=0.1, ge=0)
+    seed: int = 5
+    smoke_sensor: str
+    smoke_rise_s: tuple[Seconds, Seconds]
+    smoke_peak: float = Field(default=1.25, gt=1)
+    expect: Expect
+
+    @property
+    def start(self) -> float:
+        return min([self.smoke_rise_s[0], *(t.at_s for t in self.towers)])
+
+
+ScenarioEvent = Annotated[SensorRise | ForestFire, Field(discriminator="kind")]
+
+
+class Scenario(Model):
+    name: str
+    description: str = ""
+    duration_s: float = Field(gt=0, description="the run's length; event times are within it")
+    rate_hz: float = Field(gt=0, description="reports per sensor per second")
+    seed: int = 7
+    bad_messages: bool = Field(
+        default=True, description="a malformed message and an unknown device, at mid-run"
+    )
+    events: tuple[ScenarioEvent, ...]
+
+    @model_validator(mode="after")
+    def _one_fire(self) -> Scenario:
+        if sum(isinstance(e, ForestFire) for e in self.events) > 1:
+            raise ValueError("at most one forest_fire event: it takes over its smoke sensor")
+        return self
+
+    @property
+    def fire(self) -> ForestFire | None:
+        return next((e for e in self.events if isinstance(e, ForestFire)), None)
+
+    @property
+    def expected_deadletters(self) -> int:
+        return 2 if self.bad_messages else 0
+
+    def stretched(self, duration_s: float) -> Scenario:
+        """The same scenario over ``duration_s``: every event time scaled alike."""
+        k = duration_s / self.duration_s
+        raw = self.model_dump(mode="json")
+        for event in raw["events"]:
+            for key in ("start_s", "peak_s"):
+                if key in event:
+                    event[key] *= k
+            if "smoke_rise_s" in event:
+                event["smoke_rise_s"] = [t * k for t in event["smoke_rise_s"]]
+            for sighting in event.get("towers", []):
+                sighting["at_s"] *= k
+        return Scenario.model_validate({**raw, "duration_s": duration_s})
+
+    def check(self, site: Site) -> None:
+        """Every device an event names is in ``site``."""
+        known = {s.id for s in site.sensors} | {t.id for t in site.watchtowers}
+        known |= {c.id for c in site.cameras}
+        for i, event in enumerate(self.events):
+            named = [event.place.device]
+            if isinstance(event, ForestFire):
+                named += [event.smoke_sensor, *(t.tower for t in event.towers)]
+            for device in named:
+                if device not in known:
+                    raise ConfigError(f"events[{i}] ({event.name}): the site has no {device!r}")
+
+
+def place_point(site: Site, place: Place) -> Point:
+    """Where ``place`` is on the ground."""
+    devices = {s.id: s.location for s in site.sensors}
+    devices |= {t.id: t.location for t in site.watchtowers}
+    devices |= {c.id: c.location for c in site.cameras}
+    if place.device not in devices:
+        raise ConfigError(f"the site has no device {place.device!r}")
+    origin = devices[place.device]
+    if not (place.east_m or place.north_m):
+        return origin
+    return LocalProjection(origin).point(place.east_m, place.north_m)
+
+
+def load_scenario(path: Path = DEMO_SCENARIO) -> Scenario:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: {yaml_problem(err)}") from err
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {describe_validation_error(err)}") from err

@@ -1,0 +1,150 @@
+"""Scenario files: the bundled demo scenario drives the simulators as the coded one did, bad
+files are refused with the path, and a run is scored against the ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gridwatch.errors import ConfigError
+from gridwatch.events import IncidentKind, Level
+from gridwatch.geo import LocalProjection
+from gridwatch.scenario import DEMO_SCENARIO, ForestFire, load_scenario, place_point
+from gridwatch.scenario_score import RunIncident, run_incidents, score
+from gridwatch.site import Site
+from simulators.fire_scenario import FireTruth, fire_point, tower_detections
+from simulators.sensors import Scenario, Truth, messages, plan_events, sensor_scenario
+
+
+def test_the_demo_scenario_plays_the_messages_the_coded_scenario_played(site: Site) -> None:
+    spec = load_scenario(DEMO_SCENARIO)
+    spec.check(site)
+    assert spec.fire is not None
+    others = site.model_copy(
+        update={"sensors": tuple(s for s in site.sensors if s.id != spec.fire.smoke_sensor)}
+    )
+    for duration in (20.0, 12.0):
+        file_scenario = sensor_scenario(spec.stretched(duration).model_copy(update={"rate_hz": 4}))
+        coded = Scenario(duration, 4.0)  # events chosen per metric, at 20 % and 70 % of the run
+        planned, chosen = plan_events(others, file_scenario), plan_events(others, coded)
+        assert [(e.name, e.sensor_id, e.metric, e.peak_level) for e in planned] == [
+            (e.name, e.sensor_id, e.metric, e.peak_level) for e in chosen
+        ]
+        times = [t for e in planned for t in (e.start_s, e.peak_s)]
+        assert times == pytest.approx([t for e in chosen for t in (e.start_s, e.peak_s)])
+        played, expected = (list(messages(others, s, Truth())) for s in (file_scenario, coded))
+        assert [(m.at_s, m.topic, m.readings) for m in played] == [
+            (m.at_s, m.topic, m.readings) for m in expected
+        ]
+        # The same values, but for the last digit where 0.6 × 4 s is not 0.2 × 12 s in floats.
+        assert [v for m in played for v in _values(m.payload)] == pytest.approx(
+            [v for m in expected for v in _values(m.payload)], abs=2e-4
+        )
+
+
+def _values(payload: bytes) -> list[float]:
+    try:
+        return [float(v) for v in json.loads(payload)["values"].values()]
+    except ValueError:
+        return []  # the malformed message
+
+
+def test_the_demo_fire_is_where_and_when_it_was(site: Site) -> None:
+    fire = load_scenario().fire
+    assert isinstance(fire, ForestFire)
+    smoke = site.sensor("SM-001")
+    assert smoke is not None
+    assert fire_point(site, fire) == LocalProjection(smoke.location).point(120.0, 60.0)
+    truth = FireTruth(fire_point(site, fire))
+    sent = tower_detections(site, truth, fire)
+    assert [(at, d.source.id) for at, d in sent] == [(1.0, "WT-01"), (1.5, "WT-02")]
+    assert fire.smoke_rise_s == (4.0, 7.0) and fire.start == 1.0
+
+
+def test_stretching_scales_every_event_time(site: Site) -> None:
+    spec = load_scenario().stretched(10.0)
+    assert spec.duration_s == 10.0
+    flood = spec.events[0]
+    assert (flood.start, getattr(flood, "peak_s", None)) == (2.0, 7.0)
+    assert spec.fire is not None and spec.fire.smoke_rise_s == (2.0, 3.5)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("kind: sensor_rise", "kind: tsunami", "events[0]: Input tag 'tsunami'"),
+        ("peak_s: 14", "peak_s: 1", "events[0].sensor_rise: Value error, peak_s (1.0) must come"),
+        ("metric: water_level_m", "metric: water_level_m\n    colour: red",
+         "events[0].sensor_rise.colour"),
+        ("within_m: 200", "within_m: -5", "events[2].forest_fire.expect.within_m"),
+    ],
+)  # fmt: skip
+def test_a_bad_scenario_file_names_the_path(
+    tmp_path: Path, old: str, new: str, problem: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(DEMO_SCENARIO.read_text(encoding="utf-8").replace(old, new, 1), "utf-8")
+    with pytest.raises(ConfigError, match="bad.yaml: ") as err:
+        load_scenario(path)
+    assert problem in str(err.value)
+
+
+def test_a_scenario_naming_a_device_the_site_lacks_is_refused(site: Site, tmp_path: Path) -> None:
+    path = tmp_path / "ghost.yaml"
+    path.write_text(DEMO_SCENARIO.read_text().replace("sensor: WL-001", "sensor: WL-999"))
+    with pytest.raises(ConfigError, match="flood rise.*WL-999"):
+        load_scenario(path).check(site)
+
+
+def _at(site: Site, device: str, east_m: float = 0.0) -> tuple[float, float]:
+    spec = load_scenario()
+    place = next(e.place for e in spec.events if e.place.device == device)
+    point = LocalProjection(place_point(site, place)).point(east_m, 0.0)
+    return point.lon, point.lat
+
+
+def test_a_run_is_scored_by_event_with_its_false_incidents(site: Site) -> None:
+    spec = load_scenario()
+    flood_lon, flood_lat = _at(site, "WL-001", east_m=30.0)
+    fire_lon, fire_lat = _at(site, "SM-001", east_m=50.0)  # the fire's place, 120 m E, 60 m N
+    far_lon, far_lat = _at(site, "WL-001", east_m=400.0)
+    listed = [
+        {"kind": "flood", "level": "orange", "lon": flood_lon, "lat": flood_lat, "sources": 1,
+         "first_alert_s": 6.5, "grid_code": "x"},
+        {"kind": "forest_fire", "level": "red", "lon": fire_lon, "lat": fire_lat, "sources": 3,
+         "first_alert_s": 1.7},
+        {"kind": "flood", "level": "yellow", "lon": far_lon, "lat": far_lat, "sources": 1},
+    ]  # fmt: skip
+    result = score(spec, site, run_incidents(listed))
+    flood, plume, fire = result.events
+    assert flood.detected and flood.location_error_m == pytest.approx(30.0, abs=0.5)
+    assert flood.level is Level.ORANGE and not flood.level_ok  # the gauge went red
+    assert flood.time_to_first_alert_s == pytest.approx(2.5)  # started at 4 s
+    assert not plume.detected and plume.expected is IncidentKind.STRAW_BURNING
+    assert fire.detected and fire.level_ok and fire.sources_ok
+    assert fire.location_error_m == pytest.approx(50.0, abs=0.5)
+    assert fire.time_to_first_alert_s == pytest.approx(0.7)
+    assert [i.kind for i in result.false_incidents] == [IncidentKind.FLOOD]  # 400 m off
+    assert (result.detected, result.missed, result.passed) == (2, 1, False)
+    report = result.report()
+    assert report["false_incidents"] == 1 and report["per_event"][1]["detected"] is False
+
+
+def test_a_perfect_run_passes(site: Site) -> None:
+    spec = load_scenario()
+    incidents = []
+    for event in spec.events:
+        point = place_point(site, event.place)
+        incidents.append(
+            RunIncident(
+                kind=event.expect.incident,
+                level=event.expect.level,
+                lon=point.lon,
+                lat=point.lat,
+                sources=event.expect.sources or 1,
+            )
+        )
+    result = score(spec, site, incidents)
+    assert result.passed and result.detected == 3 and not result.false_incidents
