@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -33,7 +34,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch import topics
@@ -76,9 +76,10 @@ def role_env(urls: ServiceUrls, site_file: Path, **extra: str) -> dict[str, str]
 
 
 def write_site(site: Site, work: Path) -> Path:
-    """``site`` as ``<work>/site.yaml``, the roles' site file."""
-    path = work / "site.yaml"
-    path.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
+    """``site`` as ``<work>/site.json``, the roles' site file: JSON, since a bench site of many
+    thousand devices takes minutes to write or read as YAML."""
+    path = work / "site.json"
+    path.write_text(json.dumps(site.model_dump(mode="json")), encoding="utf-8")
     return path
 
 
