@@ -18,6 +18,7 @@ from gridwatch.kafka import servers
 from gridwatch.liveness import Heartbeat
 from gridwatch.settings import ConsumerGroups, TableStore
 from gridwatch.site import Site
+from streams import stores
 from streams.context import StreamContext
 from streams.fusion_agents import register_fusion
 from streams.sensor_agents import register_sensor_rules
@@ -45,7 +46,7 @@ def build_app(
     app = faust.App(
         app_id,
         broker=[f"kafka://{server}" for server in servers(bootstrap)],
-        store=f"{store}://",
+        store=stores.URLS[store],
         datadir=str(datadir),
         web_enabled=False,
         topic_partitions=partitions,
