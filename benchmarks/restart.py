@@ -45,7 +45,9 @@ T = TypeVar("T")
 class Restart:
     store: str
     devices: int
-    changelog_messages: int  # the device-state changelog when the worker restarts
+    # The device-state changelog when the worker restarts, read up to the broker's high
+    # watermark (on Tansu, the last batch's first offset + 1: a few records short).
+    changelog_messages: int
     site_load_s: float  # reading and validating the site file, in every start
     restart_to_first_judged_s: float | None  # None: no detection (see ``error``)
     error: str = ""  # why the restarted worker judged nothing, if it died
