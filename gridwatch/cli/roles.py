@@ -119,7 +119,9 @@ def streams_worker(
     steady_memory()
     heartbeat = Heartbeat(settings.liveness_dir, "streams-worker")
     # Faust's lines go through the role's logging too, instead of a set-up of the worker's own.
-    rules = build_app(site, urls.kafka_bootstrap, datadir, heartbeat=heartbeat)
+    rules = build_app(site, urls.kafka_bootstrap, datadir, heartbeat=heartbeat,
+                      partitions=settings.topic_partitions, store=settings.table_store,
+                      groups=settings.consumer_groups)  # fmt: skip
     Worker(rules, override_logging=False).execute_from_commandline()
 
 
@@ -273,7 +275,8 @@ def store_writer() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
         heartbeat = Heartbeat(settings.liveness_dir, "store-writer")
-        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=heartbeat)
+        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=heartbeat,
+                          groups=settings.consumer_groups)  # fmt: skip
 
     asyncio.run(main())
 
