@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -33,7 +34,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch import topics
@@ -76,9 +76,10 @@ def role_env(urls: ServiceUrls, site_file: Path, **extra: str) -> dict[str, str]
 
 
 def write_site(site: Site, work: Path) -> Path:
-    """``site`` as ``<work>/site.yaml``, the roles' site file."""
-    path = work / "site.yaml"
-    path.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
+    """``site`` as ``<work>/site.json``, the roles' site file: JSON, since a bench site of many
+    thousand devices takes minutes to write or read as YAML."""
+    path = work / "site.json"
+    path.write_text(json.dumps(site.model_dump(mode="json")), encoding="utf-8")
     return path
 
 
@@ -167,12 +168,20 @@ class Role:
             self.process = None
 
 
+def replica_names(name: str, replicas: int) -> list[str]:
+    """The processes of a role run ``replicas`` times, as ``docker compose --scale`` names
+    them apart: the role's name, then ``<name>-2``, ``<name>-3``, …"""
+    return [name] + [f"{name}-{i}" for i in range(2, replicas + 1)]
+
+
 class Roles:
     """The roles ``names`` on ``env``, each its own process in ``work`` (``options``: more
-    arguments by role), supervised until ``stop``: each death is recorded in ``deaths`` ("role:
-    why") and the role started again after ``restart_delay_s``, at most ``max_restarts`` times
-    (a role that dies on every start does not take the run with it; None: without a limit, as
-    compose's ``restart: unless-stopped``); ``restarts`` counts them.
+    arguments by role; ``replicas``: how many processes of a role share its work, each named
+    by ``replica_names`` with a Faust directory of its own), supervised until ``stop``: each
+    death is recorded in ``deaths`` ("role: why") and the role started again after
+    ``restart_delay_s``, at most ``max_restarts`` times (a role that dies on every start does
+    not take the run with it; None: without a limit, as compose's ``restart:
+    unless-stopped``); ``restarts`` counts them.
     """
 
     def __init__(
@@ -182,20 +191,20 @@ class Roles:
         work: Path,
         *,
         options: Mapping[str, Sequence[str]] | None = None,
+        replicas: Mapping[str, int] | None = None,
         max_restarts: int | None = MAX_RESTARTS,
         restart_delay_s: float = RESTART_DELAY_S,
     ) -> None:
         self.env, self.work = dict(env), work
         self.max_restarts, self.restart_delay_s = max_restarts, restart_delay_s
-        options = {"streams-worker": ["--datadir", str(work / "faust")], **(options or {})}
-        self.roles = {
-            name: Role(
-                name,
-                [sys.executable, "-m", "gridwatch", *COMMANDS[name], *options.get(name, ())],
-                work / f"{name}.log",
-            )
-            for name in names
-        }
+        options = options or {}
+        self.roles: dict[str, Role] = {}
+        for base in names:
+            for name in replica_names(base, (replicas or {}).get(base, 1)):
+                argv = [sys.executable, "-m", "gridwatch", *COMMANDS[base], *options.get(base, ())]
+                if base == "streams-worker":
+                    argv += ["--datadir", str(work / name.replace(base, "faust"))]
+                self.roles[name] = Role(name, argv, work / f"{name}.log")
         self.deaths: list[str] = []  # "role: why", in order
         self._due: dict[str, float] = {}  # a dead role → when it starts again
         self._lock = threading.Lock()
@@ -288,11 +297,22 @@ class Roles:
 
 
 def sensor_roles(
-    urls: ServiceUrls, site: Site, work: Path, max_restarts: int = MAX_RESTARTS
+    urls: ServiceUrls,
+    site: Site,
+    work: Path,
+    max_restarts: int = MAX_RESTARTS,
+    *,
+    partitions: int = 1,
+    workers: int = 1,
+    writers: int = 1,
+    **extra: str,
 ) -> Roles:
-    """The sensor path's roles (bridge, rules worker, store writer) on ``urls`` with ``site``."""
-    env = role_env(urls, write_site(site, work))
-    return Roles(SENSOR_ROLES, env, work, max_restarts=max_restarts)
+    """The sensor path's roles (bridge, ``workers`` rules workers, ``writers`` store writers)
+    on ``urls`` with ``site`` and ``partitions`` per topic (``extra``: more variables)."""
+    env = role_env(urls, write_site(site, work), GRIDWATCH_TOPIC_PARTITIONS=str(partitions),
+                   **extra)  # fmt: skip
+    replicas = {"streams-worker": workers, "store-writer": writers}
+    return Roles(SENSOR_ROLES, env, work, replicas=replicas, max_restarts=max_restarts)
 
 
 class BackgroundLoop:

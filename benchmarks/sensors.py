@@ -33,9 +33,11 @@ from benchmarks.pipeline import (
     embedded_pipeline,
     mqtt_broker,
     mqtt_publisher,
+    replica_names,
     sensor_roles,
 )
 from gridwatch.services import ServiceUrls
+from gridwatch.settings import Settings
 from gridwatch.site import Site
 
 PER_MESSAGE = 100  # device reports per gateway message
@@ -56,6 +58,9 @@ CYCLE = 10
 @dataclass
 class Result:
     devices: int
+    partitions: int
+    workers: int
+    writers: int
     metrics_per_report: int
     duration_s: float
     mqtt_broker: str
@@ -302,19 +307,32 @@ def _wait_stored(
             time.sleep(1.0)
 
 
-def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
-    """The whole benchmark on fresh embedded services."""
+def run(
+    site: Site,
+    devices: int,
+    duration: float,
+    metrics: int = 2,
+    *,
+    partitions: int = 1,
+    workers: int = 1,
+    writers: int = 1,
+) -> Result:
+    """The whole benchmark on fresh embedded services, with ``partitions`` per topic shared by
+    ``workers`` rules workers and ``writers`` store writers."""
     with tempfile.TemporaryDirectory(prefix="gridwatch-bench-") as tmp:
         work = Path(tmp)
-        with embedded_pipeline(work) as (_, urls):
+        settings = Settings(topic_partitions=partitions)
+        with embedded_pipeline(work, settings) as (_, urls):
             copy_ceiling = raw_copy_rows_per_s(urls.database_url)
             mqtt_ceiling = raw_mqtt_msgs_per_s(urls)
             site = bench_site(site, devices, metrics)
-            roles = sensor_roles(urls, site, work)
+            roles = sensor_roles(urls, site, work, partitions=partitions, workers=workers,
+                                 writers=writers)  # fmt: skip
             try:
                 # Group joins and Faust's start-up (loading a large site), outside the measurement.
                 time.sleep(15)
-                roles.wait_logged("streams-worker", "Worker ready", timeout=120)
+                for name in replica_names("streams-worker", workers):
+                    roles.wait_logged(name, "Worker ready", timeout=120)
                 baseline = _inserted(urls.database_url)
                 cpu_before = _cpu_by_role(os.getpid())
                 started = datetime.now(UTC)
@@ -333,7 +351,8 @@ def run(site: Site, devices: int, duration: float, metrics: int = 2) -> Result:
     elapsed = max((last - started).total_seconds(), 1e-9) if last else float("inf")
     per_s = unique / elapsed
     return Result(
-        devices=devices, metrics_per_report=metrics, duration_s=duration, mqtt_broker=mqtt_broker(),
+        devices=devices, partitions=partitions, workers=workers, writers=writers,
+        metrics_per_report=metrics, duration_s=duration, mqtt_broker=mqtt_broker(),
         reports_sent=sent,
         data_points_sent=points, readings_stored=unique, lost=points - unique,
         duplicated=count - unique, reports_per_s=round(per_s / metrics, 1),

@@ -17,10 +17,20 @@ from kafka import KafkaProducer
 from kafka.partitioner import DefaultPartitioner, murmur2
 
 from gridwatch.errors import ServiceError
+from gridwatch.settings import ConsumerGroups
 
 # A broker that holds an empty fetch for the whole wait, instead of answering when data
 # arrives, adds that wait to every hop; 100 ms keeps the polling cheap and the hop short.
 FETCH_MAX_WAIT_MS = 100
+
+
+def servers(bootstrap: str) -> list[str]:
+    """Every ``host:port`` of a bootstrap list (``host:9092[,host:9092]``): each client gets all
+    of them, so it still starts while any one of the brokers is down."""
+    listed = [server.strip() for server in bootstrap.split(",") if server.strip()]
+    if not listed:
+        raise ServiceError(f"no Kafka bootstrap server in {bootstrap!r}")
+    return listed
 
 
 def compression() -> str | None:
@@ -60,7 +70,7 @@ class KeyHashCache(DefaultPartitioner):  # type: ignore[misc]
 def producer(bootstrap: str, **overrides: object) -> KafkaProducer:
     """An idempotence-free, all-acks producer that batches for throughput."""
     config: dict[str, object] = {
-        "bootstrap_servers": bootstrap.split(","),
+        "bootstrap_servers": servers(bootstrap),
         "acks": "all",
         # A few ms of linger fills batches under load and costs little latency when idle.
         "linger_ms": 5,
@@ -80,20 +90,24 @@ def producer(bootstrap: str, **overrides: object) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
-def consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaConsumer:
-    """A manually committing consumer that starts from the earliest offset of a new group."""
+def consumer(
+    bootstrap: str, group_id: str, *topics: str, groups: ConsumerGroups | None = None
+) -> AIOKafkaConsumer:
+    """A manually committing consumer that starts from the earliest offset of a new group, with
+    the group's timeouts from ``groups`` (the settings' defaults: short, so that joins are quick
+    and a dead member's partitions move on within seconds)."""
+    groups = groups or ConsumerGroups()
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=servers(bootstrap),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         max_partition_fetch_bytes=8 * 1024 * 1024,
-        # Short rebalance and session timeouts keep group joins quick on small clusters.
-        rebalance_timeout_ms=3000,
-        session_timeout_ms=10000,
-        heartbeat_interval_ms=1000,
+        rebalance_timeout_ms=round(groups.rebalance_timeout_s * 1000),
+        session_timeout_ms=round(groups.session_timeout_s * 1000),
+        heartbeat_interval_ms=round(groups.heartbeat_interval_s * 1000),
     )
 
 
@@ -108,7 +122,9 @@ async def read_records(
 ) -> list[tuple[datetime | None, bytes]]:
     """As ``read_topic``, each message with its record's timestamp (None if it has none)."""
     reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        bootstrap_servers=servers(bootstrap),
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     await reader.start()
     try:

@@ -96,13 +96,15 @@ def create_topics(
         from kafka import errors as kafka_errors
         from kafka.admin import KafkaAdminClient
 
+        from gridwatch.kafka import servers
+
     # Checked first: kafka-python's own bootstrap failure is slow and leaks sockets.
     if not any_reachable(bootstrap, timeout):
         raise ServiceError(f"cannot reach Kafka at {bootstrap}")
     wanted = {name: {"num_partitions": partitions, "replication_factor": 1} for name in topics}
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
+            bootstrap_servers=servers(bootstrap),
             client_id="gridwatch-admin",
             bootstrap_timeout_ms=15000,
             request_timeout_ms=15000,

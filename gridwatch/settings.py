@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SAMPLE_SITE = Path(__file__).parent / "sites" / "sample.yaml"
+# Where a streams worker keeps its tables.
+TableStore = Literal["memory", "rocksdb"]
 
 
 class MessageLimits(BaseModel):
@@ -19,6 +21,24 @@ class MessageLimits(BaseModel):
 
     max_bytes: int = Field(default=256 * 1024, ge=1, description="payload size in bytes")
     max_reports: int = Field(default=2000, ge=1, description="device reports in one message")
+
+
+class ConsumerGroups(BaseModel):
+    """How fast a consumer group notices a member gone and hands its partitions to the others
+    (``GRIDWATCH_CONSUMER_GROUPS__SESSION_TIMEOUT_S=…``): a killed worker's partitions wait
+    about one session timeout."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, description="a member silent this long is out of the group"
+    )
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, description="how often a member tells the coordinator it lives"
+    )
+    rebalance_timeout_s: float = Field(
+        default=3.0, gt=0, description="how long the members have to rejoin in a rebalance"
+    )
 
 
 class Settings(BaseSettings):
@@ -56,7 +76,18 @@ class Settings(BaseSettings):
         default_factory=MessageLimits, description="what the bridge takes in one message"
     )
     site: Path = Field(default=SAMPLE_SITE, description="the site file (YAML)")
-    topic_partitions: int = Field(default=1, ge=1, description="partitions of created topics")
+    topic_partitions: int = Field(
+        default=1, ge=1, description="partitions of created topics, Faust's own included"
+    )
+    consumer_groups: ConsumerGroups = Field(
+        default_factory=ConsumerGroups, description="session and rebalance timeouts"
+    )
+    table_store: TableStore = Field(
+        default="memory",
+        description="where a streams worker keeps its tables: memory (rebuilt from the"
+        " changelog on every start) or rocksdb (on disk under --datadir, so a restart replays"
+        " only the changelog written since)",
+    )
     evidence_dir: Path = Field(default=Path("evidence"), description="snapshot store")
     liveness_dir: Path = Field(
         default=Path("liveness"), description="the roles' heartbeat files (gridwatch health)"

@@ -6,6 +6,7 @@ Grid polygons are not stored: a grid is the union of its micro-grids, a communit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -222,14 +223,37 @@ class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
         return mapping
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (JSON, too, would keep only the last)."""
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise ConfigError(f"duplicate key {key!r}")
+        mapping[key] = value
+    return mapping
+
+
 def load_site(path: Path) -> Site:
-    """Read and validate a site file. Every problem becomes a ConfigError naming file and path."""
+    """Read and validate a site file. Every problem becomes a ConfigError naming file and path.
+
+    A ``.json`` file is read as JSON (a subset of YAML): a generated site of many thousand
+    sensors loads in a fraction of the time YAML's constructors take."""
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            raw = json.loads(text, object_pairs_hook=_unique_keys)
+        else:
+            raw = yaml.load(text, Loader=_SafeLoader)  # noqa: S506
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: {yaml_problem(err)}") from err
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"{path}: line {err.lineno}, column {err.colno}: not valid JSON: {err.msg}"
+        ) from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top, got {type(raw).__name__}")
     try:

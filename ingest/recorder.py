@@ -163,9 +163,13 @@ class Recorder:
 
     def _sample(self, stream: Stream) -> None:
         sampler = Sampler(stream.fps, stream.fps, 0.0)
+
+        def wanted(ts: datetime) -> bool:  # a live source then decodes only the frames kept
+            return sampler.wants((ts - self.started_at).total_seconds())
+
         source = VideoSource(stream.url, start=self.started_at, backoff_s=(0.5, 5.0))
         try:
-            for event in source.frames(self._stop):
+            for event in source.frames(self._stop, wanted):
                 if isinstance(event, Lost):
                     self.notes.append(f"{stream.device}/{stream.stream}: {event.reason}")
                 if not isinstance(event, Captured):

@@ -188,15 +188,15 @@ class RecordedSource:
         for frame in self.recording.frames(self.device, self.stream):
             if not self.timeline.wait(frame.at_s, stop):
                 return
-            at = self.start + timedelta(seconds=frame.at_s)
-            if not wanted(at):
-                continue  # a frame the worker would not look at is not decoded, as live
+            ts = self.start + timedelta(seconds=frame.at_s)
+            if not wanted(ts):  # as a live source does: decode only what will be looked at
+                continue
             image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
                 log.warning("recorded frame of %s/%s at %.2f s does not decode; skipped",
                             self.device, self.stream, frame.at_s)  # fmt: skip
                 continue
-            yield Captured(np.asarray(image, np.uint8), at)
+            yield Captured(np.asarray(image, np.uint8), ts)
 
 
 class RecordedHead:

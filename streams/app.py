@@ -14,8 +14,11 @@ from pathlib import Path
 import faust
 from mode import CrashingSupervisor
 
+from gridwatch.kafka import servers
 from gridwatch.liveness import Heartbeat
+from gridwatch.settings import ConsumerGroups, TableStore
 from gridwatch.site import Site
+from streams import stores
 from streams.context import StreamContext
 from streams.fusion_agents import register_fusion
 from streams.sensor_agents import register_sensor_rules
@@ -32,20 +35,27 @@ def build_app(
     quiet_check_s: float = 30.0,
     offset_reset: str = "earliest",
     heartbeat: Heartbeat | None = None,
+    partitions: int = 1,
+    store: TableStore = "memory",
+    groups: ConsumerGroups | None = None,
 ) -> faust.App:
+    """The app on every server of ``bootstrap``. Its own topics (the tables' changelogs, the
+    placed detections) get the source topics' ``partitions``: Faust assigns a table's changelog
+    partition with the source partition of the same number, so the counts must agree for
+    several workers to share the partitions."""
+    groups = groups or ConsumerGroups()
     app = faust.App(
         app_id,
-        broker=f"kafka://{bootstrap.split(',')[0]}",
-        store="memory://",
+        broker=[f"kafka://{server}" for server in servers(bootstrap)],
+        store=stores.URLS[store],
         datadir=str(datadir),
         web_enabled=False,
-        topic_partitions=1,
+        topic_partitions=partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset=offset_reset,
-        # Short rebalance and session timeouts keep group joins quick on small clusters.
-        broker_rebalance_timeout=3,
-        broker_session_timeout=10,
-        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=groups.rebalance_timeout_s,
+        broker_session_timeout=groups.session_timeout_s,
+        broker_heartbeat_interval=groups.heartbeat_interval_s,
         producer_acks=-1,
         agent_supervisor=CrashingSupervisor,
     )

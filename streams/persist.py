@@ -21,12 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
 from gridwatch.events import DeadLetter, Event, ReadingBatch, decode, reason_of
 from gridwatch.liveness import Heartbeat
 from gridwatch.outages import is_outage
+from gridwatch.settings import ConsumerGroups
 from gridwatch.store.rollups import refresh_rollups, rollups_need_refresh
 from gridwatch.store.writer import write_events
 
@@ -162,6 +165,17 @@ def _split(
             _split(conn, batch, half, half_err, rows, letters)
 
 
+async def _commit(consumer: AIOKafkaConsumer) -> None:
+    """Commit what was consumed. A rebalance since the batch was fetched refuses the commit:
+    the batch is in the database already, and whichever writer now holds its partitions reads
+    it again from the last committed offset, where the unique keys make the repeat a no-op.
+    The writer goes on; only a broker that is away (any other error) ends it."""
+    try:
+        await consumer.commit()
+    except (CommitFailedError, IllegalStateError) as err:
+        log.info("offsets not committed, the group rebalanced meanwhile: %s", err)
+
+
 def _add(total: dict[str, int], more: dict[str, int]) -> None:
     for table, n in more.items():
         total[table] = total.get(table, 0) + n
@@ -237,8 +251,12 @@ async def run_persist(
     ready: asyncio.Event | None = None,
     rollup_every_s: float = 30.0,
     heartbeat: Heartbeat | None = None,
+    groups: ConsumerGroups | None = None,
 ) -> PersistStats:
     """Store batches until ``stop`` is set; ``ready`` is set once partitions are assigned.
+
+    Several writers in one ``group_id`` share the partitions (``groups``: the group's
+    timeouts); see ``_commit`` for a rebalance between a write and its commit.
 
     Every ``rollup_every_s``, and once more on stopping, the fallback's rollup tables are
     brought up to date. A refresh recomputes every minute that received rows, so each row is
@@ -251,7 +269,7 @@ async def run_persist(
     # fresh rows (and detections) waiting behind it showed as latency.
     rollups = DatabaseWriter(database_url)
     refresh: asyncio.Future[bool] | None = None
-    consumer = kafka.consumer(bootstrap, group_id, *topic_names)
+    consumer = kafka.consumer(bootstrap, group_id, *topic_names, groups=groups)
     await consumer.start()
     try:
         while not stop.is_set():
@@ -270,7 +288,7 @@ async def run_persist(
                 continue
             batch = decode_batch(records)
             written = await asyncio.to_thread(writer.write, batch, stop)
-            await consumer.commit()
+            await _commit(consumer)
             stats.batches += 1
             stats.undecodable += batch.bad
             stats.refused += written.refused

@@ -111,7 +111,10 @@ def streams_worker(
     ctx = role_context("streams-worker").prepare()
     steady_memory()
     # Faust's lines go through the role's logging too, instead of a set-up of the worker's own.
-    rules = build_app(ctx.site, ctx.kafka_bootstrap, datadir, heartbeat=ctx.heartbeat)
+    settings = ctx.settings
+    rules = build_app(ctx.site, ctx.kafka_bootstrap, datadir, heartbeat=ctx.heartbeat,
+                      partitions=settings.topic_partitions, store=settings.table_store,
+                      groups=settings.consumer_groups)  # fmt: skip
     Worker(rules, override_logging=False).execute_from_commandline()
 
 
@@ -254,7 +257,8 @@ def store_writer() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
         urls = ctx.urls
-        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=ctx.heartbeat)
+        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=ctx.heartbeat,
+                          groups=ctx.settings.consumer_groups)  # fmt: skip
 
     asyncio.run(main())
 

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import psycopg
 import typer
@@ -27,7 +27,7 @@ from gridwatch.cli.common import (
 )
 from gridwatch.errors import ConfigError, GridwatchError
 from gridwatch.liveness import DEFAULT_MAX_AGE_S, age_s
-from gridwatch.settings import Settings
+from gridwatch.settings import Settings, TableStore
 from gridwatch.site import Site
 from gridwatch.store.reader import DEFAULT_READER
 
@@ -321,13 +321,64 @@ def bench_sensors(
     devices: Annotated[int, typer.Option(help="simulated devices, one report a second")] = 1000,
     duration: Annotated[float, typer.Option(help="seconds of publishing")] = 30.0,
     metrics: Annotated[int, typer.Option(min=1, max=4, help="metrics per report")] = 2,
+    partitions: Annotated[int, typer.Option(min=1, help="partitions of every topic")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="rules workers sharing them")] = 1,
+    writers: Annotated[int, typer.Option(min=1, help="store writers sharing them")] = 1,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
     """The sensor path end to end on embedded services, with the raw COPY and MQTT ceilings."""
     from benchmarks.sensors import report, run
 
-    result = run(site_or_fail(Settings()), devices, duration, metrics)
+    result = run(site_or_fail(Settings()), devices, duration, metrics, partitions=partitions,
+                 workers=workers, writers=writers)  # fmt: skip
     console.print(report(result, json_path))
+
+
+@bench_app.command("failover")
+def bench_failover(
+    devices: Annotated[int, typer.Option(help="simulated devices, one report a second")] = 1000,
+    duration: Annotated[float, typer.Option(help="seconds of publishing")] = 60.0,
+    partitions: Annotated[int, typer.Option(min=2, help="partitions of every topic")] = 4,
+    workers: Annotated[int, typer.Option(min=2, help="rules workers sharing them")] = 2,
+    writers: Annotated[int, typer.Option(min=1, help="store writers sharing them")] = 2,
+    kill_at: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="when the kills strike, in publishing time")
+    ] = 0.4,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """A one-worker run, then the same input with the second rules worker (and writer) killed
+    mid-stream: readings lost or doubled, detections missed or doubled, the takeover's time;
+    exits 1 if the others did not take over without loss."""
+    from benchmarks.failover import Shape, report, run
+
+    shape = Shape(partitions=partitions, workers=workers, writers=writers)
+    outcomes = run(site_or_fail(Settings()), devices, duration, shape, kill_at)
+    console.print(report(outcomes, json_path), markup=False, highlight=False, soft_wrap=True)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("restart")
+def bench_restart(
+    devices: Annotated[
+        list[int] | None, typer.Option(help="devices' state the worker holds, repeatable")
+    ] = None,
+    store: Annotated[
+        list[str] | None, typer.Option(help="table store, repeatable: memory, rocksdb")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """Time from a rules worker's restart to its first judged reading, by table store and by
+    devices' state (default: 10,000 and 100,000 devices, both stores)."""
+    from benchmarks.restart import report, run
+
+    stores = store or ["memory", "rocksdb"]
+    unknown = sorted(set(stores) - {"memory", "rocksdb"})
+    if unknown:
+        raise fail(f"no table store {', '.join(unknown)}; there are memory and rocksdb")
+    chosen = cast("list[TableStore]", stores)
+    results = run(site_or_fail(Settings()), devices or [10_000, 100_000], chosen)
+    console.print(report(results, json_path), markup=False, highlight=False)
 
 
 @bench_app.command("fuzz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,24 @@ def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(tmp_path: Path) ->
         ConfigError, match=r"twice\.yaml: line \d+, column 1: .*duplicate key 'sensors'"
     ):
         load_site(path)
+
+
+def test_a_json_site_file_is_the_same_site(tmp_path: Path, raw_sample: dict[str, Any]) -> None:
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps(raw_sample), encoding="utf-8")
+    assert load_site(path) == load_site(SAMPLE_SITE)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"street": {"name": "a", "name": "b"}}', "duplicate key 'name'"),
+        ('{"street": ', "line 1, column 12: not valid JSON"),
+    ],
+)
+def test_a_json_site_file_names_its_problem(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "site.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_site(path)
+    assert str(caught.value).startswith(f"{path}: ") and problem in str(caught.value)
