@@ -48,6 +48,7 @@ class Action(StrEnum):
     ESCALATE = "escalate"  # 升级
     REGRADE = "regrade"  # the incident's colour changed
     APPROVE_BROADCAST = "approve_broadcast"
+    REJECT_BROADCAST = "reject_broadcast"  # an operator refuses it, with the reason as note
     BROADCAST_STATE = "broadcast_state"  # the broadcast system's feedback
 
 
@@ -135,6 +136,7 @@ TRANSITIONS: dict[tuple[State | None, Action], State] = {
     (State.DISPATCHED, Action.ESCALATE): State.DISPATCHED,
     **{(s, Action.REGRADE): s for s in OPEN},
     **{(s, Action.APPROVE_BROADCAST): s for s in OPEN},
+    **{(s, Action.REJECT_BROADCAST): s for s in OPEN},
     **{(s, Action.BROADCAST_STATE): s for s in State},
 }
 

@@ -140,6 +140,32 @@ class ClosedLoop:
         msg_type: cap.MsgType = "Update" if row["broadcast"] in ON_AIR else "Alert"
         self._broadcast(conn, case, row, msg_type, actor)
 
+    def broadcast_preview(self, conn: psycopg.Connection, case_id: str, sent: datetime) -> bytes:
+        """The CAP document that approving a waiting broadcast at ``sent`` queues, unsigned (the
+        relay signs it as it leaves)."""
+        row = self._waiting(conn, case_id)
+        return cap.to_cap(self._original(_case(row), row, sent))
+
+    def reject_broadcast(
+        self, conn: psycopg.Connection, case_id: str, actor: str, reason: str
+    ) -> None:
+        """An operator refuses a waiting broadcast; nothing goes on air, the reason is on record."""
+        if not reason.strip():
+            raise IllegalTransition(f"case {case_id}: a rejection needs its reason")
+        row = self._waiting(conn, case_id)
+        case, entry = apply(_case(row), Action.REJECT_BROADCAST, actor, self.clock(), note=reason)
+        self._save(conn, case, entry)
+        conn.execute("UPDATE cases SET broadcast = 'rejected' WHERE case_id = %s", (case_id,))
+        log.info("case %s: broadcast rejected by %s", case_id, actor)
+
+    def _waiting(self, conn: psycopg.Connection, case_id: str) -> dict[str, Any]:
+        row = self._row(conn, "case_id = %s", case_id)
+        if row is None:
+            raise IllegalTransition(f"no case {case_id}")
+        if row["broadcast"] != "pending_approval":
+            raise IllegalTransition(f"case {case_id} has no broadcast waiting for approval")
+        return row
+
     def on_case_event(self, conn: psycopg.Connection, event: CaseEvent) -> AuditEntry | None:
         """Apply a callback; None if it was applied before (a redelivery)."""
         seen = conn.execute("SELECT 1 FROM case_audit WHERE event_id = %s", (event.id,))
@@ -280,7 +306,7 @@ class ClosedLoop:
         """Queue the CAP document and its EBM twin; the original is the case's first Alert."""
         now = self.clock()
         sent_at: datetime = row["broadcast_at"] if msg_type != "Alert" else now
-        original = self._notice(case, row, "Alert", f"{case.case_id}.alert", sent_at, ())
+        original = self._original(case, row, sent_at)
         if msg_type == "Alert":
             notice = original
         else:
@@ -298,6 +324,9 @@ class ClosedLoop:
             fmt = "cap" if content_type == cap.CAP_CONTENT_TYPE else "ebm"
             enqueue(conn, BROADCAST, f"{notice.identifier}:{fmt}", content_type, body, case.case_id)
         log.info("case %s: broadcast %s queued by %s", case.case_id, msg_type, actor)
+
+    def _original(self, case: Case, row: dict[str, Any], sent: datetime) -> cap.Notice:
+        return self._notice(case, row, "Alert", f"{case.case_id}.alert", sent, ())
 
     def _notice(
         self,

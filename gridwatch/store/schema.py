@@ -195,7 +195,7 @@ CREATE TABLE IF NOT EXISTS case_audit (
 );
 CREATE OR REPLACE FUNCTION case_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'case_audit is append-only';
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
 END $$;
 CREATE OR REPLACE TRIGGER case_audit_append_only BEFORE UPDATE OR DELETE ON case_audit
     FOR EACH ROW EXECUTE FUNCTION case_audit_append_only();
@@ -236,6 +236,34 @@ CREATE TABLE IF NOT EXISTS silences (
 );
 """
 
+# The duty officer's console: operators (argon2 hashes only), their sessions (the cookie's
+# SHA-256, never the cookie) and the append-only log of what they did outside a case.
+CONSOLE_DDL = """
+CREATE TABLE IF NOT EXISTS operators (
+    name          text PRIMARY KEY,
+    role          text        NOT NULL CHECK (role IN ('duty_officer', 'viewer')),
+    password_hash text        NOT NULL CHECK (password_hash LIKE '$argon2%'),
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS console_sessions (
+    token_sha256 text PRIMARY KEY,
+    operator     text        NOT NULL REFERENCES operators (name) ON DELETE CASCADE,
+    csrf_token   text        NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    expires_at   timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operator_audit (
+    id       bigserial PRIMARY KEY,
+    ts       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    operator text        NOT NULL,
+    action   text        NOT NULL,
+    target   text        NOT NULL DEFAULT '',
+    note     text        NOT NULL DEFAULT ''
+);
+CREATE OR REPLACE TRIGGER operator_audit_append_only BEFORE UPDATE OR DELETE ON operator_audit
+    FOR EACH ROW EXECUTE FUNCTION case_audit_append_only();
+"""
+
 
 def timescaledb_available(conn: psycopg.Connection) -> bool:
     row = conn.execute(
@@ -254,6 +282,7 @@ def ensure_schema(conn: psycopg.Connection) -> Backend:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         conn.execute(TABLES_DDL)
         conn.execute(CLOSED_LOOP_DDL)
+        conn.execute(CONSOLE_DDL)
         conn.execute(DEVICE_STATUS_DDL)
         for table, time_column in EVENT_TABLES:
             if backend is Backend.TIMESCALEDB:
