@@ -100,21 +100,22 @@ async def events(request: web.Request) -> web.StreamResponse:
     def read(conn: psycopg.Connection) -> tuple[list[queries.Row], int]:
         return queries.alerts_since(conn, after), len(queries.waiting_broadcasts(conn))
 
-    while not console.stopping.is_set():
-        rows, waiting = await console.db(read)
-        for row in rows:
-            after = row["stored_at"]
-            html = row_template.render({**context, "a": row})
-            await response.write(_sse("alert", html, after.isoformat()))
-        if waiting != waiting_sent:
-            await response.write(_sse("waiting", str(waiting)))
-            waiting_sent = waiting
-        quiet = 0.0 if rows else quiet + EVENT_POLL_S
-        if quiet >= KEEPALIVE_S:
-            await response.write(b": keep-alive\n\n")
-            quiet = 0.0
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(console.stopping.wait(), EVENT_POLL_S)
+    with contextlib.suppress(ConnectionResetError):  # the browser left: nothing to do
+        while not console.stopping.is_set():
+            rows, waiting = await console.db(read)
+            for row in rows:
+                after = row["stored_at"]
+                html = row_template.render({**context, "a": row})
+                await response.write(_sse("alert", html, after.isoformat()))
+            if waiting != waiting_sent:
+                await response.write(_sse("waiting", str(waiting)))
+                waiting_sent = waiting
+            quiet = 0.0 if rows else quiet + EVENT_POLL_S
+            if quiet >= KEEPALIVE_S:
+                await response.write(b": keep-alive\n\n")
+                quiet = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(console.stopping.wait(), EVENT_POLL_S)
     return response
 
 

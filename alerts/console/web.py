@@ -188,7 +188,9 @@ def _secure(request: web.Request) -> bool:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    token = secrets.token_urlsafe(32)
+    # Kept while it lasts: another tab, or the favicon fetch that also lands here, must not
+    # invalidate the form already shown.
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
     page = render(request, "login.html", login_csrf=token, next=request.query.get("next", "/"))
     page.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request))
     return page

@@ -167,14 +167,18 @@ def test_a_viewer_sees_but_may_not_approve_reject_or_silence(served: RunningCons
             assert (await log_in(http, served.url, VIEWER, VIEWER_PASSWORD)).status == 303
             async with http.get(f"{served.url}/broadcasts") as page:
                 html = await page.text()
-            assert "<pre class=\"cap\">" in html and "/approve" not in html
+            assert '<pre class="cap">' in html and "/approve" not in html
             csrf = field(html, "csrf")
             sent = "2026-07-01T08:00:00+00:00"
             attempts = {
                 f"/broadcasts/{CASE}/approve": {"csrf": csrf, "sent": sent, "digest": "x"},
                 f"/broadcasts/{CASE}/reject": {"csrf": csrf, "reason": "not a fire"},
-                "/silences": {"csrf": csrf, "matchers": "kind=flood", "comment": "c",
-                              "minutes": "5"},  # fmt: skip
+                "/silences": {
+                    "csrf": csrf,
+                    "matchers": "kind=flood",
+                    "comment": "c",
+                    "minutes": "5",
+                },  # fmt: skip
             }
             for path, form in attempts.items():
                 async with http.post(served.url + path, data=form) as resp:
