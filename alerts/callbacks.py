@@ -20,13 +20,27 @@ from uuid import UUID
 
 from aiohttp import web
 from kafka import KafkaProducer
-from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from alerts.cases import EXTERNAL_ACTIONS, Action, State
 from alerts.sinks import BROADCAST, DISPATCH
 from gridwatch import topics
 from gridwatch.errors import ConfigError
-from gridwatch.events import CaseEvent, Int32, Model, Text, describe_validation_error
+from gridwatch.events import (
+    CaseEvent,
+    Int32,
+    Model,
+    Resolution,
+    Text,
+    describe_validation_error,
+)
 from gridwatch.signing import Verifier
 
 log = logging.getLogger(__name__)
@@ -68,6 +82,13 @@ class DispatchCallback(Callback):
     actor: Text = Field(min_length=1)
     ts: AwareDatetime
     note: Text = ""
+    resolution: Resolution | None = None
+
+    @model_validator(mode="after")
+    def _resolution_closes(self) -> DispatchCallback:
+        if self.resolution is not None and self.state is not State.CLOSED:
+            raise ValueError("resolution: only a callback that closes the case has one")
+        return self
 
     def event(self) -> CaseEvent:
         return CaseEvent(
@@ -80,6 +101,7 @@ class DispatchCallback(Callback):
             actor=self.actor,
             ts=self.ts,
             note=self.note,
+            resolution=self.resolution,
         )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
@@ -31,9 +32,10 @@ from alerts.cases import (
 )
 from alerts.outbox import enqueue
 from alerts.sinks import BROADCAST, DISPATCH
-from gridwatch.events import Alert, CaseEvent, Level, utcnow
+from gridwatch.events import Alert, CaseEvent, Level, Resolution, utcnow
 from gridwatch.geo import GridIndex
 from gridwatch.site import Site
+from gridwatch.store.feedback import mark_incident_false_alarms
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,8 @@ class ClosedLoop:
             case, action, event.actor, event.ts, note=event.note, extension=extension
         )
         self._save(conn, case, entry, event=event)
+        if case.state is State.CLOSED and event.resolution is not None:
+            self._resolve(conn, case, row["incident_id"], event)
         if case.state is State.CLOSED and row["broadcast"] in ON_AIR:
             self._broadcast(conn, case, row, "Cancel", event.actor)
         if action is Action.BROADCAST_STATE:
@@ -189,6 +193,27 @@ class ClosedLoop:
                 (event.to_state, case.case_id),
             )
         return entry
+
+    def _resolve(
+        self, conn: psycopg.Connection, case: Case, incident_id: UUID, event: CaseEvent
+    ) -> None:
+        """Record how the case ended; closed as 误报, its camera detections are false alarms."""
+        assert event.resolution is not None  # noqa: S101 - the caller checked
+        conn.execute(
+            "UPDATE cases SET resolution = %s WHERE case_id = %s",
+            (event.resolution.value, case.case_id),
+        )
+        if event.resolution is Resolution.FALSE_ALARM:
+            marked = mark_incident_false_alarms(
+                conn,
+                incident_id=incident_id,
+                operator=event.actor,
+                reason=event.note or "误报",
+                case_id=case.case_id,
+            )
+            log.info(
+                "case %s closed as a false alarm: %d detections marked", case.case_id, len(marked)
+            )
 
     # -- timers -----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,13 +238,16 @@ def fit(
     return losses
 
 
-def train(data: Path, out: Path, recipe: Recipe, work: Path) -> Trained:
-    """Fine-tune on ``data`` (a ``{fire,smoke,none}`` folder), write ``out/fire_smoke.onnx``."""
+def train(
+    data: Path, out: Path, recipe: Recipe, work: Path, extra: Sequence[LabelledImage] = ()
+) -> Trained:
+    """Fine-tune on ``data`` (a ``{fire,smoke,none}`` folder) and ``extra`` images (operators'
+    false alarms), write ``out/fire_smoke.onnx``."""
     torch = _torch()
     torch.manual_seed(recipe.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(2)
-    images = scan(data)
+    images = [*scan(data), *extra]
     net = _network(torch)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,27 @@ GROUP BY 1, 2
 ORDER BY 1
 """
 
+# Operators' false alarms (gridwatch cameras false-alarm, cases closed as 误报) per camera and
+# kind, against the raised detections of the same camera and kind in the range.
+FALSE_ALARMS_PER_SOURCE = f"""
+WITH marked AS (
+  SELECT source_type, source_id, kind, count(*) AS false_alarms, max(marked_at) AS last_marked
+  FROM false_alarms
+  WHERE $__timeFilter(detection_ts)
+  GROUP BY 1, 2, 3
+), raised AS (
+  SELECT source_type, source_id, kind, count(*) AS detections
+  FROM detections
+  WHERE $__timeFilter(ts) AND {IMAGE_FINDINGS} AND NOT cleared
+  GROUP BY 1, 2, 3
+)
+SELECT m.source_type, m.source_id, m.kind, m.false_alarms, coalesce(r.detections, 0) AS detections,
+       round(100.0 * m.false_alarms / nullif(r.detections, 0), 1) AS false_alarm_pct,
+       m.last_marked
+FROM marked m LEFT JOIN raised r USING (source_type, source_id, kind)
+ORDER BY m.false_alarms DESC, m.source_id, m.kind
+"""
+
 
 def _presets(site: Site) -> str:
     rows = ",\n  ".join(
@@ -73,7 +94,7 @@ def cameras(site: Site) -> gd.Dashboard:
     return (
         gd.Dashboard("摄像头与瞭望塔 Cameras and watchtowers")
         .uid(CAMERAS_UID)
-        .description("Detections per camera, watchtower and preset.")
+        .description("Detections per camera, watchtower and preset, and operators' false alarms.")
         .tags(["gridwatch"])
         .time("now-6h", "now")
         .refresh("1m")
@@ -96,6 +117,19 @@ def cameras(site: Site) -> gd.Dashboard:
             .show_header(True)
             .height(8)
             .span(12)
+        )
+        .with_panel(
+            table.Panel()
+            .title("误报 False alarms per camera and kind")
+            .description(
+                "Detections operators rejected (gridwatch cameras false-alarm, or a case closed"
+                " as 误报), and their share of the raised detections of that camera and kind."
+            )
+            .datasource(DATASOURCE)
+            .with_target(Sql(FALSE_ALARMS_PER_SOURCE))
+            .show_header(True)
+            .height(8)
+            .span(24)
         )
         .with_panel(
             timeseries.Panel()

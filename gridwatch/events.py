@@ -315,6 +315,13 @@ class Alert(Event):
     reasons: tuple[Text, ...] = ()
 
 
+class Resolution(StrEnum):
+    """How a case ended, as the desk says when it closes it."""
+
+    HANDLED = "handled"  # 已处置
+    FALSE_ALARM = "false_alarm"  # 误报: its camera detections become hard negatives
+
+
 class CaseEvent(Event):
     schema_: Literal["gw.case-event/1"] = Field(default="gw.case-event/1", alias="schema")
     case_id: Text
@@ -327,6 +334,7 @@ class CaseEvent(Event):
     action: Text | None = Field(
         default=None, description="what the actor did (accept, rework, …); None: a state report"
     )
+    resolution: Resolution | None = Field(default=None, description="set by a close only")
 
 
 DEADLETTER_KEEP_BYTES = 16 * 1024

@@ -125,10 +125,10 @@ def csrf_ok(session: Session, submitted: str | None) -> bool:
 
 
 def record(
-    conn: psycopg.Connection, operator: str, action: str, target: str = "", note: str = ""
+    conn: psycopg.Connection, operator: str, action: str, subject: str = "", note: str = ""
 ) -> None:
     """Append one line to the operators' audit log (case actions go to the case's own)."""
     conn.execute(
-        "INSERT INTO operator_audit (operator, action, target, note) VALUES (%s, %s, %s, %s)",
-        (operator, action, target, note),
+        "INSERT INTO operator_audit (actor, action, subject, note) VALUES (%s, %s, %s, %s)",
+        (operator, action, subject, note),
     )

@@ -27,6 +27,7 @@ from alerts.console.web import (
     template_context,
 )
 from alerts.silences import LABELS, Silence, add_silence, current_silences, expire_silence
+from gridwatch.store.feedback import FalseAlarm, false_alarms, mark_false_alarm, snapshot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/silences", silences_page)
     app.router.add_post("/silences", create_silence)
     app.router.add_post("/silences/{silence_id}/expire", expire)
+    app.router.add_get("/false-alarms", false_alarms_page)
+    app.router.add_post("/false-alarms", mark)
     app.router.add_get("/evidence/{detection_id}", evidence)
 
 
@@ -202,7 +205,7 @@ async def incident_page(request: web.Request) -> web.StreamResponse:
     """Where the incident dashboard links: the incident's newest case."""
     console = console_of(request)
     incident_id = _uuid(request, "incident_id")
-    found = await console.db(queries.cases_of_incident, str(incident_id))
+    found = await console.db(queries.cases_of_incident, incident_id)
     if not found:
         raise render_error(request, 404, f"{incident_id}")
     raise web.HTTPSeeOther(f"/cases/{found[0]['case_id']}")
@@ -276,18 +279,55 @@ async def expire(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/silences")
 
 
-# -- evidence ---------------------------------------------------------------------------------
+# -- false alarms and their evidence ---------------------------------------------------------
 
 
-async def evidence(request: web.Request) -> web.StreamResponse:
-    """A detection's snapshot, only from inside the evidence store (the path comes from a
-    message, so it is never trusted to point anywhere else)."""
+async def false_alarms_page(
+    request: web.Request, error: str = "", status: int = 200
+) -> web.Response:
+    console = console_of(request)
+
+    def read(conn: psycopg.Connection) -> tuple[list[queries.Row], list[FalseAlarm]]:
+        return queries.recent_detections(conn), false_alarms(conn, limit=50)
+
+    detections, marked = await console.db(read)
+    return render(request, "false_alarms.html", status, detections=detections, marked=marked,
+                  error=error)  # fmt: skip
+
+
+async def mark(request: web.Request) -> web.Response:
+    console, session = console_of(request), acting(request)
+    form = await request.post()
+    reason = str(form.get("reason", "")).strip()
+    case_id = str(form.get("case_id", "")).strip() or None
+    if not reason:
+        return await false_alarms_page(
+            request, error=i18n.words(request[LANG])["reason"], status=400
+        )
+    try:
+        await console.db(
+            lambda conn: mark_false_alarm(
+                conn,
+                detection_id=str(form.get("detection_id", "")),
+                operator=session.operator.name,
+                reason=reason,
+                case_id=case_id,
+                evidence_dir=console.evidence_dir,
+            )
+        )
+    except LookupError as err:
+        raise render_error(request, 404, str(err)) from err
+    raise web.HTTPSeeOther("/false-alarms")
+
+
+async def evidence(request: web.Request) -> web.Response:
+    """A detection's snapshot, read only from inside the evidence store (the path comes from
+    a message, so it is never trusted to point anywhere else)."""
     console = console_of(request)
     detection_id = _uuid(request, "detection_id")
-    path = await console.db(queries.snapshot_of, str(detection_id))
-    root = console.evidence_dir.resolve()
-    if path is not None:
-        file = (root / path).resolve()
-        if file.is_relative_to(root) and file.is_file() and file.suffix.lower() == ".jpg":
-            return web.FileResponse(file, headers={"Content-Type": "image/jpeg"})
-    raise render_error(request, 404, str(detection_id))
+    path = await console.db(queries.snapshot_of, detection_id)
+    image = await asyncio.to_thread(snapshot_bytes, path, console.evidence_dir)
+    if image is None:
+        raise render_error(request, 404, str(detection_id))
+    kind = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
+    return web.Response(body=image, content_type=kind)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
+
+from gridwatch.store.feedback import CAMERA_SOURCES
 
 Row = dict[str, Any]
 ALERT_COLUMNS = (
@@ -76,7 +79,7 @@ def timeline(conn: psycopg.Connection, case_id: str) -> list[Row]:
     )
 
 
-def cases_of_incident(conn: psycopg.Connection, incident_id: str) -> list[Row]:
+def cases_of_incident(conn: psycopg.Connection, incident_id: UUID) -> list[Row]:
     return _rows(
         conn,
         f"SELECT {CASE_COLUMNS} FROM cases WHERE incident_id = %s"  # noqa: S608
@@ -94,17 +97,21 @@ def waiting_broadcasts(conn: psycopg.Connection) -> list[Row]:
 
 
 def recent_detections(conn: psycopg.Connection, limit: int = 50) -> list[Row]:
+    """The newest camera and watchtower detections, each with its false-alarm mark if any."""
     return _rows(
         conn,
-        "SELECT id, ts, kind, source_type, source_id, confidence, level, snapshot"
-        " FROM detections WHERE NOT cleared ORDER BY ts DESC LIMIT %s",
-        (limit,),
+        "SELECT d.id, d.ts, d.kind, d.source_type, d.source_id, d.confidence, d.snapshot,"
+        " f.operator AS marked_by FROM detections d"
+        " LEFT JOIN false_alarms f ON f.detection_id = d.id"
+        " WHERE NOT d.cleared AND d.source_type = ANY(%s) ORDER BY d.ts DESC LIMIT %s",
+        (list(CAMERA_SOURCES), limit),
     )
 
 
-def snapshot_of(conn: psycopg.Connection, detection_id: str) -> str | None:
+def snapshot_of(conn: psycopg.Connection, detection_id: UUID) -> str | None:
     row = conn.execute(
-        "SELECT snapshot FROM detections WHERE id = %s AND snapshot IS NOT NULL LIMIT 1",
+        "SELECT snapshot FROM detections WHERE id = %s AND snapshot IS NOT NULL"
+        " ORDER BY ts DESC LIMIT 1",
         (detection_id,),
     ).fetchone()
     return str(row[0]) if row else None

@@ -4,7 +4,7 @@
 runs as its own process (``gridwatch ingest mqtt``, ``gridwatch streams worker``, …).
 """
 
-from gridwatch.cli import demo, duty_console, roles, tools  # noqa: F401 - registers commands
+from gridwatch.cli import demo, duty_console, feedback, roles, tools  # noqa: F401 - registers commands
 from gridwatch.cli.common import app
 
 __all__ = ["app"]

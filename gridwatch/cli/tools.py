@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 import typer
@@ -30,6 +30,9 @@ from gridwatch.liveness import DEFAULT_MAX_AGE_S, age_s
 from gridwatch.settings import Settings
 from gridwatch.site import Site
 from gridwatch.store.reader import DEFAULT_READER
+
+if TYPE_CHECKING:
+    from benchmarks.image_set import LabelledImage
 
 MIN_READER_PASSWORD = 12
 
@@ -229,6 +232,10 @@ def train_detector(
         Path | None,
         typer.Option(help="scratch space for the cached feature maps (~1 GB; default: temp dir)"),
     ] = None,
+    include_feedback: Annotated[
+        bool,
+        typer.Option(help="add operators' false alarms (GRIDWATCH_DATABASE_URL) as hard negatives"),
+    ] = False,
 ) -> None:
     """Fine-tune the fire/smoke model on DATA/train, export ONNX, write its model card."""
     from benchmarks.eval_images import evaluate
@@ -242,8 +249,11 @@ def train_detector(
     work = work or Path(tempfile.gettempdir()) / "gridwatch-train"
     out = out or MODEL_DIR
     recipe = Recipe(epochs=epochs, seed=seed, views=views)
+    extra: tuple[LabelledImage, ...] = ()
+    if include_feedback:
+        extra = feedback_negatives(Settings(), root / "train", work / "feedback")
     try:
-        trained = train(root / "train", out, recipe, work)
+        trained = train(root / "train", out, recipe, work, extra)
         report = None
         if (root / "val").is_dir():
             sheet = work / "fire_smoke.val.png"
@@ -251,11 +261,33 @@ def train_detector(
             (out / "fire_smoke.val.json").write_text(json.dumps(report, indent=2) + "\n")
     except GridwatchError as err:
         raise fail(str(err)) from err
-    counts = Counter(item.label for item in scan(root / "train"))
+    counts = Counter(item.label for item in (*scan(root / "train"), *extra))
     command = shlex.join(["gridwatch", *sys.argv[1:]])
-    card = model_card(trained, recipe, f"{root.name}/train", dict(counts), report, command)
+    source = f"{root.name}/train" + (f" and {len(extra)} operators' false alarms" if extra else "")
+    card = model_card(trained, recipe, source, dict(counts), report, command)
     (out / "fire_smoke.md").write_text(card)
     console.print(card)
+
+
+def feedback_negatives(settings: Settings, train: Path, folder: Path) -> tuple[LabelledImage, ...]:
+    """The operators' false alarms exported under ``folder`` as negatives, with a report line."""
+    from benchmarks.hard_negatives import export_hard_negatives
+    from benchmarks.image_set import scan
+
+    if settings.database_url is None:
+        raise fail("--include-feedback reads the false alarms from GRIDWATCH_DATABASE_URL")
+    try:
+        with psycopg.connect(settings.database_url.get_secret_value()) as conn:
+            export = export_hard_negatives(conn, folder, (i.path for i in scan(train)))
+    except (GridwatchError, psycopg.Error) as err:
+        raise fail(f"cannot export the false alarms: {err}") from err
+    console.print(
+        f"{export.added} hard negatives added from operators' false alarms"
+        f" ({export.duplicates} duplicates, {export.without_snapshot} without snapshot,"
+        f" {export.other_kinds} of other kinds, {export.unreadable} unreadable)"
+        f" into {folder / 'none'}"
+    )
+    return export.images
 
 
 @bench_app.command("cameras")

@@ -28,6 +28,7 @@ DASHBOARD_RELATIONS: tuple[str, ...] = (
     "deadletters",
     "detections",
     "device_status",
+    "false_alarms",
     "incidents",
     "incidents_current",
     "outbox",

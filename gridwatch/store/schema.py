@@ -195,7 +195,7 @@ CREATE TABLE IF NOT EXISTS case_audit (
 );
 CREATE OR REPLACE FUNCTION case_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
+    RAISE EXCEPTION 'case_audit is append-only';
 END $$;
 CREATE OR REPLACE TRIGGER case_audit_append_only BEFORE UPDATE OR DELETE ON case_audit
     FOR EACH ROW EXECUTE FUNCTION case_audit_append_only();
@@ -224,6 +224,8 @@ CREATE TABLE IF NOT EXISTS outbox_deadletters (
     last_error      text        NOT NULL,
     failed_at       timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- How a closed case ended, as the desk reported it (handled, or false_alarm: 误报).
+ALTER TABLE cases ADD COLUMN IF NOT EXISTS resolution text;
 CREATE TABLE IF NOT EXISTS silences (
     id         uuid PRIMARY KEY,
     matchers   jsonb       NOT NULL,
@@ -236,8 +238,52 @@ CREATE TABLE IF NOT EXISTS silences (
 );
 """
 
-# The duty officer's console: operators (argon2 hashes only), their sessions (the cookie's
-# SHA-256, never the cookie) and the append-only log of what they did outside a case.
+
+# Operators' feedback (gridwatch.store.feedback): a camera detection rejected as a false alarm,
+# once per detection, with what the detection said. Plain tables on both backends: rows are
+# few, and they must outlive the detections' own retention.
+FEEDBACK_DDL = """
+CREATE TABLE IF NOT EXISTS false_alarms (
+    detection_id uuid        PRIMARY KEY,
+    detection_ts timestamptz NOT NULL,
+    source_type  text        NOT NULL,
+    source_id    text        NOT NULL,
+    kind         text        NOT NULL,
+    confidence   real        NOT NULL,
+    bbox         integer[],
+    snapshot     text,
+    operator     text        NOT NULL,
+    reason       text        NOT NULL,
+    case_id      text,
+    marked_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS false_alarms_detection_ts ON false_alarms (detection_ts);
+-- The snapshot's bytes, copied when it is marked: the evidence store may be pruned, and
+-- training reads them from here. Apart from false_alarms so that Grafana's role never reads them.
+CREATE TABLE IF NOT EXISTS false_alarm_snapshots (
+    detection_id uuid  PRIMARY KEY REFERENCES false_alarms (detection_id),
+    image        bytea NOT NULL,
+    sha256       text  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operator_audit (
+    id      bigserial   PRIMARY KEY,
+    ts      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor   text        NOT NULL,
+    action  text        NOT NULL,
+    subject text        NOT NULL,
+    note    text        NOT NULL DEFAULT ''
+);
+CREATE OR REPLACE FUNCTION append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
+END $$;
+CREATE OR REPLACE TRIGGER operator_audit_append_only BEFORE UPDATE OR DELETE ON operator_audit
+    FOR EACH ROW EXECUTE FUNCTION append_only();
+"""
+
+
+# The duty officer's console: operators (argon2 hashes only) and their sessions (the
+# cookie's SHA-256, never the cookie); what they do goes to case_audit or operator_audit.
 CONSOLE_DDL = """
 CREATE TABLE IF NOT EXISTS operators (
     name          text PRIMARY KEY,
@@ -252,16 +298,6 @@ CREATE TABLE IF NOT EXISTS console_sessions (
     created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     expires_at   timestamptz NOT NULL
 );
-CREATE TABLE IF NOT EXISTS operator_audit (
-    id       bigserial PRIMARY KEY,
-    ts       timestamptz NOT NULL DEFAULT clock_timestamp(),
-    operator text        NOT NULL,
-    action   text        NOT NULL,
-    target   text        NOT NULL DEFAULT '',
-    note     text        NOT NULL DEFAULT ''
-);
-CREATE OR REPLACE TRIGGER operator_audit_append_only BEFORE UPDATE OR DELETE ON operator_audit
-    FOR EACH ROW EXECUTE FUNCTION case_audit_append_only();
 """
 
 
@@ -282,6 +318,7 @@ def ensure_schema(conn: psycopg.Connection) -> Backend:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         conn.execute(TABLES_DDL)
         conn.execute(CLOSED_LOOP_DDL)
+        conn.execute(FEEDBACK_DDL)
         conn.execute(CONSOLE_DDL)
         conn.execute(DEVICE_STATUS_DDL)
         for table, time_column in EVENT_TABLES:

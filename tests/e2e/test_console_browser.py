@@ -2,13 +2,15 @@
 Playwright) against the real services: the alert engine, the closed loop and the outbox relay
 on Kafka and PostgreSQL, and the simulated broadcast platform. A red alert arrives live, its
 broadcast is approved and reaches the platform as the CAP text the officer read; a silence is
-created and expired; a viewer cannot approve. Screenshots go to ``GRIDWATCH_ARTIFACTS`` (or
+created and expired; a camera detection is marked as a false alarm with its snapshot; a
+viewer cannot approve. Screenshots go to ``GRIDWATCH_ARTIFACTS`` (or
 the test's temporary directory)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
+import numpy as np
 import psycopg
 import pytest
 from lxml import etree
@@ -31,7 +35,16 @@ from alerts.roles import run_closed_loop, run_engine, run_relay
 from alerts.sinks import BROADCAST, DISPATCH
 from benchmarks.pipeline import BackgroundLoop
 from gridwatch import kafka, topics
-from gridwatch.events import Incident, IncidentKind, Level, Point, SourceRef, SourceType
+from gridwatch.events import (
+    Detection,
+    DetectionKind,
+    Incident,
+    IncidentKind,
+    Level,
+    Point,
+    SourceRef,
+    SourceType,
+)
 from gridwatch.site import Site
 from gridwatch.store.schema import ensure_schema
 from gridwatch.xml_signature import load_signer, make_throwaway
@@ -75,6 +88,7 @@ class Stack:
     receiver: BroadcastReceiver
     bootstrap: str
     artifacts: Path
+    evidence: Path
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +154,9 @@ def stack(
     for event in ready:
         loop.run(asyncio.wait_for(event.wait(), 60))
     try:
-        with running_console(site, url, work / "evidence", loop=loop) as console:
-            yield Stack(console, receiver, kafka_bootstrap, artifacts)
+        evidence = work / "evidence"
+        with running_console(site, url, evidence, loop=loop) as console:
+            yield Stack(console, receiver, kafka_bootstrap, artifacts, evidence)
         assert not any(role.done() for role in roles), "a role stopped"
     finally:
         loop.loop.call_soon_threadsafe(stop.set)
@@ -324,10 +339,67 @@ def test_a_silence_is_created_and_expired_under_the_officers_name(
             "SELECT ends_at <= now() FROM silences WHERE id = %s", (silence_id,)
         ).fetchone()
         audit = conn.execute(
-            "SELECT operator, action FROM operator_audit WHERE target = %s ORDER BY id",
+            "SELECT actor, action FROM operator_audit WHERE subject = %s ORDER BY id",
             (str(silence_id),),
         ).fetchall()
     assert ended == (True,)
     assert audit == [(OFFICER, "silence"), (OFFICER, "expire_silence")]
+    log_out(page)
+    page.close()
+
+
+def camera_detection(evidence: Path) -> Detection:
+    """A fire detection of a camera, with a snapshot (seeded noise) in the evidence store."""
+    rng = np.random.default_rng(13)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", image)
+    assert ok
+    detection = Detection(
+        kind=DetectionKind.FIRE,
+        source=SourceRef(type=SourceType.CAMERA, id="CAM-1"),
+        ts=datetime.now(UTC),
+        confidence=0.81,
+        bbox=(10, 10, 60, 50),
+    )
+    path = evidence / "CAM-1" / f"{detection.id}.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg.tobytes())
+    return detection.model_copy(update={"snapshot": str(path)})
+
+
+def test_a_camera_detection_is_marked_as_a_false_alarm_with_its_snapshot(
+    stack: Stack, browser: BrowserContext
+) -> None:
+    detection = camera_detection(stack.evidence)
+    produce(stack.bootstrap, [(topics.DETECTIONS, b"CAM-1", detection.to_bytes())])
+    db = stack.console.database_url
+    assert wait_for(db, "SELECT 1 FROM detections WHERE id = %s", (detection.id,), bool, 30)
+    page = browser.new_page()
+    log_in(page, stack.console.url, OFFICER, OFFICER_PASSWORD)
+    page.goto(f"{stack.console.url}/false-alarms")
+    row = page.locator(f"#detection-{detection.id}")
+    snapshot = row.locator("img.snapshot")
+    expect(snapshot).to_be_visible()
+    assert snapshot.evaluate("img => img.complete && img.naturalWidth") == 160
+    row.locator("input[name=reason]").fill("夕阳照在玻璃幕墙上，不是明火")
+    row.locator("form.mark button").click()
+    marked = page.locator(f"table.marked tr[data-detection='{detection.id}']")
+    expect(marked).to_contain_text(OFFICER)
+    expect(page.locator(f"#detection-{detection.id}")).to_contain_text(OFFICER)
+    page.screenshot(path=str(stack.artifacts / "false-alarms.png"), full_page=True)
+    with psycopg.connect(db) as conn:
+        stored = conn.execute(
+            "SELECT f.operator, f.reason, s.sha256 FROM false_alarms f"
+            " JOIN false_alarm_snapshots s USING (detection_id) WHERE detection_id = %s",
+            (detection.id,),
+        ).fetchone()
+        audit = conn.execute(
+            "SELECT actor FROM operator_audit WHERE action = 'false_alarm' AND subject = %s",
+            (str(detection.id),),
+        ).fetchall()
+    assert detection.snapshot is not None
+    sha = hashlib.sha256(Path(detection.snapshot).read_bytes()).hexdigest()
+    assert stored == (OFFICER, "夕阳照在玻璃幕墙上，不是明火", sha)
+    assert audit == [(OFFICER,)]
     log_out(page)
     page.close()

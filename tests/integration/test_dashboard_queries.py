@@ -37,6 +37,7 @@ from dashboards.macros import TimeRange, Variable, covering, render
 from dashboards.report import REPORT_FILE
 from gridwatch.settings import SAMPLE_SITE
 from gridwatch.site import load_site
+from gridwatch.store.feedback import mark_false_alarm
 from gridwatch.store.reader import DASHBOARD_RELATIONS, DEFAULT_READER, grant_reader
 from tests.conftest import DemoRun
 
@@ -59,8 +60,29 @@ def admin(demo_run: DemoRun) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture(scope="module")
-def conn(demo_run: DemoRun, admin: psycopg.Connection) -> Iterator[psycopg.Connection]:
+def false_alarms(demo_run: DemoRun, admin: psycopg.Connection) -> int:
+    """Operators reject a few of the run's camera detections, as they would on the console."""
+    rows = admin.execute(
+        "SELECT id::text FROM detections WHERE source_type IN ('camera', 'watchtower')"
+        " AND kind <> 'camera_health' AND NOT cleared ORDER BY ts, id LIMIT 3"
+    ).fetchall()
+    for (detection_id,) in rows:
+        mark_false_alarm(
+            admin,
+            detection_id=detection_id,
+            operator="值班员",
+            reason="夕阳反光",
+            evidence_dir=demo_run.run_dir,
+        )
+    return len(rows)
+
+
+@pytest.fixture(scope="module")
+def conn(
+    demo_run: DemoRun, admin: psycopg.Connection, false_alarms: int
+) -> Iterator[psycopg.Connection]:
     """Grafana's connection: the read-only role, granted twice as a re-run would."""
+    assert false_alarms, "the demo stored no camera detection to reject"
     for _ in range(2):
         with psycopg.connect(demo_run.database_url) as owner:
             grant_reader(owner, DEFAULT_READER, READER_PASSWORD)
@@ -152,6 +174,25 @@ def test_every_panel_returns_rows_on_the_seeded_run(
     results = run_all(conn, name, run_range, None, timescaledb=timescaledb)
     empty = [where for where, result in results.items() if not has_data(result)]
     assert not empty, f"{name}: no data for {empty}"
+
+
+def test_the_false_alarm_panel_counts_the_marks_and_their_share(
+    conn: psycopg.Connection, run_range: TimeRange, timescaledb: bool, false_alarms: int
+) -> None:
+    results = run_all(conn, "cameras.json", run_range, None, timescaledb=timescaledb)
+    (result,) = [r for where, r in results.items() if "False alarms" in where]
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    assert sum(r["false_alarms"] for r in rows) == false_alarms
+    for row in rows:
+        (raised,) = conn.execute(
+            "SELECT count(*) FROM detections WHERE source_id = %s AND kind = %s"
+            " AND NOT cleared AND ts BETWEEN %s AND %s",
+            (row["source_id"], row["kind"], run_range.start, run_range.end),
+        ).fetchone() or (0,)
+        assert row["detections"] == raised > 0
+        assert float(row["false_alarm_pct"]) == pytest.approx(
+            100 * row["false_alarms"] / raised, abs=0.05
+        )
 
 
 def test_every_incident_panel_has_data_for_some_incident(
