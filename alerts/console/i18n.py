@@ -130,6 +130,10 @@ TEXT: dict[str, dict[str, str]] = {
         "incident": "Incident",
     },
 }
+ALERT_STATE_TEXT = {
+    "zh": {"firing": "预警中", "resolved": "已解除"},
+    "en": {"firing": "firing", "resolved": "resolved"},
+}
 LEVEL_TEXT = {
     "zh": {Level.YELLOW: "黄", Level.ORANGE: "橙", Level.RED: "红"},
     "en": {Level.YELLOW: "yellow", Level.ORANGE: "orange", Level.RED: "red"},
@@ -152,6 +156,10 @@ def kind_text(lang: str, kind: str) -> str:
     if lang == "zh" and kind in set(IncidentKind):
         return KIND_LABEL.get(IncidentKind(kind), kind)
     return kind.replace("_", " ")
+
+
+def alert_state_text(lang: str, state: str) -> str:
+    return ALERT_STATE_TEXT[lang].get(state, state)
 
 
 def state_text(lang: str, state: str) -> str:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from alerts.cases import IllegalTransition
 from alerts.console import i18n, queries
-from alerts.console.accounts import record
+from alerts.console.accounts import find_session, record
 from alerts.console.web import (
     LANG,
     acting,
@@ -24,6 +24,7 @@ from alerts.console.web import (
     digest,
     render,
     render_error,
+    session_of,
     template_context,
 )
 from alerts.silences import LABELS, Silence, add_silence, current_silences, expire_silence
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 EVENT_POLL_S = 1.0
 KEEPALIVE_S = 15.0
+SESSION_RECHECK_S = 30.0  # a stream ends soon after its session is logged out or expires
 
 
 def add_routes(app: web.Application) -> None:
@@ -98,7 +100,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     row_template = aiohttp_jinja2.get_env(request.app).get_template("_alert_row.html")
     context = template_context(request)
     waiting_sent = -1
-    quiet = 0.0
+    quiet = checked = 0.0
+    session = session_of(request)
 
     def read(conn: psycopg.Connection) -> tuple[list[queries.Row], int]:
         return queries.alerts_since(conn, after), len(queries.waiting_broadcasts(conn))
@@ -117,6 +120,11 @@ async def events(request: web.Request) -> web.StreamResponse:
             if quiet >= KEEPALIVE_S:
                 await response.write(b": keep-alive\n\n")
                 quiet = 0.0
+            checked += EVENT_POLL_S
+            if checked >= SESSION_RECHECK_S:
+                checked = 0.0
+                if await console.db(find_session, session.token, console.clock()) is None:
+                    break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(console.stopping.wait(), EVENT_POLL_S)
     return response

@@ -136,6 +136,7 @@ def template_context(request: web.Request) -> dict[str, Any]:
         "level_text": lambda v: i18n.level_text(lang, v),
         "kind_text": lambda v: i18n.kind_text(lang, v),
         "state_text": lambda v: i18n.state_text(lang, v),
+        "alert_state_text": lambda v: i18n.alert_state_text(lang, v),
         "when": console.local_time,
         "path": request.path_qs,
     }
