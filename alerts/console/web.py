@@ -9,10 +9,12 @@ its own, committed when it returns.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.resources import files
@@ -48,6 +50,7 @@ T = TypeVar("T")
 SESSION_COOKIE = "gw_session"
 LOGIN_COOKIE = "gw_login_csrf"
 LANG_COOKIE = "gw_lang"
+DB_THREADS = 8
 PUBLIC_PREFIXES = ("/login", "/lang/", "/static/")
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'",
@@ -67,12 +70,20 @@ class Console:
     logins: FailureLimit = field(default_factory=FailureLimit)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     loop: ClosedLoop = field(init=False)
+    # Threads of its own: in the demo the roles share the process, and a page must not wait
+    # behind their database and Kafka calls.
+    _threads: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.loop = ClosedLoop(self.site, self.clock)
+        self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="console-db")
 
     async def db(self, work: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(self._in_transaction, work, *args)
+        call = functools.partial(self._in_transaction, work, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def _in_transaction(self, work: Callable[..., T], *args: Any) -> T:
         with psycopg.connect(self.database_url, connect_timeout=5) as conn:
@@ -283,7 +294,11 @@ def build_app(console: Console) -> web.Application:
     async def stopping(_app: web.Application) -> None:
         console.stopping.set()
 
+    async def closed(_app: web.Application) -> None:
+        console.close()
+
     app.on_shutdown.append(stopping)
+    app.on_cleanup.append(closed)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
