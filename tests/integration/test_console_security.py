@@ -294,3 +294,25 @@ def test_passwords_are_never_logged_nor_stored_in_clear(
     assert all(h.startswith("$argon2id$") for (h,) in hashes) and len(hashes) >= 3
     for secret in (new_password, OFFICER_PASSWORD, VIEWER_PASSWORD, "not it at all"):
         assert secret not in dump
+
+
+def test_a_rejection_keeps_the_broadcast_off_air_with_its_reason(served: RunningConsole) -> None:
+    async def body() -> None:
+        async with client() as http:
+            await log_in(http, served.url, OFFICER, OFFICER_PASSWORD)
+            url = f"{served.url}/broadcasts/{CASE}/reject"
+            csrf = await csrf_of(http, served.url)
+            async with http.post(url, data={"csrf": csrf, "reason": " "}) as resp:
+                assert resp.status == 409  # a rejection needs its reason
+            form = {"csrf": csrf, "reason": "水位计故障，现场无积水"}
+            async with http.post(url, data=form, allow_redirects=False) as resp:
+                assert resp.status == 303
+
+    asyncio.run(body())
+    assert broadcast_state(served.database_url) == "rejected"
+    with psycopg.connect(served.database_url) as conn:
+        entry = conn.execute(
+            "SELECT actor, note FROM case_audit WHERE action = 'reject_broadcast'"
+        ).fetchall()
+        queued = conn.execute("SELECT count(*) FROM outbox WHERE sink = 'broadcast'").fetchone()
+    assert entry == [(OFFICER, "水位计故障，现场无积水")] and queued == (0,)
