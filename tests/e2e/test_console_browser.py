@@ -193,6 +193,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
         context.close()
 
 
+@pytest.fixture(scope="module")
+def page(browser: BrowserContext) -> Page:
+    """The one tab the tests share (closing a tab mid-navigation can hang Playwright)."""
+    return browser.pages[0] if browser.pages else browser.new_page()
+
+
 def red_incident() -> Incident:
     now = datetime.now(UTC)
     return Incident(
@@ -229,6 +235,7 @@ def log_in(page: Page, base: str, name: str, password: str) -> None:
 
 def log_out(page: Page) -> None:
     page.click("header form[action='/logout'] button")
+    page.wait_for_url("**/login")
 
 
 def comparable(cap: bytes) -> bytes:
@@ -244,10 +251,9 @@ def comparable(cap: bytes) -> bytes:
 
 
 def test_a_red_alert_arrives_live_and_its_approved_broadcast_reaches_the_platform(
-    stack: Stack, browser: BrowserContext
+    stack: Stack, page: Page
 ) -> None:
     base = stack.console.url
-    page = browser.new_page()
     log_in(page, base, OFFICER, OFFICER_PASSWORD)
     expect(page.locator("#live")).to_be_visible()
     page.evaluate("window.notReloaded = true")
@@ -281,15 +287,13 @@ def test_a_red_alert_arrives_live_and_its_approved_broadcast_reaches_the_platfor
     expect(page.locator("#case-broadcast")).not_to_have_text("pending_approval")
     page.screenshot(path=str(stack.artifacts / "case.png"), full_page=True)
     log_out(page)
-    page.close()
 
 
 def test_a_viewer_sees_the_waiting_broadcast_but_cannot_approve_it(
-    stack: Stack, browser: BrowserContext
+    stack: Stack, page: Page
 ) -> None:
     base = stack.console.url
     case_id = send(stack, red_incident())
-    page = browser.new_page()
     page.goto(f"{base}/lang/en?next=/")
     log_in(page, base, VIEWER, VIEWER_PASSWORD)
     page.goto(f"{base}/broadcasts")
@@ -312,14 +316,10 @@ def test_a_viewer_sees_the_waiting_broadcast_but_cannot_approve_it(
         ).fetchone()
     assert state == ("pending_approval",)
     log_out(page)
-    page.close()
 
 
-def test_a_silence_is_created_and_expired_under_the_officers_name(
-    stack: Stack, browser: BrowserContext
-) -> None:
+def test_a_silence_is_created_and_expired_under_the_officers_name(stack: Stack, page: Page) -> None:
     base = stack.console.url
-    page = browser.new_page()
     log_in(page, base, OFFICER, OFFICER_PASSWORD)
     page.goto(f"{base}/silences")
     page.fill("textarea[name=matchers]", f"grid_code={GRID}\nkind=flood")
@@ -345,7 +345,6 @@ def test_a_silence_is_created_and_expired_under_the_officers_name(
     assert ended == (True,)
     assert audit == [(OFFICER, "silence"), (OFFICER, "expire_silence")]
     log_out(page)
-    page.close()
 
 
 def camera_detection(evidence: Path) -> Detection:
@@ -368,13 +367,12 @@ def camera_detection(evidence: Path) -> Detection:
 
 
 def test_a_camera_detection_is_marked_as_a_false_alarm_with_its_snapshot(
-    stack: Stack, browser: BrowserContext
+    stack: Stack, page: Page
 ) -> None:
     detection = camera_detection(stack.evidence)
     produce(stack.bootstrap, [(topics.DETECTIONS, b"CAM-1", detection.to_bytes())])
     db = stack.console.database_url
     assert wait_for(db, "SELECT 1 FROM detections WHERE id = %s", (detection.id,), bool, 30)
-    page = browser.new_page()
     log_in(page, stack.console.url, OFFICER, OFFICER_PASSWORD)
     page.goto(f"{stack.console.url}/false-alarms")
     row = page.locator(f"#detection-{detection.id}")
@@ -402,4 +400,3 @@ def test_a_camera_detection_is_marked_as_a_false_alarm_with_its_snapshot(
     assert stored == (OFFICER, "夕阳照在玻璃幕墙上，不是明火", sha)
     assert audit == [(OFFICER,)]
     log_out(page)
-    page.close()
