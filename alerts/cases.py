@@ -2,7 +2,8 @@
 
 Pure logic: a transition table, a frozen ``Case`` and ``apply``, which returns the next case
 and the audit entry to append, or raises ``IllegalTransition``. Side exits: 回退 (a department
-returns the case, it goes back to 立案 for re-dispatch), 返工 (verification fails, back to
+returns the case, it goes back to 立案 and on to the next department of its route, or to the
+desk when none is left), 返工 (verification fails, back to
 处置), 延期 (deadline extended), 挂账 (parked, its timers stop) and 恢复, plus the timers'
 超期 (overdue) and 升级 (escalation one tier up when nobody accepts in time).
 """
@@ -47,6 +48,7 @@ class Action(StrEnum):
     OVERDUE = "overdue"  # 超期
     ESCALATE = "escalate"  # 升级
     REGRADE = "regrade"  # the incident's colour changed
+    TO_DESK = "to_desk"  # returned by every department of its route: the desk decides
     APPROVE_BROADCAST = "approve_broadcast"
     REJECT_BROADCAST = "reject_broadcast"  # an operator refuses it, with the reason as note
     BROADCAST_STATE = "broadcast_state"  # the broadcast system's feedback
@@ -128,6 +130,7 @@ TRANSITIONS: dict[tuple[State | None, Action], State] = {
     (State.VERIFIED, Action.CLOSE): State.CLOSED,
     (State.DISPATCHED, Action.RETURN): State.REGISTERED,
     (State.ACCEPTED, Action.RETURN): State.REGISTERED,
+    (State.REGISTERED, Action.TO_DESK): State.REGISTERED,
     (State.REPORTED, Action.REWORK): State.HANDLING,
     (State.HANDLING, Action.PARK): State.PARKED,
     (State.PARKED, Action.RESUME): State.HANDLING,
@@ -158,6 +161,7 @@ class Case(Model):
     due_at: AwareDatetime
     overdue: bool = False
     closed_at: AwareDatetime | None = None
+    department: str | None = None  # the department it is dispatched to; None: no department
 
 
 class AuditEntry(Model):
@@ -208,11 +212,12 @@ def apply(
     accept_within: timedelta | None = None,
     extension: timedelta | None = None,
     level: Level | None = None,
+    department: str | None = None,
 ) -> tuple[Case, AuditEntry]:
     """The case after ``action`` and its audit entry; ``IllegalTransition`` if not allowed.
 
     ``accept_within`` arms the acceptance timer on dispatch and escalation, ``extension`` is what
-    延期 adds, ``level`` the new colour of 升级 and regrade.
+    延期 adds, ``level`` the new colour of 升级 and regrade, ``department`` whom 派遣 sends it to.
     """
     target = TRANSITIONS.get((case.state, action))
     if target is None:
@@ -224,6 +229,10 @@ def apply(
     update: dict[str, object] = {"state": target, "seq": case.seq + 1}
     if action in (Action.DISPATCH, Action.ESCALATE):
         update["accept_by"] = now + accept_within if accept_within else None
+    if action is Action.DISPATCH:
+        update["department"] = department
+    if action is Action.TO_DESK:
+        update["department"] = None
     if action is Action.ACCEPT or action is Action.RETURN:
         update["accept_by"] = None
     if action is Action.ESCALATE:

@@ -1,6 +1,12 @@
 """The closed loop on PostgreSQL: alerts open and regrade cases, callbacks move them, timers
 escalate them, and every change writes its audit entry and its outbox messages in one
 transaction (the caller's: each function runs inside ``conn.transaction()``).
+
+A case is dispatched to the first department of its kind's route (``Site.departments_for``);
+a department that returns it (回退) passes it to the next one, and when none is left the case
+waits at 立案 for the desk. A regrade while a broadcast is on air sends a CAP Update that
+references every earlier message of the case; an upgrade to red waits for an operator's
+approval (``policy.broadcast.approval_required``), a downgrade does not.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from alerts.cases import (
 )
 from alerts.outbox import enqueue
 from alerts.sinks import BROADCAST, DISPATCH
+from gridwatch import kinds
+from gridwatch.errors import ConfigError
 from gridwatch.events import Alert, CaseEvent, Level, Resolution, utcnow
 from gridwatch.geo import GridIndex
 from gridwatch.site import Site
@@ -42,7 +50,8 @@ log = logging.getLogger(__name__)
 # A broadcast is on air from its sending until it is cancelled, whatever the receiver reports.
 ON_AIR = frozenset({"sent", "received", "playing", "played", "failed"})
 CASE_COLUMNS = (
-    "case_id, kind, level, tier, state, seq, opened_at, accept_by, due_at, overdue, closed_at"
+    "case_id, kind, level, tier, state, seq, opened_at, accept_by, due_at, overdue, closed_at,"
+    " department"
 )
 
 
@@ -57,6 +66,11 @@ class ClosedLoop:
     grid_index: GridIndex = field(init=False)
 
     def __post_init__(self) -> None:
+        if not self.site.policy.broadcast.sender:
+            raise ConfigError(
+                "policy.broadcast.sender: set the street's CAP sender (its alerting authority's"
+                " address) in the site file; without it no broadcast can be made"
+            )
         self.grid_index = GridIndex(self.site)
 
     # -- alerts ---------------------------------------------------------------------------
@@ -65,8 +79,8 @@ class ClosedLoop:
         now = self.clock()
         row = self._row(conn, "incident_id = %s ORDER BY opened_at DESC LIMIT 1", alert.incident_id)
         if alert.state == "resolved":
-            if row is not None and row["broadcast"] in ON_AIR:
-                self._broadcast(conn, _case(row), row, "Cancel", "system")
+            if row is not None:
+                self._resolved(conn, _case(row), row, alert, now)
             return
         if row is None:
             self._open(conn, alert, now, case_id_of(alert))
@@ -84,8 +98,53 @@ class ClosedLoop:
         case, entry = apply(case, Action.REGRADE, "system", now, level=alert.level)
         self._save(conn, case, entry, alert=alert)
         self._dispatch(conn, case, alert, entry)
-        if alert.level is Level.RED:
-            self._request_broadcast(conn, case, self._row(conn, "case_id = %s", case.case_id))
+        row = self._row(conn, "case_id = %s", case.case_id)
+        assert row is not None  # noqa: S101 - locked in this transaction
+        if row["broadcast"] in ON_AIR:
+            self._regraded_on_air(conn, case, row)
+        elif alert.level is Level.RED:
+            self._request_broadcast(conn, case, row)
+
+    def _resolved(
+        self, conn: psycopg.Connection, case: Case, row: dict[str, Any], alert: Alert, now: datetime
+    ) -> None:
+        """The case's colour resolved: the incident ended (cancel what is on air), or it was
+        graded lower (regrade the case down; an Update, without approval, if on air)."""
+        lower = alert.incident_level
+        if lower is None:
+            if row["broadcast"] in ON_AIR:
+                self._broadcast(conn, case, row, "Cancel", "system")
+            return
+        if alert.level is not case.level or lower.rank >= case.level.rank:
+            return  # a lower colour of a regrade already applied, or a redelivery
+        if case.state is State.CLOSED:
+            return
+        case, entry = apply(case, Action.REGRADE, "system", now, level=lower)
+        self._save(conn, case, entry, alert=alert)
+        self._dispatch(conn, case, alert, entry)
+        now_row = self._row(conn, "case_id = %s", case.case_id)
+        assert now_row is not None  # noqa: S101 - locked in this transaction
+        row = now_row
+        if row["approval_pending"] and lower is not Level.RED:
+            conn.execute(
+                "UPDATE cases SET approval_pending = false, broadcast ="
+                " CASE WHEN broadcast = 'pending_approval' THEN 'none' ELSE broadcast END"
+                " WHERE case_id = %s",
+                (case.case_id,),
+            )
+            log.info("case %s: no longer red, its broadcast approval is withdrawn", case.case_id)
+        if row["broadcast"] in ON_AIR:
+            self._broadcast(conn, case, row, "Update", "system")
+
+    def _regraded_on_air(self, conn: psycopg.Connection, case: Case, row: dict[str, Any]) -> None:
+        """An upgrade while a broadcast is on air: an Update, after approval if it is to red."""
+        if case.level is Level.RED and self.site.policy.broadcast.approval_required:
+            conn.execute(
+                "UPDATE cases SET approval_pending = true WHERE case_id = %s", (case.case_id,)
+            )
+            log.warning("case %s: the update to red waits for an operator's approval", case.case_id)
+        else:
+            self._broadcast(conn, case, row, "Update", "system")
 
     def _open(self, conn: psycopg.Connection, alert: Alert, now: datetime, case_id: str) -> None:
         limits = self.site.policy.cases
@@ -114,8 +173,14 @@ class ClosedLoop:
         _audit(conn, received)
         case, registered = apply(case, Action.REGISTER, "system", now)
         self._save(conn, case, registered)
+        route = self.site.departments_for(case.kind)
         case, dispatched = apply(
-            case, Action.DISPATCH, "system", now, accept_within=self._accept_within(case.level)
+            case,
+            Action.DISPATCH,
+            "system",
+            now,
+            accept_within=self._accept_within(case.level),
+            department=route[0] if route else None,
         )
         self._save(conn, case, dispatched)
         self._dispatch(conn, case, alert, dispatched)
@@ -139,34 +204,49 @@ class ClosedLoop:
             raise IllegalTransition(f"case {case_id} has no broadcast to approve")
         case, entry = apply(_case(row), Action.APPROVE_BROADCAST, actor, self.clock())
         self._save(conn, case, entry)
-        msg_type: cap.MsgType = "Update" if row["broadcast"] in ON_AIR else "Alert"
-        self._broadcast(conn, case, row, msg_type, actor)
+        conn.execute("UPDATE cases SET approval_pending = false WHERE case_id = %s", (case_id,))
+        self._broadcast(conn, case, row, _approval_type(row), actor)
 
     def broadcast_preview(self, conn: psycopg.Connection, case_id: str, sent: datetime) -> bytes:
         """The CAP document that approving a waiting broadcast at ``sent`` queues, unsigned (the
         relay signs it as it leaves)."""
         row = self._waiting(conn, case_id)
-        return cap.to_cap(self._original(_case(row), row, sent))
+        case, _ = apply(_case(row), Action.APPROVE_BROADCAST, "preview", sent)
+        _earlier, notice = self._next_notice(case, row, _approval_type(row), sent)
+        return cap.to_cap(notice)
 
     def reject_broadcast(
         self, conn: psycopg.Connection, case_id: str, actor: str, reason: str
     ) -> None:
-        """An operator refuses a waiting broadcast; nothing goes on air, the reason is on record."""
+        """An operator refuses a waiting broadcast or update; nothing more goes on air, the
+        reason is on record."""
         if not reason.strip():
             raise IllegalTransition(f"case {case_id}: a rejection needs its reason")
         row = self._waiting(conn, case_id)
         case, entry = apply(_case(row), Action.REJECT_BROADCAST, actor, self.clock(), note=reason)
         self._save(conn, case, entry)
-        conn.execute("UPDATE cases SET broadcast = 'rejected' WHERE case_id = %s", (case_id,))
+        conn.execute(
+            "UPDATE cases SET approval_pending = false, broadcast = CASE broadcast"
+            " WHEN 'pending_approval' THEN 'rejected' ELSE broadcast END WHERE case_id = %s",
+            (case_id,),
+        )
         log.info("case %s: broadcast rejected by %s", case_id, actor)
 
     def _waiting(self, conn: psycopg.Connection, case_id: str) -> dict[str, Any]:
         row = self._row(conn, "case_id = %s", case_id)
         if row is None:
             raise IllegalTransition(f"no case {case_id}")
-        if row["broadcast"] != "pending_approval":
+        if not row["approval_pending"] or row["state"] == State.CLOSED.value:
             raise IllegalTransition(f"case {case_id} has no broadcast waiting for approval")
         return row
+
+    def pending_approvals(self, conn: psycopg.Connection) -> list[str]:
+        """The cases whose broadcast, or update to red, waits for an operator."""
+        rows = conn.execute(
+            "SELECT case_id FROM cases WHERE approval_pending AND state <> 'closed'"
+            " ORDER BY opened_at"
+        )
+        return [case_id for (case_id,) in rows.fetchall()]
 
     def on_case_event(self, conn: psycopg.Connection, event: CaseEvent) -> AuditEntry | None:
         """Apply a callback; None if it was applied before (a redelivery)."""
@@ -185,6 +265,8 @@ class ClosedLoop:
         self._save(conn, case, entry, event=event)
         if case.state is State.CLOSED and event.resolution is not None:
             self._resolve(conn, case, row["incident_id"], event)
+        if action is Action.RETURN:
+            self._redispatch(conn, case, row, event)
         if case.state is State.CLOSED and row["broadcast"] in ON_AIR:
             self._broadcast(conn, case, row, "Cancel", event.actor)
         if action is Action.BROADCAST_STATE:
@@ -214,6 +296,34 @@ class ClosedLoop:
             log.info(
                 "case %s closed as a false alarm: %d detections marked", case.case_id, len(marked)
             )
+
+    def _redispatch(
+        self, conn: psycopg.Connection, case: Case, row: dict[str, Any], event: CaseEvent
+    ) -> None:
+        """回退: the next department of the route takes the case; with none left, the desk."""
+        alert = Alert.model_validate(row["alert"])
+        returned_by = case.department
+        following = next_department(self.site.departments_for(case.kind), returned_by)
+        if following is None:
+            case, entry = apply(
+                case, Action.TO_DESK, "system", event.ts, note=f"returned by {returned_by}"
+            )
+            self._save(conn, case, entry)
+            self._dispatch(conn, case, alert, entry)
+            log.warning("case %s: returned by every department, back to the desk", case.case_id)
+            return
+        case, entry = apply(
+            case,
+            Action.DISPATCH,
+            "system",
+            event.ts,
+            note=f"returned by {returned_by}",
+            accept_within=self._accept_within(case.level),
+            department=following,
+        )
+        self._save(conn, case, entry)
+        self._dispatch(conn, case, alert, entry)
+        log.info("case %s: returned by %s, dispatched to %s", case.case_id, returned_by, following)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -260,8 +370,8 @@ class ClosedLoop:
     ) -> None:
         conn.execute(
             "UPDATE cases SET level = %s, tier = %s, state = %s, seq = %s, accept_by = %s,"
-            " due_at = %s, overdue = %s, closed_at = %s, updated_at = clock_timestamp(),"
-            " alert = coalesce(%s, alert) WHERE case_id = %s",
+            " due_at = %s, overdue = %s, closed_at = %s, department = %s,"
+            " updated_at = clock_timestamp(), alert = coalesce(%s, alert) WHERE case_id = %s",
             (
                 case.level.value,
                 case.tier.value,
@@ -271,6 +381,7 @@ class ClosedLoop:
                 case.due_at,
                 case.overdue,
                 case.closed_at,
+                case.department,
                 Jsonb(alert.model_dump(mode="json")) if alert else None,
                 case.case_id,
             ),
@@ -287,7 +398,8 @@ class ClosedLoop:
             "kind": case.kind.value,
             "level": case.level.value,
             "tier": case.tier.value,
-            "summary": alert.summary,
+            "department": case.department,
+            "summary": _summary(case, alert),
             "grid_code": alert.grid_code,
             "community_code": alert.grid_code[:12],
             "location": alert.location.model_dump(),
@@ -313,7 +425,8 @@ class ClosedLoop:
             return
         if self.site.policy.broadcast.approval_required:
             conn.execute(
-                "UPDATE cases SET broadcast = 'pending_approval' WHERE case_id = %s",
+                "UPDATE cases SET broadcast = 'pending_approval', approval_pending = true"
+                " WHERE case_id = %s",
                 (case.case_id,),
             )
             log.warning("case %s: red broadcast waits for an operator's approval", case.case_id)
@@ -328,19 +441,20 @@ class ClosedLoop:
         msg_type: cap.MsgType,
         actor: str,
     ) -> None:
-        """Queue the CAP document and its EBM twin; the original is the case's first Alert."""
+        """Queue the CAP document and its EBM twin at the case's colour; an Update or a Cancel
+        references every message of the case before it (``cases.broadcast_refs``)."""
         now = self.clock()
-        sent_at: datetime = row["broadcast_at"] if msg_type != "Alert" else now
-        original = self._original(case, row, sent_at)
-        if msg_type == "Alert":
-            notice = original
-        else:
-            suffix = "cancel" if msg_type == "Cancel" else f"update.{case.seq}"
-            notice = self._notice(case, row, msg_type, f"{case.case_id}.{suffix}", now, (original,))
-        state = "cancelled" if msg_type == "Cancel" else "sent"
+        earlier, notice = self._next_notice(case, row, msg_type, now)
         conn.execute(
-            "UPDATE cases SET broadcast = %s, broadcast_at = %s WHERE case_id = %s",
-            (state, sent_at, case.case_id),
+            "UPDATE cases SET broadcast = %s, broadcast_at = coalesce(broadcast_at, %s),"
+            " broadcast_level = %s, broadcast_refs = %s WHERE case_id = %s",
+            (
+                "cancelled" if msg_type == "Cancel" else "sent",
+                now,
+                case.level.value,
+                Jsonb([*earlier, notice.reference]),
+                case.case_id,
+            ),
         )
         for content_type, body in (
             (cap.CAP_CONTENT_TYPE, cap.to_cap(notice)),
@@ -348,10 +462,17 @@ class ClosedLoop:
         ):
             fmt = "cap" if content_type == cap.CAP_CONTENT_TYPE else "ebm"
             enqueue(conn, BROADCAST, f"{notice.identifier}:{fmt}", content_type, body, case.case_id)
-        log.info("case %s: broadcast %s queued by %s", case.case_id, msg_type, actor)
+        log.info(
+            "case %s: broadcast %s (%s) queued by %s", case.case_id, msg_type, case.level, actor
+        )
 
-    def _original(self, case: Case, row: dict[str, Any], sent: datetime) -> cap.Notice:
-        return self._notice(case, row, "Alert", f"{case.case_id}.alert", sent, ())
+    def _next_notice(
+        self, case: Case, row: dict[str, Any], msg_type: cap.MsgType, now: datetime
+    ) -> tuple[tuple[str, ...], cap.Notice]:
+        """The case's next message and the references of those before it (an Alert has none)."""
+        earlier: tuple[str, ...] = tuple(row["broadcast_refs"]) if msg_type != "Alert" else ()
+        suffix = {"Alert": "alert", "Update": f"update.{case.seq}", "Cancel": "cancel"}[msg_type]
+        return earlier, self._notice(case, row, msg_type, f"{case.case_id}.{suffix}", now, earlier)
 
     def _notice(
         self,
@@ -360,13 +481,14 @@ class ClosedLoop:
         msg_type: cap.MsgType,
         identifier: str,
         sent: datetime,
-        references: tuple[cap.Notice, ...],
+        references: tuple[str, ...],
     ) -> cap.Notice:
         alert = Alert.model_validate(row["alert"])
         policy = self.site.policy.broadcast
+        assert policy.sender is not None  # noqa: S101 - checked when the loop was made
         polygon = self.grid_index.grid_polygon(alert.grid_code)
         ring = tuple((x, y) for x, y in polygon.convex_hull.exterior.coords[:-1])
-        done = "（已解除）" if msg_type == "Cancel" else ""
+        street = self.site.street
         return cap.Notice(
             identifier=identifier,
             sender=policy.sender,
@@ -375,11 +497,13 @@ class ClosedLoop:
             drill=bool(row["drill"]),
             kind=case.kind,
             level=case.level,
-            headline=alert.summary + done,
-            description="；".join(alert.reasons) or alert.summary,
+            area=kinds.Text(
+                f"{street.name}网格 {alert.grid_code}",
+                f"grid {alert.grid_code} of street {street.code}",
+            ),
+            reasons=alert.reasons,
             location=alert.location,
             radius_km=policy.radius_km,
-            area_desc=f"{self.site.street.name} 网格 {alert.grid_code}",
             polygon=ring,
             grid_code=alert.grid_code,
             community_code=alert.grid_code[:12],
@@ -387,6 +511,27 @@ class ClosedLoop:
             references=references,
             timezone=self.site.street.timezone,
         )
+
+
+def next_department(route: tuple[str, ...], current: str | None) -> str | None:
+    """The department after ``current`` in ``route``; None when none is left (or ``current``
+    is not on the route any more: the site changed, so the desk decides)."""
+    if current not in route:
+        return None
+    at = route.index(current)
+    return route[at + 1] if at + 1 < len(route) else None
+
+
+def _summary(case: Case, alert: Alert) -> str:
+    """The alert's summary, or the case's own words when the case is at another colour."""
+    if alert.level is case.level and alert.state == "firing":
+        return alert.summary
+    return kinds.warning_summary(case.kind, case.level, alert.grid_code, resolved=False)
+
+
+def _approval_type(row: dict[str, Any]) -> cap.MsgType:
+    """An approval puts the first message on air, or updates the one already there."""
+    return "Update" if row["broadcast"] in ON_AIR else "Alert"
 
 
 def _case(row: dict[str, Any]) -> Case:

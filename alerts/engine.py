@@ -8,32 +8,32 @@
 - Silences mute matching firing alerts; ``repeat_interval`` re-sends what is still firing.
 - "Resolved" is always delivered for an alert whose firing was delivered, even if it has been
   silenced or inhibited since (Alertmanager loses those).
-- The state lives in memory and is rebuilt on start (``restore``) from every incident so far and
-  every notification already sent, so a restarted engine still resolves what it fired.
+- An incident revision no newer than one already applied changes nothing, so a redelivered
+  incident cannot fire again what has resolved.
+- The state lives in memory and is rebuilt on start (``restore``) by replaying every incident
+  so far at the time it was published and taking every notification already sent at the time it
+  was sent: a group waiting when the engine stopped flushes when it would have, what was sent is
+  not sent again and what was due but never sent is sent at once.
 Time is whatever ``now`` the caller passes, so tests drive the engine with a fake clock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from alerts.grading import Grader
+from alerts.grading import Grade, Grader
 from alerts.silences import Silence
+from gridwatch import kinds
+from gridwatch.errors import PayloadError
 from gridwatch.events import Alert, Incident, IncidentKind, Level, new_id
 from gridwatch.site import Site
 
-KIND_LABEL = {
-    IncidentKind.FOREST_FIRE: "森林火情",
-    IncidentKind.STRAW_BURNING: "秸秆焚烧",
-    IncidentKind.ILLEGAL_CONSTRUCTION: "违法建设",
-    IncidentKind.FLOOD: "防汛风险",
-    IncidentKind.DEVICE_FAULT: "设备故障",
-}
-LEVEL_LABEL = {Level.YELLOW: "黄色预警", Level.ORANGE: "橙色预警", Level.RED: "红色预警"}
+log = logging.getLogger(__name__)
 
 
 def fingerprint(incident_id: UUID, kind: IncidentKind, level: Level) -> str:
@@ -64,47 +64,66 @@ class AlertEngine:
     _alerts: dict[str, _Tracked] = field(default_factory=dict)
     _groups: dict[str, _Group] = field(default_factory=dict)
     _by_incident: dict[UUID, set[str]] = field(default_factory=dict)
+    # The newest revision applied of every incident seen (a few bytes each, kept for good: a
+    # redelivery may come long after an incident ended).
+    _revisions: dict[UUID, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.grader = Grader(self.site)
 
     def on_incident(self, incident: Incident, now: datetime) -> list[Alert]:
         """Update the alerts of this incident revision; returns what is due at once."""
+        if incident.revision <= self._revisions.get(incident.id, 0):
+            return self.tick(now)  # a redelivery, or a revision overtaken by a newer one
         grade = self.grader.grade(incident)
         for level in Level:
             fp = fingerprint(incident.id, incident.kind, level)
             firing = not incident.ended and level.rank <= grade.level.rank
             tracked = self._alerts.get(fp)
             if firing and tracked is None:
-                alert = self._alert(incident, level, fp, "firing", grade.reasons, now)
+                alert = self._alert(incident, level, fp, "firing", grade, now)
                 self._alerts[fp] = _Tracked(alert)
                 # Only now: an incident refused while making its alert leaves no trace here.
                 self._by_incident.setdefault(incident.id, set()).add(fp)
                 self._touch(alert, now)
             elif not firing and tracked is not None and tracked.alert.state == "firing":
-                resolved = self._alert(incident, level, fp, "resolved", grade.reasons, now)
+                resolved = self._alert(incident, level, fp, "resolved", grade, now)
                 tracked.alert = resolved
                 self._touch(resolved, now)
+        self._revisions[incident.id] = incident.revision
         return self.tick(now)
 
     def restore(
-        self, incidents: Iterable[Incident], sent: Iterable[Alert], now: datetime
+        self,
+        incidents: Iterable[tuple[datetime | None, Incident]],
+        sent: Iterable[tuple[datetime | None, Alert]],
+        now: datetime,
     ) -> list[Alert]:
-        """Rebuild the state of a fresh engine: replay ``incidents`` (in their topic's order)
-        and take ``sent`` as delivered. Returns what the replay makes due that was never sent
-        (a crash between an incident and its notification); a group still waiting flushes later
-        as usual, without what ``sent`` holds."""
-        delivered = {(a.fingerprint, a.state) for a in sent}
-        due = [
-            alert
-            for incident in incidents
-            for alert in self.on_incident(incident, now)
-            if (alert.fingerprint, alert.state) not in delivered
-        ]
+        """Rebuild the state of a fresh engine: replay ``incidents`` (in their topic's order,
+        each at the time it was published, else ``now``) and take ``sent`` as delivered at the
+        time each was sent. Returns what is due now that was never sent: a notification lost
+        between an incident and a crash, or one whose time came while the engine was down. A
+        group still waiting flushes when it would have, without what ``sent`` holds."""
+        delivered: dict[tuple[str, str], datetime] = {}
+        for at, alert in sent:
+            key = (alert.fingerprint, alert.state)
+            delivered[key] = max(at or now, delivered.get(key, at or now))
+        due: list[Alert] = []
+        for at, incident in incidents:
+            try:
+                due += self.on_incident(incident, min(at or now, now))
+            except PayloadError as err:  # refused (dead-lettered) when it first came
+                log.info("restore: incident %s skipped: %s", incident.id, err)
+        due += self.tick(now)
         for fp, tracked in self._alerts.items():
-            if (fp, "firing") in delivered and not tracked.notified:
-                tracked.notified, tracked.last_sent = True, now
-        return due
+            sent_at = delivered.get((fp, "firing"))
+            if sent_at is not None:
+                tracked.notified, tracked.last_sent = True, sent_at
+        unsent = [a for a in due if (a.fingerprint, a.state) not in delivered]
+        for alert in unsent:
+            if alert.fingerprint in self._alerts:
+                self._alerts[alert.fingerprint].last_sent = now  # the caller sends it now
+        return list({(a.fingerprint, a.state): a for a in unsent}.values())
 
     def tick(self, now: datetime) -> list[Alert]:
         """Flush every group that is due and re-send what is due for a repeat."""
@@ -181,7 +200,7 @@ class AlertEngine:
         level: Level,
         fp: str,
         state: str,
-        reasons: Iterable[str],
+        grade: Grade,
         now: datetime,
     ) -> Alert:
         return Alert.model_validate(
@@ -193,16 +212,13 @@ class AlertEngine:
                 "level": level,
                 "state": state,
                 "targets": self.grader.targets(incident, level),
-                "summary": _summary(incident, level, state),
+                "summary": kinds.warning_summary(
+                    incident.kind, level, incident.grid_code, resolved=state == "resolved"
+                ),
+                "incident_level": None if incident.ended else grade.level,
                 "location": incident.location,
                 "grid_code": incident.grid_code,
                 "ts": max(incident.last_seen, now) if state == "resolved" else incident.last_seen,
-                "reasons": tuple(reasons),
+                "reasons": grade.reasons,
             }
         )
-
-
-def _summary(incident: Incident, level: Level, state: str) -> str:
-    what = KIND_LABEL.get(incident.kind, incident.kind.value)
-    done = "（已解除）" if state == "resolved" else ""
-    return f"{LEVEL_LABEL[level]}：{what}，网格 {incident.grid_code}{done}"

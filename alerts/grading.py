@@ -1,9 +1,10 @@
 """Three-colour grading (三色预警) of an incident, and who each colour goes to (DESIGN.md §5).
 
-The rules are data (the site's ``policy.grading``): start from the severity the detections
-observed, or the kind's floor if higher; corroboration by independent sources, grown evidence
-and a sensitive zone (school, dense housing, forest for a fire) each raise one level, a low
-fused confidence lowers one; the result stays within yellow..red.
+The rules are data (the site's ``policy.grading``, by default each kind's entry in
+``gridwatch.kinds``): start from the severity the detections observed, or the kind's floor if
+higher; corroboration by independent sources, grown evidence and a sensitive zone (school,
+dense housing, forest for a fire) each raise one level, a low fused confidence lowers one; the
+result stays within yellow..red.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from shapely import Point as ShapelyPoint
-from shapely import Polygon, STRtree
-
 from gridwatch.errors import PayloadError
 from gridwatch.events import Incident, Level, Target
+from gridwatch.geo import ZoneIndex
 from gridwatch.site import Site
 
 
@@ -30,25 +29,23 @@ class Grader:
     site: Site
 
     @cached_property
-    def _zones(self) -> tuple[STRtree, list[tuple[str, str]]]:
+    def _zones(self) -> ZoneIndex:
         sensitive = self.site.policy.grading.sensitive_zones
-        zones = [z for z in self.site.zones if z.kind in sensitive]
-        return STRtree([Polygon(z.polygon) for z in zones]), [(z.kind, z.name) for z in zones]
+        return ZoneIndex(tuple(z for z in self.site.zones if z.kind in sensitive))
 
     def sensitive_zones(self, incident: Incident) -> list[str]:
-        tree, meta = self._zones
-        point = ShapelyPoint(incident.location.lon, incident.location.lat)
-        hits = tree.query(point, predicate="intersects")
         sensitive = self.site.policy.grading.sensitive_zones
         return [
-            f"{meta[i][0]} {meta[i][1]}" for i in hits if incident.kind in sensitive[meta[i][0]]
+            f"{z.kind.value} {z.name}"
+            for z in self._zones.at(incident.location)
+            if incident.kind in sensitive[z.kind]
         ]
 
     def grade(self, incident: Incident) -> Grade:
         rules = self.site.policy.grading
         level = incident.level
         reasons = [f"observed {incident.level.value}"]
-        floor = rules.floor.get(incident.kind)
+        floor = rules.floor_of(incident.kind)
         if floor is not None and floor.rank > level.rank:
             level = floor
             reasons.append(f"{incident.kind.value} is at least {floor.value}")

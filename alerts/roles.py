@@ -114,15 +114,17 @@ async def run_engine(
 
 
 async def _restore(engine: AlertEngine, bootstrap: str, now: datetime) -> list[Alert]:
-    """The engine's state from every incident and notification so far (see ``restore``): all
-    partitions, as the one engine of a site (the compose file runs one) owns them all."""
-    incidents, sent = [], []
-    for raw in await kafka.read_topic(bootstrap, topics.INCIDENTS):
+    """The engine's state from every incident and notification so far, each at its record's
+    time (see ``restore``): all partitions, as the one engine of a site (the compose file runs
+    one) owns them all."""
+    incidents: list[tuple[datetime | None, Incident]] = []
+    sent: list[tuple[datetime | None, Alert]] = []
+    for at, raw in await kafka.read_records(bootstrap, topics.INCIDENTS):
         with contextlib.suppress(PayloadError):  # dead-lettered when it first came
-            incidents.append(decode(Incident, raw))
-    for raw in await kafka.read_topic(bootstrap, topics.ALERTS):
+            incidents.append((at, decode(Incident, raw)))
+    for at, raw in await kafka.read_records(bootstrap, topics.ALERTS):
         with contextlib.suppress(PayloadError):
-            sent.append(decode(Alert, raw))
+            sent.append((at, decode(Alert, raw)))
     due = engine.restore(incidents, sent, now)
     log.info("alert engine restored from %d incidents and %d notifications", len(incidents),
              len(sent))  # fmt: skip

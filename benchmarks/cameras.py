@@ -59,6 +59,6 @@ def bench(frames: int = 300, sample_fps: float = 1.0, learned: bool = False) -> 
         "sample_fps": sample_fps,
         # A worker decodes every frame it analyses; at the sampling rate that is the load.
         "cameras_per_core_at_sample_fps": int(1 / (per_frame_s * sample_fps)),
-        "note": "an RTSP/H.264 stream must decode every frame at its native rate; "
-        "cameras_per_core counts decode only of sampled frames (MJPEG/JPEG snapshot)",
+        "note": "cameras_per_core counts decode of sampled JPEG frames only (MJPEG); "
+        "`gridwatch bench cameras --rtsp` measures a worker on an RTSP/H.264 stream",
     }

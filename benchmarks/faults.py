@@ -203,7 +203,11 @@ def fault_site(base: Site, plan: Plan, desk_url: str, receiver_url: str) -> Site
         update={
             "dispatch": policy.dispatch.model_copy(update={"url": desk_url}),
             "broadcast": policy.broadcast.model_copy(
-                update={"url": receiver_url, "approval_required": False}
+                update={
+                    "url": receiver_url,
+                    "approval_required": False,
+                    "sender": "gridwatch-bench@faults.invalid",
+                }
             ),
             "delivery": delivery.model_copy(
                 update={

@@ -7,7 +7,6 @@ source gave them: they tell which fire images also show smoke.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import numpy as np
 
 from detectors.frame import Image
 from gridwatch.errors import GridwatchError
+from gridwatch.shared_data import FIRE_SMOKE
 
-_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHARED_SET = Path(os.environ.get("GRIDWATCH_SHARED_DATA", _SHARED_DATA)) / "fire-smoke"
-"""The real images the model is trained and measured on: ``../shared/data/fire-smoke`` beside
-the repository (never in it), or under ``$GRIDWATCH_SHARED_DATA``."""
+SHARED_SET = FIRE_SMOKE
+"""The real images the model is trained and measured on (``gridwatch.shared_data``)."""
 LABELS = ("fire", "smoke", "none")
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 FIRE_BOX, SMOKE_BOX = 0, 1

@@ -24,8 +24,8 @@ from dashboards.grafana import (
     fixed_colour,
     image_cells,
     incident_link,
-    level_mappings,
     table_panel,
+    value_mappings,
 )
 from gridwatch.events import Level
 from gridwatch.site import Site
@@ -135,7 +135,7 @@ def _incident_map() -> geomap.Panel:
         .basemap(gc.MapLayerOptions().type("default").name("底图 basemap"))
         .layers([grids, incidents])
         .tooltip(geomap.TooltipOptions().mode(gmm.TooltipMode.DETAILS))
-        .mappings(level_mappings())
+        .mappings(value_mappings())
         .data_links([incident_link()])
         .height(16)
         .span(16)
@@ -160,6 +160,7 @@ def command_center(site: Site) -> gd.Dashboard:
         .datasource(DATASOURCE)
         .with_target(Sql(COUNTS_BY_KIND))
         .x_field("kind")
+        .mappings(value_mappings())
         .stacking(cm.StackingMode.NORMAL)
         .show_value(cm.VisibilityMode.AUTO)
         .height(6)
@@ -173,7 +174,7 @@ def command_center(site: Site) -> gd.Dashboard:
         .with_target(Sql(NEWEST_ALERTS))
         .show_header(True)
         .override_by_name("level", colour_text_cells())
-        .mappings(level_mappings())
+        .mappings(value_mappings())
         .data_links([incident_link()])
         .height(9)
         .span(16)

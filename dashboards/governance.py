@@ -23,8 +23,8 @@ from dashboards.grafana import (
     colour_text_cells,
     fixed_colour,
     incident_link,
-    level_mappings,
     sql_annotation,
+    value_mappings,
 )
 from gridwatch.events import Level
 from gridwatch.site import Site
@@ -220,7 +220,7 @@ def deadlines_table() -> table.Panel:
         .datasource(DATASOURCE)
         .with_target(Sql(CASE_DEADLINES))
         .show_header(True)
-        .mappings(level_mappings())
+        .mappings(value_mappings())
         .override_by_name("level", colour_text_cells())
         .override_by_name(
             "overdue",

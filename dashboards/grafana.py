@@ -17,6 +17,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as gm
 
+from gridwatch import kinds
 from gridwatch.events import Level
 
 DATASOURCE_UID = "gridwatch-db"
@@ -103,18 +104,29 @@ def sql_annotation(name: str, raw_sql: str, colour: str) -> gd.AnnotationQuery:
     )
 
 
-def level_mappings() -> list[gm.ValueMapping]:
-    """Show a level as its colour and bilingual name wherever it appears as a value."""
-    return [
-        gm.ValueMap(
-            options={
-                level.value: gm.ValueMappingResult(
-                    text=LEVEL_NAMES[level], color=LEVEL_COLOURS[level], index=i
-                )
-                for i, level in enumerate(Level)
-            }
-        )
+def kind_label(label: kinds.Text) -> str:
+    """How a dashboard names a kind: 森林火情 forest fire."""
+    return f"{label.zh} {label.en}"
+
+
+def value_mappings() -> list[gm.ValueMapping]:
+    """Show a level as its colour and bilingual name, and an incident or detection kind as its
+    bilingual label (``gridwatch.kinds``), wherever it appears as a value."""
+    labels = [
+        *((k.value, kind_label(info.label)) for k, info in kinds.INCIDENT_KINDS.items()),
+        *((k.value, kind_label(info.label)) for k, info in kinds.DETECTION_KINDS.items()),
     ]
+    options = {
+        level.value: gm.ValueMappingResult(
+            text=LEVEL_NAMES[level], color=LEVEL_COLOURS[level], index=i
+        )
+        for i, level in enumerate(Level)
+    }
+    options |= {
+        value: gm.ValueMappingResult(text=text, index=len(options) + i)
+        for i, (value, text) in enumerate(labels)
+    }
+    return [gm.ValueMap(options=options)]
 
 
 def fixed_colour(colour: str) -> list[gm.DynamicConfigValue]:
@@ -176,7 +188,7 @@ def to_json(dashboard: gd.Dashboard) -> dict[str, Any]:
 
 
 def table_panel(title: str, raw_sql: str, height: int, span: int) -> table.Panel:
-    """A table panel; a `level` column is shown in its alert colour."""
+    """A table panel; a `level` column is shown in its alert colour, kinds by their labels."""
     panel = (
         table.Panel()
         .title(title)
@@ -186,6 +198,7 @@ def table_panel(title: str, raw_sql: str, height: int, span: int) -> table.Panel
         .height(height)
         .span(span)
     )
+    panel.mappings(value_mappings())
     if " level" in raw_sql:
-        panel.mappings(level_mappings()).override_by_name("level", colour_text_cells())
+        panel.override_by_name("level", colour_text_cells())
     return panel

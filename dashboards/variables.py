@@ -12,8 +12,8 @@ from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as gm
 
-from dashboards.grafana import DATASOURCE, sql_annotation
-from gridwatch.events import IncidentKind
+from dashboards.grafana import DATASOURCE, kind_label, sql_annotation
+from gridwatch import kinds
 from gridwatch.site import Site
 
 # Rows of the incidents/alerts tables in scope of the chosen grids and kinds.
@@ -63,7 +63,11 @@ def kind() -> gd.CustomVariable:
     return (
         gd.CustomVariable("kind")
         .label("类型 kind")
-        .values(_custom_values([(k.value, k.value) for k in IncidentKind]))
+        .values(
+            _custom_values(
+                [(kind_label(info.label), k.value) for k, info in kinds.INCIDENT_KINDS.items()]
+            )
+        )
         .multi(True)
         .include_all(True)
         .current(gm.VariableOption(selected=True, text=["All"], value=["$__all"]))

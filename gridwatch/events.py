@@ -85,6 +85,7 @@ class IncidentKind(StrEnum):
     STRAW_BURNING = "straw_burning"
     ILLEGAL_CONSTRUCTION = "illegal_construction"
     FLOOD = "flood"
+    TRAFFIC_SAFETY = "traffic_safety"
     DEVICE_FAULT = "device_fault"
 
 
@@ -93,6 +94,8 @@ class DetectionKind(StrEnum):
     SMOKE = "smoke"
     THERMAL_HOTSPOT = "thermal_hotspot"
     CONSTRUCTION_CHANGE = "construction_change"
+    TRAFFIC_OBSTRUCTION = "traffic_obstruction"
+    ROAD_WATER = "road_water"
     WATER_LEVEL = "water_level"
     RAINFALL = "rainfall"
     SMOKE_SENSOR = "smoke_sensor"
@@ -101,6 +104,20 @@ class DetectionKind(StrEnum):
     DEVICE_OFFLINE = "device_offline"
     SENSOR_FAULT = "sensor_fault"
     CAMERA_HEALTH = "camera_health"
+
+
+class ZoneKind(StrEnum):
+    """What the ground in a zone is: a site zone on the map, a camera's image zone, a zone a
+    detection lies in (``gridwatch.kinds`` says what each means for an incident). ``mask`` is
+    only an image zone: a region never analysed."""
+
+    MASK = "mask"
+    FOREST = "forest"
+    FARMLAND = "farmland"
+    CONSTRUCTION_WATCH = "construction_watch"
+    SCHOOL = "school"
+    DENSE_HOUSING = "dense_housing"
+    ROAD = "road"
 
 
 class SourceType(StrEnum):
@@ -245,9 +262,13 @@ class SourceRef(Model):
 
 
 class Detection(Event):
-    """Something a detector or a sensor rule saw, with the evidence for it."""
+    """Something a detector or a sensor rule saw, with the evidence for it.
 
-    schema_: Literal["gw.detection/1"] = Field(default="gw.detection/1", alias="schema")
+    Version 2 added ``zones``; a version 1 message is read as having none."""
+
+    schema_: Literal["gw.detection/2", "gw.detection/1"] = Field(
+        default="gw.detection/2", alias="schema"
+    )
     kind: DetectionKind
     source: SourceRef
     ts: AwareDatetime
@@ -260,6 +281,9 @@ class Detection(Event):
     rule: Text | None = None
     evidence: tuple[Reading, ...] = ()
     cleared: bool = Field(default=False, description="the condition has ended")
+    zones: tuple[ZoneKind, ...] = Field(
+        default=(), description="kinds of the camera's image zones the detection lies in"
+    )
 
 
 class Incident(Event):
@@ -300,7 +324,10 @@ class Target(Model):
 
 
 class Alert(Event):
-    schema_: Literal["gw.alert/1"] = Field(default="gw.alert/1", alias="schema")
+    """One colour of one incident, firing or resolved. Version 2 added ``incident_level``; a
+    version 1 message is read as not saying it."""
+
+    schema_: Literal["gw.alert/2", "gw.alert/1"] = Field(default="gw.alert/2", alias="schema")
     fingerprint: Text
     incident_id: UUID
     incident_revision: Int32
@@ -313,6 +340,10 @@ class Alert(Event):
     grid_code: Text
     ts: AwareDatetime
     reasons: tuple[Text, ...] = ()
+    incident_level: Level | None = Field(
+        default=None,
+        description="the incident's colour when the alert was made; None once it has ended",
+    )
 
 
 class Resolution(StrEnum):

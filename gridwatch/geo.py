@@ -18,7 +18,7 @@ import shapely
 from pyproj import CRS, Transformer
 
 from gridwatch.events import Point
-from gridwatch.site import Site
+from gridwatch.site import Site, Zone
 
 Coord = TypeVar("Coord", float, npt.NDArray[np.float64])
 """A scalar or an array of coordinates; the projection returns the same shape it was given."""
@@ -145,6 +145,18 @@ class GridIndex:
 
 
 _LEVEL_NAMES = {12: "community", 14: "grid", 16: "micro-grid"}
+
+
+class ZoneIndex:
+    """The site's ground zones (forest, farmland, school, road, …) a point lies in."""
+
+    def __init__(self, zones: tuple[Zone, ...]) -> None:
+        self.zones = zones
+        self._tree = shapely.STRtree([shapely.Polygon(z.polygon) for z in zones])
+
+    def at(self, point: Point) -> list[Zone]:
+        hits = self._tree.query(shapely.Point(point.lon, point.lat), predicate="intersects")
+        return [self.zones[i] for i in sorted(hits)]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -99,6 +100,13 @@ def consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaConsumer:
 async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[bytes]:
     """Every message of ``topic``, from its beginning to its end as of the call, partition by
     partition (each in order), without a consumer group."""
+    return [raw for _, raw in await read_records(bootstrap, topic, timeout_s)]
+
+
+async def read_records(
+    bootstrap: str, topic: str, timeout_s: float = 60.0
+) -> list[tuple[datetime | None, bytes]]:
+    """As ``read_topic``, each message with its record's timestamp (None if it has none)."""
     reader = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
     )
@@ -111,13 +119,21 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> lis
         reader.assign(parts)
         end = await reader.end_offsets(parts)
         await reader.seek_to_beginning(*parts)
-        got: dict[TopicPartition, list[bytes]] = {tp: [] for tp in parts}
+        got: dict[TopicPartition, list[tuple[datetime | None, bytes]]] = {tp: [] for tp in parts}
         deadline = asyncio.get_running_loop().time() + timeout_s
         while [tp for tp in parts if await reader.position(tp) < end[tp]]:
             if asyncio.get_running_loop().time() > deadline:
                 raise ServiceError(f"cannot read {topic} to its end within {timeout_s:.0f}s")
             for tp, records in (await reader.getmany(timeout_ms=500)).items():
-                got[tp] += [r.value or b"" for r in records if r.offset < end[tp]]
-        return [raw for tp in parts for raw in got[tp]]
+                got[tp] += [
+                    (_time(r.timestamp), r.value or b"") for r in records if r.offset < end[tp]
+                ]
+        return [record for tp in parts for record in got[tp]]
     finally:
         await reader.stop()
+
+
+def _time(timestamp_ms: int | None) -> datetime | None:
+    if not timestamp_ms or timestamp_ms <= 0:
+        return None
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)

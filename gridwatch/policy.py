@@ -7,13 +7,13 @@ Alert timers are in seconds, case limits in hours; the demo compresses the alert
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import timedelta
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from gridwatch.events import IncidentKind, Level, Model
+from gridwatch import kinds
+from gridwatch.events import IncidentKind, Level, Model, ZoneKind
 
-ZoneKind = Literal["forest", "farmland", "construction_watch", "school", "dense_housing"]
 PerLevel = dict[Level, float]
 
 
@@ -24,12 +24,9 @@ class Grading(Model):
         default=2, ge=2, description="independent sources that raise the grade one level"
     )
     sensitive_zones: dict[ZoneKind, tuple[IncidentKind, ...]] = Field(
-        default={
-            "school": tuple(IncidentKind),
-            "dense_housing": tuple(IncidentKind),
-            "forest": (IncidentKind.FOREST_FIRE,),
-        },
-        description="zone kinds that raise the grade one level for the incident kinds listed",
+        default_factory=kinds.sensitive_zones,
+        description="zone kinds that raise the grade one level for the incident kinds listed"
+        " (default: each kind's sensitive zones in gridwatch.kinds)",
     )
     growth_ratio: float = Field(
         default=2.0, gt=1, description="evidence that grew by this factor raises one level"
@@ -38,8 +35,33 @@ class Grading(Model):
         default=0.3, ge=0, le=1, description="below this fused confidence the grade drops one"
     )
     floor: dict[IncidentKind, Level] = Field(
-        default={}, description="the least level an incident of a kind is graded"
+        default={},
+        description="the least level an incident of a kind is graded (default: gridwatch.kinds)",
     )
+
+    def floor_of(self, kind: IncidentKind) -> Level | None:
+        return self.floor.get(kind, kinds.incident(kind).floor)
+
+
+class IncidentTimes(Model):
+    """How long an incident no detection touches stays open, per kind (default: its
+    ``quiet_after`` in gridwatch.kinds): the end of an incident whose clear was lost."""
+
+    quiet_after_minutes: dict[IncidentKind, float] = Field(
+        default={}, description="minutes without a detection after which an incident ends"
+    )
+
+    def quiet_after(self, kind: IncidentKind) -> timedelta:
+        minutes = self.quiet_after_minutes.get(kind)
+        return kinds.incident(kind).quiet_after if minutes is None else timedelta(minutes=minutes)
+
+    @field_validator("quiet_after_minutes")
+    @classmethod
+    def _positive(cls, value: dict[IncidentKind, float]) -> dict[IncidentKind, float]:
+        for kind, minutes in value.items():
+            if minutes <= 0:
+                raise ValueError(f"{kind.value}: quiet_after_minutes must be positive")
+        return value
 
 
 class AlertTimers(Model):
@@ -86,7 +108,11 @@ class HttpSink(Model):
 class Broadcast(HttpSink):
     """Emergency broadcast (CAP 1.2 and the EBM profile) for red incidents."""
 
-    sender: str = Field(default="gridwatch@example.gov.cn", description="CAP sender")
+    sender: str | None = Field(
+        default=None,
+        pattern=r"^[^\s,&<]+$",
+        description="CAP sender: the street's alerting authority's address; required to broadcast",
+    )
     approval_required: bool = Field(
         default=True, description="red waits for an operator's approval before broadcast"
     )
@@ -107,6 +133,7 @@ class Delivery(Model):
 
 class SitePolicy(Model):
     grading: Grading = Grading()
+    incidents: IncidentTimes = IncidentTimes()
     timers: AlertTimers = AlertTimers()
     cases: CaseLimits = CaseLimits()
     dispatch: HttpSink = HttpSink(url="http://127.0.0.1:8701/v1/cases")

@@ -22,8 +22,9 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gridwatch import kinds
 from gridwatch.errors import ConfigError
-from gridwatch.events import IncidentKind, Lat, Level, Lon, Model, location
+from gridwatch.events import IncidentKind, Lat, Level, Lon, Model, ZoneKind, location
 from gridwatch.policy import SitePolicy
 from gridwatch.site_cameras import Camera, Watchtower
 from gridwatch.site_sensors import Sensor, TelemetryPolicy
@@ -88,13 +89,22 @@ class Worker(Model):
 class Department(Model):
     id: str
     name: str
-    handles: tuple[IncidentKind, ...] = Field(description="incident kinds routed to it")
+    handles: tuple[IncidentKind, ...] = Field(
+        description="incident kinds routed to it; their order among departments: gridwatch.kinds"
+    )
 
 
 class Zone(Model):
     name: str
-    kind: Literal["forest", "farmland", "construction_watch", "school", "dense_housing"]
+    kind: ZoneKind
     polygon: Ring = Field(min_length=3)
+
+    @field_validator("kind")
+    @classmethod
+    def _ground(cls, kind: ZoneKind) -> ZoneKind:
+        if kind is ZoneKind.MASK:
+            raise ValueError("a mask is a camera's image zone (cameras[].vision.zones), not ground")
+        return kind
 
 
 class Escalation(Model):
@@ -172,7 +182,8 @@ class Site(Model):
         return sensor.heartbeat_s or self.telemetry.heartbeat_s
 
     def departments_for(self, kind: IncidentKind) -> tuple[str, ...]:
-        return tuple(d.id for d in self.departments if kind in d.handles)
+        """The departments a case of ``kind`` goes to, in turn (``gridwatch.kinds.route``)."""
+        return kinds.route(kind, (d.id for d in self.departments if kind in d.handles))
 
 
 Loc = tuple[int | str, ...]

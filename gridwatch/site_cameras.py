@@ -8,7 +8,7 @@ from pydantic import (
     Field,
 )
 
-from gridwatch.events import Model, Point
+from gridwatch.events import Model, Point, ZoneKind
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
 # A camera's or watchtower's id names its directories under GRIDWATCH_EVIDENCE_DIR (evidence
@@ -27,11 +27,11 @@ class ImageZone(Model):
     """A region of a camera image in fractions of its width and height, (0, 0) at the top left.
 
     ``mask`` regions are never analysed (a chimney, a road with headlights, a flag); the other
-    kinds say what the ground there is, so a fire in ``farmland`` is straw burning and change is
-    only sought in ``construction_watch``.
+    kinds say what the ground there is, so a fire in ``farmland`` is straw burning, change is
+    only sought in ``construction_watch`` and traffic on a ``road`` (``gridwatch.kinds``).
     """
 
-    kind: Literal["mask", "farmland", "forest", "construction_watch"]
+    kind: ZoneKind
     polygon: tuple[tuple[Fraction, Fraction], ...] = Field(min_length=3)
     preset: int | None = Field(default=None, description="watchtower preset; None: every view")
     name: str = ""

@@ -24,7 +24,7 @@ from detectors.health import Issue, same_view
 from detectors.motion import GATE_WIDTH
 from detectors.scene import Analysis, Hit, SceneAnalyzer
 from gridwatch import topics
-from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType
+from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType, ZoneKind
 from gridwatch.liveness import Heartbeat
 from gridwatch.site_cameras import Camera, Vision, Watchtower
 from ingest.camera_construction import ConstructionPatrol
@@ -68,8 +68,12 @@ class Sampler:
     _next: float = float("-inf")
     _burst_until: float = float("-inf")
 
+    def wants(self, ts: float) -> bool:
+        """Whether a frame at ``ts`` would be due, without taking it."""
+        return ts + 1e-6 >= self._next
+
     def due(self, ts: float) -> bool:
-        if ts + 1e-6 < self._next:
+        if not self.wants(ts):
             return False
         rate = self.burst_fps if ts < self._burst_until else self.fps
         # A steady cadence, restarted from now after a gap so it never tries to catch up.
@@ -195,11 +199,28 @@ class CameraWorker:
     def run(
         self, source: VideoSource, stop: threading.Event, heartbeat: Heartbeat | None = None
     ) -> WorkerStats:
-        for event in source.frames(stop):
+        def wants(ts: datetime) -> bool:
             if heartbeat is not None:
-                heartbeat.beat()  # per frame or loss event: a hung read goes stale
+                heartbeat.beat()  # per packet read, decoded or not: a hung read goes stale
+            return self.wants(ts)
+
+        for event in source.frames(stop, wants):
+            if heartbeat is not None:
+                heartbeat.beat()  # a frame or a loss event
             self.handle(event)
         return self.stats
+
+    def wants(self, ts: datetime) -> bool:
+        """Whether a frame of that time would be looked at, so the source decodes only those:
+        sampled frames, and during a patrol the frame that moves on, never one while the head
+        settles or stays stuck."""
+        t = ts.timestamp()
+        if self.ptz is not None:
+            if self._moved_at is None or t - self._moved_at >= self.settle_s + self.dwell_s:
+                return True
+            if t - self._moved_at < self.settle_s or self._stuck:
+                return False
+        return self.sample.wants(t)
 
     def handle(self, event: SourceEvent) -> None:
         if isinstance(event, Lost):
@@ -218,9 +239,9 @@ class CameraWorker:
             return
         if self._stuck or not self.sample.due(ts):
             return
-        started = time.perf_counter()
+        started = time.thread_time()  # CPU, not wall: other cameras share the core
         analysis = view.analyzer.analyse(frame)
-        self.stats.analyse_s += time.perf_counter() - started
+        self.stats.analyse_s += time.thread_time() - started
         self.stats.frames_analysed += 1
         if analysis.pending:
             self.sample.burst(ts)
@@ -281,7 +302,6 @@ class CameraWorker:
                 hit.box,
                 shape,
             )
-        straw = "farmland" in hit.zones and hit.kind in (DetectionKind.FIRE, DetectionKind.SMOKE)
         return Detection(
             kind=hit.kind,
             source=self.source,
@@ -290,8 +310,9 @@ class CameraWorker:
             location=location,
             bearing_deg=bearing_deg(view.heading_deg, view.fov_deg, hit.box, shape[1]),
             bbox=hit.box,
-            rule=f"straw_burning:{hit.kind.value}" if straw else f"camera:{hit.kind.value}",
+            rule=f"camera:{hit.kind.value}",
             cleared=hit.state == "cleared",
+            zones=tuple(ZoneKind(z) for z in hit.zones),
         )
 
     def _report_health(self, issue: Issue, active: bool, frame: Frame | None) -> None:

@@ -56,7 +56,8 @@ URBAN = (
 RURAL = ("201", "团结社区", 7)
 URBAN_MICRO, RURAL_MICRO = 195, 38
 LLOYD_ITERATIONS = 40
-RTSP = "rtsp://127.0.0.1:8554"  # placeholder stream server; replay tools serve recordings there
+RTSP = "rtsp://127.0.0.1:8554"  # `gridwatch simulate cameras` serves these streams
+PTZ = "http://127.0.0.1:8080/ptz"  # and the watchtowers' PTZ API
 
 Geometry = Any  # shapely geometries are untyped
 
@@ -362,6 +363,7 @@ DEPARTMENTS = (  # id, name, incident kinds routed to it
     ("ecology", "生态环境分局", "straw_burning"),
     ("water", "水务站", "flood"),
     ("enforcement", "综合行政执法大队", "illegal_construction straw_burning"),
+    ("traffic_police", "交警大队", "traffic_safety"),
     ("ops", "指挥中心运维组", "device_fault"),
 )
 
@@ -495,6 +497,7 @@ def devices_and_zones(
                 "height_m": 35.0,
                 "visible_url": f"{RTSP}/wt-0{i}/visible",
                 "thermal_url": f"{RTSP}/wt-0{i}/thermal",
+                "ptz_url": f"{PTZ}/WT-0{i}/preset/{{preset}}",
                 "presets": presets,
             }
         )

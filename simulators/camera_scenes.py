@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gridwatch.site_cameras import ImageZone, Vision
+from simulators import camera_footage
 
 Image = npt.NDArray[np.uint8]
 Canvas = npt.NDArray[np.float32]
@@ -40,6 +41,7 @@ class Scenario:
     source: tuple[float, float] = (0.5, 0.7)  # where a fire, plume or chimney stands
     size: tuple[int, int] = (640, 360)
     vision: Vision = field(default_factory=lambda: Vision(horizon=HORIZON))
+    footage: bool = False  # real flames and smoke from the training images (camera_footage)
 
     @property
     def frames(self) -> int:
@@ -121,6 +123,7 @@ class _Plume:
 
 
 ELEMENTS = (
+    "quiet",  # nothing happens: the landscape and sensor noise
     "fire",
     "smoke",
     "fire_and_smoke",
@@ -159,17 +162,27 @@ def render(sc: Scenario) -> Iterator[tuple[float, Image]]:
     ]
     wind = float(rng.uniform(4, 10)) * rng.choice([-1.0, 1.0])
     last: Image | None = None
+    burns = sc.element in ("fire", "smoke", "fire_and_smoke", "farm_fire")
+    real = camera_footage.load() if sc.footage and burns else None
     for i in range(sc.frames):
         t = i / sc.fps
         dt = 1 / sc.fps
         img = scene.base.copy()
         since = t - onset
         e = sc.element
-        if e in ("fire", "fire_and_smoke", "farm_fire") and since >= 0:
-            _fire(img, rng, sx, sy, (6 + min(since, 60) * 0.25) * k)
-        if e in ("smoke", "fire_and_smoke", "farm_fire", "steam") and since >= 0:
+        cut = (i * 2 // max(round(sc.fps), 1)) if real is not None else 0  # a new one each 0.5 s
+        if e in ("smoke", "fire_and_smoke", "farm_fire") and since >= 0 and real is not None:
+            smoke = real.smoke[cut % len(real.smoke)]
+            smoke.paste(img, sx + since * 0.5 * k, sy, (30 + min(since, 60) * 2) * k, 0.85)
+        elif e in ("smoke", "fire_and_smoke", "farm_fire", "steam") and since >= 0:
             plume.step(rng, dt, emit=3.0, scale=k)
             plume.draw(img)
+        if e in ("fire", "fire_and_smoke", "farm_fire") and since >= 0:
+            size = (6 + min(since, 60) * 0.25) * k
+            if real is not None:
+                real.fire[cut % len(real.fire)].paste(img, sx, sy + size / 2, size * 2.5, 1.0)
+            else:
+                _fire(img, rng, sx, sy, size)
         if e in ("clouds", "stuck_ptz"):
             for c in clouds:
                 c[0] = (c[0] + wind * k * dt) % (w + 80 * k)

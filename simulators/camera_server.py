@@ -1,25 +1,65 @@
 """Serve generated camera video as real cameras do: files on disk and HTTP MJPEG streams.
 
-``MjpegServer`` streams each scenario as ``multipart/x-mixed-replace`` at its frame rate on
-``/<name>.mjpg`` (the form most IP cameras offer beside RTSP). ``drop_after`` closes every
-connection after that many frames, as a flaky uplink does, to exercise reconnection.
+``MjpegServer`` streams each scenario (or any ``Channel`` of JPEG frames) as
+``multipart/x-mixed-replace`` at its frame rate on ``/<name>.mjpg`` (the form most IP cameras
+offer beside RTSP). ``drop_after`` closes every connection after that many frames, as a flaky
+uplink does, to exercise reconnection. ``ptz`` maps a device id to the function that moves its
+head: ``GET /ptz/<device>/preset/<n>`` calls it, the request a watchtower's PTZ client makes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 
 from simulators.camera_scenes import Image, Scenario, render, render_thermal
 
 BOUNDARY = "gwframe"
+PTZ_PATH = re.compile(r"^/ptz/(?P<device>[^/]+)/preset/(?P<preset>\d+)$")
+
+
+class Channel(Protocol):
+    """JPEG frames to stream at ``fps``; ``jpegs`` ends when the connection should close."""
+
+    @property
+    def fps(self) -> float: ...
+
+    def jpegs(self) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class ScenarioChannel:
+    """A scenario rendered live for each connection, once or in a loop."""
+
+    scenario: Scenario
+    loop: bool = True
+
+    @property
+    def fps(self) -> float:
+        return self.scenario.fps
+
+    def jpegs(self) -> Iterator[bytes]:
+        while True:
+            for _, image in frames_of(self.scenario):
+                yield jpeg_of(image)
+            if not self.loop:
+                return
+
+
+def jpeg_of(image: Image, quality: int = 90) -> bytes:
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return bytes(jpeg.tobytes())
 
 
 def frames_of(scenario: Scenario) -> Iterator[tuple[float, Image]]:
@@ -48,23 +88,32 @@ class MjpegServer:
 
     def __init__(
         self,
-        scenarios: dict[str, Scenario],
+        scenarios: Mapping[str, Scenario | Channel],
         *,
         drop_after: int | None = None,
         loop: bool = True,
         pace: Callable[[float], object] = time.sleep,
+        ptz: Mapping[str, Callable[[int], None]] | None = None,
+        port: int = 0,
     ) -> None:
-        self.scenarios = scenarios
+        self.channels: dict[str, Channel] = {
+            name: ScenarioChannel(c, loop) if isinstance(c, Scenario) else c
+            for name, c in scenarios.items()
+        }
         self.drop_after = drop_after
-        self.loop = loop
+        self.ptz = dict(ptz or {})
         self.connections = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                move = PTZ_PATH.match(self.path)
+                if move is not None:
+                    self._move(move["device"], int(move["preset"]))
+                    return
                 name = self.path.strip("/").removesuffix(".mjpg")
-                scenario = server.scenarios.get(name)
-                if scenario is None:
+                channel = server.channels.get(name)
+                if channel is None:
                     self.send_error(404)
                     return
                 server.connections += 1
@@ -72,14 +121,25 @@ class MjpegServer:
                 self.send_header("Content-Type", f"multipart/x-mixed-replace;boundary={BOUNDARY}")
                 self.end_headers()
                 try:
-                    server._stream(self, scenario, pace)
+                    server._stream(self, channel, pace)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def _move(self, device: str, preset: int) -> None:
+                goto = server.ptz.get(device)
+                if goto is None:
+                    self.send_error(404, f"no PTZ head {device}")
+                    return
+                goto(preset)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok\n")
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
@@ -90,29 +150,26 @@ class MjpegServer:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}.mjpg"
 
+    def ptz_url(self, device: str) -> str:
+        """The PTZ client's URL template (``Watchtower.ptz_url``) of a device's head."""
+        return f"http://127.0.0.1:{self.port}/ptz/{device}/preset/{{preset}}"
+
     def _stream(
-        self, handler: BaseHTTPRequestHandler, scenario: Scenario, pace: Callable[[float], object]
+        self, handler: BaseHTTPRequestHandler, channel: Channel, pace: Callable[[float], object]
     ) -> None:
         sent = 0
-        while True:
-            for _, image in frames_of(scenario):
-                ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-                if not ok:
-                    raise RuntimeError("JPEG encoding failed")
-                data = jpeg.tobytes()
-                handler.wfile.write(
-                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                    f"Content-Length: {len(data)}\r\n\r\n".encode()
-                    + data
-                    + b"\r\n"
-                )
-                handler.wfile.flush()
-                sent += 1
-                if self.drop_after is not None and sent >= self.drop_after:
-                    return
-                pace(1 / scenario.fps)
-            if not self.loop:
+        for data in channel.jpegs():
+            handler.wfile.write(
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n".encode()
+                + data
+                + b"\r\n"
+            )
+            handler.wfile.flush()
+            sent += 1
+            if self.drop_after is not None and sent >= self.drop_after:
                 return
+            pace(1 / channel.fps)
 
     def __enter__(self) -> MjpegServer:
         self._thread.start()

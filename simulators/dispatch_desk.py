@@ -2,8 +2,9 @@
 
 The API is documented in docs/dispatch-api.yaml. The desk accepts signed case messages and then,
 as the departments would, works each dispatched case through the loop by a policy: accept,
-handle, report, verify, close, with delays, a rework for some kinds and no acceptance at all
-for others (the escalation path). Each step is called back, signed, and retried until taken.
+handle, report, verify, close, with delays, a rework for some kinds, no acceptance at all
+for others (the escalation path) and, for some departments, 回退 (the case is returned and
+goes to the next department). Each step is called back, signed, and retried until taken.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class DeskPolicy:
     step_delay_s: float = 0.3  # between two steps of one case
     rework_kinds: tuple[str, ...] = ()  # cases of these kinds fail verification once
     ignore_kinds: tuple[str, ...] = ()  # never accepted: the escalation path
+    return_departments: tuple[str, ...] = ()  # these departments return every case (回退)
 
 
 @dataclass
@@ -66,7 +68,11 @@ class DispatchDesk:
     async def _on_case(self, key: str, body: bytes, _content_type: str) -> dict[str, object]:
         message = json.loads(body)
         case_id, action, kind = message["case_id"], message["action"], message["kind"]
-        if action == "dispatch" and kind not in self.policy.ignore_kinds:
+        if action == "dispatch" and message.get("department") in self.policy.return_departments:
+            task = asyncio.create_task(self._return(case_id, message["department"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif action == "dispatch" and kind not in self.policy.ignore_kinds:
             task = asyncio.create_task(self._work(case_id, kind, message["tier"]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -85,6 +91,10 @@ class DispatchDesk:
             await asyncio.sleep(self.policy.step_delay_s)
             await self._callback(case_id, action, state, note)
         self.closed.add(case_id)
+
+    async def _return(self, case_id: str, department: str) -> None:
+        await asyncio.sleep(self.policy.step_delay_s)
+        await self._callback(case_id, "return", "registered", f"{department} 回退：不属本部门职责")
 
     async def _callback(self, case_id: str, action: str, state: str, note: str) -> None:
         seq = self._seq[case_id] = self._seq.get(case_id, 0) + 1

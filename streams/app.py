@@ -29,6 +29,7 @@ def build_app(
     *,
     app_id: str = "gridwatch-streams",
     heartbeat_check_s: float = 5.0,
+    quiet_check_s: float = 30.0,
     offset_reset: str = "earliest",
     heartbeat: Heartbeat | None = None,
 ) -> faust.App:
@@ -51,7 +52,7 @@ def build_app(
     app.transport = Transport(app.conf.broker_consumer, app)
     ctx = StreamContext(app, site)
     register_sensor_rules(ctx, heartbeat_check_s=heartbeat_check_s)
-    register_fusion(ctx)
+    register_fusion(ctx, quiet_check_s=quiet_check_s)
     if heartbeat is not None:
         beat = heartbeat.beat
 

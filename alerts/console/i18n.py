@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alerts.cases import LABEL as STATE_LABEL
 from alerts.cases import State
-from alerts.engine import KIND_LABEL
+from gridwatch import kinds
 from gridwatch.events import IncidentKind, Level
 
 LANGUAGES = ("zh", "en")
@@ -153,8 +153,8 @@ def level_text(lang: str, level: str) -> str:
 
 
 def kind_text(lang: str, kind: str) -> str:
-    if lang == "zh" and kind in set(IncidentKind):
-        return KIND_LABEL.get(IncidentKind(kind), kind)
+    if kind in set(IncidentKind):
+        return kinds.incident(IncidentKind(kind)).label.of("zh" if lang == "zh" else "en")
     return kind.replace("_", " ")
 
 

@@ -68,7 +68,7 @@ async def alerts_page(request: web.Request) -> web.Response:
     console = console_of(request)
 
     def read(conn: psycopg.Connection) -> tuple[list[queries.Row], int]:
-        return queries.recent_alerts(conn), len(queries.waiting_broadcasts(conn))
+        return queries.recent_alerts(conn), len(console.loop.pending_approvals(conn))
 
     alerts, waiting = await console.db(read)
     after = alerts[0]["stored_at"].isoformat() if alerts else ""
@@ -104,7 +104,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     session = session_of(request)
 
     def read(conn: psycopg.Connection) -> tuple[list[queries.Row], int]:
-        return queries.alerts_since(conn, after), len(queries.waiting_broadcasts(conn))
+        return queries.alerts_since(conn, after), len(console.loop.pending_approvals(conn))
 
     with contextlib.suppress(ConnectionResetError):  # the browser left: nothing to do
         while not console.stopping.is_set():
@@ -139,9 +139,10 @@ async def broadcasts_page(request: web.Request) -> web.Response:
 
     def read(conn: psycopg.Connection) -> list[dict[str, object]]:
         out = []
-        for row in queries.waiting_broadcasts(conn):
-            document = console.loop.broadcast_preview(conn, row["case_id"], sent)
-            out.append({**row, "cap": document.decode(), "digest": digest(document)})
+        for case_id in console.loop.pending_approvals(conn):
+            row = queries.case(conn, case_id)
+            document = console.loop.broadcast_preview(conn, case_id, sent)
+            out.append({**(row or {}), "cap": document.decode(), "digest": digest(document)})
         return out
 
     waiting = await console.db(read)

@@ -88,14 +88,6 @@ def cases_of_incident(conn: psycopg.Connection, incident_id: UUID) -> list[Row]:
     )
 
 
-def waiting_broadcasts(conn: psycopg.Connection) -> list[Row]:
-    return _rows(
-        conn,
-        f"SELECT {CASE_COLUMNS} FROM cases WHERE broadcast = 'pending_approval'"  # noqa: S608
-        " ORDER BY opened_at",
-    )
-
-
 def recent_detections(conn: psycopg.Connection, limit: int = 50) -> list[Row]:
     """The newest camera and watchtower detections, each with its false-alarm mark if any."""
     return _rows(

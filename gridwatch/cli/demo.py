@@ -142,7 +142,9 @@ async def _run_demo(
     policy = policy.model_copy(
         update={
             "dispatch": policy.dispatch.model_copy(update={"url": await desk.start()}),
-            "broadcast": policy.broadcast.model_copy(update={"url": await receiver.start()}),
+            "broadcast": policy.broadcast.model_copy(
+                update={"url": await receiver.start(), "sender": DEMO_SENDER}
+            ),
         }
     )
     site = site.model_copy(update={"policy": policy})
@@ -262,6 +264,7 @@ async def _run_demo(
 
 DEMO_TIME_FACTOR = 60  # the demo plays an hour of alert timers in a minute
 DEMO_OPERATOR = "值班员（演示：自动批准）"
+DEMO_SENDER = "gridwatch-demo@example.gov.cn"  # the demo street's CAP sender: an example
 CONSOLE_OPERATOR = "duty-demo"
 
 
@@ -293,10 +296,7 @@ async def _approve_broadcasts(site: Site, database_url: str, stop: asyncio.Event
 
     def approve_waiting() -> None:
         with psycopg.connect(database_url) as conn:
-            waiting = conn.execute(
-                "SELECT case_id FROM cases WHERE broadcast = 'pending_approval'"
-            ).fetchall()
-            for (case_id,) in waiting:
+            for case_id in loop.pending_approvals(conn):
                 with conn.transaction():
                     loop.approve_broadcast(conn, case_id, DEMO_OPERATOR)
                 console.print(f"[bold]✔ broadcast approved[/bold] for {case_id}: {DEMO_OPERATOR}")

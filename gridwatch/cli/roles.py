@@ -295,6 +295,49 @@ def simulate_sensors(
     console.print(f"published {acked} messages, {truth.readings_sent} readings")
 
 
+@simulate_app.command("cameras")
+def simulate_cameras(
+    scene: Annotated[
+        list[str] | None,
+        typer.Option(help="CAMERA=ELEMENT or TOWER:PRESET=ELEMENT, e.g. CAM-004=farm_fire"),
+    ] = None,
+    rtsp_port: Annotated[int, typer.Option(help="RTSP port (the sample site's URLs: 8554)")] = 8554,
+    http_port: Annotated[int, typer.Option(help="MJPEG and PTZ API port")] = 8080,
+    rtsp: Annotated[bool, typer.Option(help="serve RTSP/H.264 beside MJPEG")] = True,
+    fps: Annotated[float, typer.Option(help="frames per second of every stream")] = 5.0,
+    seconds: Annotated[float, typer.Option(help="length of each looped clip")] = 10.0,
+    width: Annotated[int, typer.Option(help="frame width; height is 9/16 of it")] = 640,
+) -> None:
+    """Serve the site's cameras and watchtowers as MJPEG, RTSP/H.264 and a PTZ API."""
+    from simulators.camera_feeds import CameraSimulator, feeds_for_site, parse_scenes
+
+    settings = Settings()
+    setup_logging(settings)
+    site = site_or_fail(settings)
+    try:
+        size = (width, width * 9 // 16)
+        feeds = feeds_for_site(site, parse_scenes(scene or []), fps=fps, seconds=seconds, size=size)
+    except ValueError as err:
+        raise fail(str(err)) from err
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with tempfile.TemporaryDirectory(prefix="gridwatch-cameras-") as work:
+        sim = CameraSimulator(
+            feeds, Path(work), rtsp=rtsp, rtsp_port=rtsp_port, http_port=http_port
+        )
+        try:
+            sim.start()
+        except (RuntimeError, OSError) as err:
+            raise fail(f"the camera simulator did not start: {err}") from err
+        try:
+            for path, urls in sim.urls().items():
+                console.print(path, *(f"{k}={v}" for k, v in urls.items()))
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+        finally:
+            sim.stop()
+
+
 @ingest_app.command("camera")
 def ingest_camera(
     device: Annotated[str, typer.Argument(help="camera or watchtower id from the site file")],

@@ -297,11 +297,22 @@ def bench_cameras(
     learned: Annotated[
         bool, typer.Option(help="the learned fire/smoke model, not the rules")
     ] = False,
+    rtsp: Annotated[
+        bool, typer.Option(help="a worker on a real RTSP/H.264 25 fps stream, CPU per camera")
+    ] = False,
+    seconds: Annotated[float, typer.Option(help="--rtsp: seconds of stream per run")] = 20.0,
+    gop: Annotated[float, typer.Option(help="--rtsp: seconds between key frames")] = 1.0,
 ) -> None:
     """Analysed 720p frames per second per core, decode apart, and cameras per core."""
-    from benchmarks.cameras import bench
+    if rtsp:
+        from benchmarks.camera_rtsp import bench_rtsp
 
-    text = json.dumps(bench(frames, learned=learned), indent=2)
+        figures = bench_rtsp(seconds, gop_s=gop, learned=learned)
+    else:
+        from benchmarks.cameras import bench
+
+        figures = bench(frames, learned=learned)
+    text = json.dumps(figures, indent=2)
     console.print_json(text)
     if json_path is not None:
         json_path.write_text(text + "\n")

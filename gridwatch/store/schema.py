@@ -170,10 +170,19 @@ CREATE TABLE IF NOT EXISTS cases (
     closed_at      timestamptz,
     broadcast      text        NOT NULL DEFAULT 'none',
     broadcast_at   timestamptz,
+    broadcast_level text,
+    broadcast_refs jsonb       NOT NULL DEFAULT '[]',
+    approval_pending boolean   NOT NULL DEFAULT false,
+    department     text,
     drill          boolean     NOT NULL DEFAULT false,
     alert          jsonb       NOT NULL,
     updated_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- Columns added since the table was first made, for databases that have it already.
+ALTER TABLE cases ADD COLUMN IF NOT EXISTS broadcast_level text;
+ALTER TABLE cases ADD COLUMN IF NOT EXISTS broadcast_refs jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE cases ADD COLUMN IF NOT EXISTS approval_pending boolean NOT NULL DEFAULT false;
+ALTER TABLE cases ADD COLUMN IF NOT EXISTS department text;
 CREATE INDEX IF NOT EXISTS cases_open ON cases (state) WHERE state <> 'closed';
 -- An incident may outlive its case: when it worsens after the case closed, a follow-up case opens.
 CREATE INDEX IF NOT EXISTS cases_incident ON cases (incident_id, opened_at);

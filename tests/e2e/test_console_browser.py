@@ -239,15 +239,18 @@ def log_out(page: Page) -> None:
 
 
 def comparable(cap: bytes) -> bytes:
-    """A CAP document without what approval itself sets (its signature, sent and expiry)."""
+    """A CAP document without what approval itself sets: its signature, and its sent and
+    expiry times wherever they appear (the description states the time too)."""
     root = etree.fromstring(cap)
+    times = [root.findtext(f"{CAP_NS}sent")]
+    times += [e.text for e in root.iter(f"{CAP_NS}expires")]
     for element in list(root.iter()):
-        tag = etree.QName(element).localname
-        if tag == "Signature":
+        if etree.QName(element).localname == "Signature":
             element.getparent().remove(element)
-        elif tag in ("sent", "expires"):
-            element.text = ""
-    return etree.tostring(root, method="c14n")
+    text = etree.tostring(root, method="c14n")
+    for when in filter(None, times):
+        text = text.replace(when.encode(), b"<time>")
+    return text
 
 
 def test_a_red_alert_arrives_live_and_its_approved_broadcast_reaches_the_platform(

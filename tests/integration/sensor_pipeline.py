@@ -75,7 +75,7 @@ class RulesWorker:
         async def start() -> Any:
             app = build_app(
                 site, bootstrap, datadir, app_id=f"t-rules-{uuid.uuid4().hex[:8]}",
-                heartbeat_check_s=0.3, offset_reset="latest",
+                heartbeat_check_s=0.3, quiet_check_s=0.3, offset_reset="latest",
             )  # fmt: skip
             await app.start()
             while not app.consumer.assignment():

@@ -20,6 +20,7 @@ import aiohttp
 import psutil
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -58,12 +59,12 @@ def relay(services: ServiceUrls, tmp_path_factory: pytest.TempPathFactory) -> It
     """The relay role as deployed, with a site whose broadcast sink has a key of its own."""
     tmp = tmp_path_factory.mktemp("relay")
     site = tmp / "site.yaml"
-    site.write_text(
-        (FIXTURES / "tiny_site.yaml").read_text(encoding="utf-8")
-        + "policy:\n  broadcast:\n    url: http://127.0.0.1:9/v1/broadcasts\n"
-        "    secret_env: BROADCAST_HMAC_KEY\n",
-        encoding="utf-8",
-    )
+    raw = yaml.safe_load((FIXTURES / "tiny_site.yaml").read_text(encoding="utf-8"))
+    raw["policy"]["broadcast"] |= {
+        "url": "http://127.0.0.1:9/v1/broadcasts",
+        "secret_env": "BROADCAST_HMAC_KEY",
+    }
+    site.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     key, cert = make_throwaway(tmp, "test CAP sender")
     tls_key, tls_cert = make_throwaway(tmp / "tls", "callback API", ip_addresses=(HOST,))
     name = f"t_{uuid.uuid4().hex[:12]}"

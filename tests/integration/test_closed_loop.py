@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import psycopg
 import pytest
+from lxml import etree
 
-from alerts.cap import validate_cap
+from alerts.cap import CAP_NS, validate_cap
 from alerts.cases import IllegalTransition
 from alerts.closed_loop import ClosedLoop, case_id_of, load_audit
 from alerts.kpi import compute
+from gridwatch.errors import ConfigError
 from gridwatch.events import Alert, CaseEvent, IncidentKind, Level, Point, Target
 from gridwatch.site import Site
 from gridwatch.store.schema import ensure_schema
@@ -29,7 +32,7 @@ class Clock:
         return self.now
 
 
-def alert(level: Level, state: str = "firing") -> Alert:
+def alert(level: Level, state: str = "firing", graded: Level | None = None) -> Alert:
     return Alert(
         fingerprint=f"fp-{level.value}",
         incident_id=INCIDENT,
@@ -43,6 +46,7 @@ def alert(level: Level, state: str = "firing") -> Alert:
         grid_code="52019900300101",
         ts=T0,
         reasons=("observed",),
+        incident_level=graded if state == "resolved" else level,
     )
 
 
@@ -208,3 +212,123 @@ def test_a_device_fault_alert_opens_and_dispatches_a_case(
     ]
     [(key, _, body)] = outbox(conn)
     assert key == f"{case_id_of(fault)}:2" and b'"kind": "device_fault"' in body
+
+
+def test_a_returned_case_goes_to_the_next_department_then_back_to_the_desk(
+    conn: psycopg.Connection, tiny_site: Site
+) -> None:
+    assert tiny_site.departments_for(IncidentKind.FLOOD) == ("water", "emergency")
+    loop = ClosedLoop(tiny_site, Clock())
+    with conn.transaction():
+        loop.on_alert(conn, alert(Level.YELLOW))
+    case_id = case_id_of(alert(Level.YELLOW))
+
+    def case() -> tuple[str, str | None]:
+        row = conn.execute("SELECT state, department FROM cases").fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    assert case() == ("dispatched", "water")
+    with conn.transaction():
+        loop.on_case_event(conn, callback(case_id, "return", "registered", 1))
+    assert case() == ("dispatched", "emergency")
+    with conn.transaction():
+        loop.on_case_event(conn, callback(case_id, "accept", "accepted", 2))
+        loop.on_case_event(conn, callback(case_id, "return", "registered", 3))
+    assert case() == ("registered", None)  # nobody left on the route: the desk decides
+    messages = [json.loads(b) for _, t, b in outbox(conn) if t == "application/json"]
+    assert [(m["action"], m["department"]) for m in messages] == [
+        ("dispatch", "water"),
+        ("dispatch", "emergency"),
+        ("to_desk", None),
+    ]
+    audit = [(e.action.value, e.to_state.value, e.note) for e in load_audit(conn)][2:]
+    assert audit == [
+        ("dispatch", "dispatched", ""),
+        ("return", "registered", ""),
+        ("dispatch", "dispatched", "returned by water"),
+        ("accept", "accepted", ""),
+        ("return", "registered", ""),
+        ("to_desk", "registered", "returned by emergency"),
+    ]
+
+
+def _cap_chain(conn: psycopg.Connection) -> list[tuple[str, str, str, list[str]]]:
+    """Each CAP message queued: identifier, msgType, severity and its references."""
+    out = []
+    for _, content_type, body in outbox(conn):
+        if content_type != "application/cap+xml":
+            continue
+        validate_cap(body)
+        root = etree.fromstring(body)
+        ns = {"cap": CAP_NS}
+        refs = (root.findtext("cap:references", namespaces=ns) or "").split()
+        out.append(
+            (
+                str(root.findtext("cap:identifier", namespaces=ns)),
+                str(root.findtext("cap:msgType", namespaces=ns)),
+                str(root.findtext("cap:info/cap:severity", namespaces=ns)),
+                [r.split(",")[1] for r in refs],
+            )
+        )
+    return out
+
+
+def test_every_regrade_on_air_sends_an_update_referencing_the_messages_before(
+    conn: psycopg.Connection, tiny_site: Site
+) -> None:
+    clock = Clock()
+    loop = ClosedLoop(tiny_site, clock)
+    with conn.transaction():
+        loop.on_alert(conn, alert(Level.RED))
+    case_id = case_id_of(alert(Level.RED))
+    assert loop.pending_approvals(conn) == [case_id]
+    with conn.transaction():
+        loop.approve_broadcast(conn, case_id, "值班员")
+    assert loop.pending_approvals(conn) == []
+    clock.now += timedelta(minutes=1)
+    with conn.transaction():  # graded down to orange: an Update at once, no approval
+        loop.on_alert(conn, alert(Level.RED, "resolved", graded=Level.ORANGE))
+        loop.on_alert(conn, alert(Level.RED, "resolved", graded=Level.ORANGE))  # redelivered
+    assert conn.execute("SELECT level FROM cases").fetchone() == ("orange",)
+    alert_id, update_id = f"{case_id}.alert", f"{case_id}.update.4"
+    assert _cap_chain(conn) == [
+        (alert_id, "Alert", "Extreme", []),
+        (update_id, "Update", "Severe", [alert_id]),
+    ]
+    clock.now += timedelta(minutes=1)
+    with conn.transaction():  # red again: the Update waits for the operator
+        loop.on_alert(conn, alert(Level.RED))
+    assert len(_cap_chain(conn)) == 2 and loop.pending_approvals(conn) == [case_id]
+    with conn.transaction():
+        loop.approve_broadcast(conn, case_id, "值班员")
+    clock.now += timedelta(minutes=1)
+    with conn.transaction():  # the incident ended: a Cancel referencing all before it
+        loop.on_alert(conn, alert(Level.RED, "resolved", graded=None))
+    chain = _cap_chain(conn)
+    second_update = f"{case_id}.update.6"
+    assert chain[2:] == [
+        (second_update, "Update", "Extreme", [alert_id, update_id]),
+        (f"{case_id}.cancel", "Cancel", "Extreme", [alert_id, update_id, second_update]),
+    ]
+    row = conn.execute("SELECT broadcast, broadcast_level FROM cases").fetchone()
+    assert row == ("cancelled", "red")
+
+
+def test_a_downgrade_before_approval_withdraws_the_request(
+    conn: psycopg.Connection, tiny_site: Site
+) -> None:
+    loop = ClosedLoop(tiny_site, Clock())
+    with conn.transaction():
+        loop.on_alert(conn, alert(Level.RED))
+        loop.on_alert(conn, alert(Level.RED, "resolved", graded=Level.YELLOW))
+    assert loop.pending_approvals(conn) == []
+    assert conn.execute("SELECT level, broadcast FROM cases").fetchone() == ("yellow", "none")
+    assert _cap_chain(conn) == []
+
+
+def test_a_closed_loop_without_a_cap_sender_refuses_to_start(tiny_site: Site) -> None:
+    broadcast = tiny_site.policy.broadcast.model_copy(update={"sender": None})
+    policy = tiny_site.policy.model_copy(update={"broadcast": broadcast})
+    with pytest.raises(ConfigError, match="policy.broadcast.sender"):
+        ClosedLoop(tiny_site.model_copy(update={"policy": policy}))

@@ -201,7 +201,7 @@ def test_an_approval_of_text_that_changed_since_it_was_read_is_refused(
             form = {k: field(html, k) for k in ("csrf", "sent", "digest")}
             with psycopg.connect(served.database_url) as conn:
                 conn.execute(
-                    "UPDATE cases SET alert = jsonb_set(alert, '{summary}', '\"改过的标题\"')"
+                    "UPDATE cases SET alert = jsonb_set(alert, '{reasons}', '[\"改过的理由\"]')"
                 )
             url = f"{served.url}/broadcasts/{CASE}/approve"
             async with http.post(url, data=form, allow_redirects=False) as resp:

@@ -67,13 +67,14 @@ async def deliver(
     return server, relay, dead
 
 
-async def run_until_settled(relay: Relay, rounds: int) -> None:
-    """Run the relay until the twelve queued messages are delivered or dead (or it ends)."""
+async def run_until_settled(relay: Relay, rounds: int, messages: int = 12) -> None:
+    """Run the relay until the queued messages (twelve by default) are delivered or dead (or
+    it ends)."""
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop, poll_s=0.02))
     try:
         for _ in range(rounds):
-            if relay.delivered + relay.dead >= 12 or task.done():
+            if relay.delivered + relay.dead >= messages or task.done():
                 break
             await asyncio.sleep(0.05)
     finally:

@@ -156,7 +156,8 @@ def test_a_restored_engine_resolves_what_its_predecessor_fired(tiny_site: Site) 
     fired = before.on_incident(incident(Level.RED), T0)
     assert levels(fired) == [("red", "firing")]
     after = AlertEngine(tiny_site)  # the restarted process: nothing in memory
-    assert after.restore([incident(Level.RED)], fired, T0 + 5 * S) == []  # nothing sent twice
+    sent = [(T0, a) for a in fired]
+    assert after.restore([(T0, incident(Level.RED))], sent, T0 + 5 * S) == []  # not sent twice
     ended = after.on_incident(incident(Level.RED, revision=2, ended=True), T0 + 9 * S)
     assert levels(ended) == [("red", "resolved")]
     assert levels(AlertEngine(tiny_site).on_incident(incident(Level.RED, ended=True), T0)) == []
@@ -168,9 +169,68 @@ def test_a_restore_sends_what_a_crash_left_unsent_and_nothing_already_sent(
     before = AlertEngine(tiny_site)
     before.on_incident(incident(Level.YELLOW), T0)
     yellow = before.tick(T0 + 30 * S)
-    history = [incident(Level.YELLOW), incident(Level.RED, revision=2)]
+    history = [(T0, incident(Level.YELLOW)), (T0 + 40 * S, incident(Level.RED, revision=2))]
     after = AlertEngine(tiny_site)
     # The red revision came in but its notification never left: due at once. The yellow one
     # went out before the crash: its group's flush after the restore does not repeat it.
-    assert levels(after.restore(history, yellow, T0 + 60 * S)) == [("red", "firing")]
+    sent = [(T0 + 30 * S, a) for a in yellow]
+    assert levels(after.restore(history, sent, T0 + 60 * S)) == [("red", "firing")]
     assert after.tick(T0 + 200 * S) == []
+
+
+def test_a_group_waiting_at_a_restart_flushes_when_it_would_have(tiny_site: Site) -> None:
+    # Yellow waits 30 s; the engine stopped 10 s into the wait.
+    after = AlertEngine(tiny_site)
+    assert after.restore([(T0, incident(Level.YELLOW))], [], T0 + 10 * S) == []
+    assert after.tick(T0 + 29 * S) == []
+    assert levels(after.tick(T0 + 30 * S)) == [("yellow", "firing")]
+    assert after.tick(T0 + 31 * S) == []
+
+
+def test_a_notification_due_while_the_engine_was_down_is_sent_at_the_restart(
+    tiny_site: Site,
+) -> None:
+    after = AlertEngine(tiny_site)
+    due = after.restore([(T0, incident(Level.YELLOW))], [], T0 + 45 * S)
+    assert levels(due) == [("yellow", "firing")]
+    assert after.tick(T0 + 46 * S) == []
+
+
+def test_repeats_follow_the_real_send_time_across_a_restart(tiny_site: Site) -> None:
+    before = AlertEngine(tiny_site)
+    fired = before.on_incident(incident(Level.RED), T0)
+    after = AlertEngine(tiny_site)
+    repeat = tiny_site.policy.timers.repeat_interval_s[Level.RED] * S
+    after.restore([(T0, incident(Level.RED))], [(T0, a) for a in fired], T0 + repeat / 2)
+    assert after.tick(T0 + repeat - S) == []
+    assert levels(after.tick(T0 + repeat)) == [("red", "firing")]
+
+
+def test_an_older_or_repeated_revision_changes_nothing(engine: AlertEngine) -> None:
+    engine.on_incident(incident(Level.RED), T0)
+    assert levels(engine.on_incident(incident(Level.RED, revision=2, ended=True), T0 + S)) == [
+        ("red", "resolved")
+    ]
+    # Redelivered after the resolve: without the revision check it would fire again.
+    assert engine.on_incident(incident(Level.RED), T0 + 2 * S) == []
+    assert engine.on_incident(incident(Level.RED, revision=2, ended=True), T0 + 3 * S) == []
+
+
+def test_an_alert_says_the_incidents_colour_so_a_downgrade_differs_from_an_end(
+    engine: AlertEngine,
+) -> None:
+    fired = engine.on_incident(incident(Level.RED), T0)
+    assert [a.incident_level for a in fired] == [Level.RED]
+    lower = engine.on_incident(incident(Level.ORANGE, revision=2), T0 + S)
+    assert [(a.level, a.state, a.incident_level) for a in lower] == [
+        (Level.RED, "resolved", Level.ORANGE)
+    ]
+    orange = engine.tick(T0 + 15 * S)  # no longer inhibited: orange goes out, graded orange
+    assert [(a.level, a.state, a.incident_level) for a in orange] == [
+        (Level.ORANGE, "firing", Level.RED)  # made when the incident was red, sent now
+    ]
+    ended = engine.on_incident(incident(Level.ORANGE, revision=3, ended=True), T0 + 20 * S)
+    ended += engine.tick(T0 + 80 * S)  # after orange's group interval
+    assert [(a.level, a.state, a.incident_level) for a in ended] == [
+        (Level.ORANGE, "resolved", None)
+    ]

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
-from alerts.cap import EVENT, InvalidCap, Notice, sign_cap, to_cap, to_ebm, validate_cap
+from alerts.cap import CAP_NS, InvalidCap, Notice, sign_cap, to_cap, to_ebm, validate_cap
+from gridwatch import kinds
 from gridwatch.errors import ConfigError
 from gridwatch.events import IncidentKind, Level, Point
 from gridwatch.xml_signature import (
@@ -33,22 +35,21 @@ def notice(
 ) -> Notice:
     return Notice(
         identifier=f"GW-0190a.{msg_type.lower()}",
-        sender="gridwatch@example.gov.cn",
+        sender="gridwatch@cap-test.invalid",
         sent=SENT,
         msg_type=msg_type,  # type: ignore[arg-type]
         drill=drill,
         kind=IncidentKind.FOREST_FIRE,
         level=level,
-        headline="红色预警：森林火情，网格 52019900320101",
-        description="corroborated by 3 independent sources；in sensitive zone: forest 团结林区",
+        area=kinds.Text("示例街道网格 52019900320101", "grid 52019900320101 of street 520199003"),
+        reasons=("corroborated by 3 independent sources", "in sensitive zone: forest 团结林区"),
         location=Point(lon=106.63, lat=26.61),
         radius_km=3,
-        area_desc="示例街道 网格 52019900320101",
         polygon=((106.62, 26.60), (106.64, 26.60), (106.64, 26.62)),
         grid_code="52019900320101",
         community_code="520199003201",
         expires=SENT + timedelta(hours=6),
-        references=references,
+        references=tuple(r.reference for r in references),
     )
 
 
@@ -68,7 +69,8 @@ def test_every_kind_validates(msg_type: str, drill: bool, level: Level) -> None:
     assert "<value>52019900320101</value>" in text  # the grid as a geocode
     if refs:
         assert (
-            "<references>gridwatch@example.gov.cn,GW-0190a.alert,2026-04-05T14:07:08+08:00" in text
+            "<references>gridwatch@cap-test.invalid,GW-0190a.alert,2026-04-05T14:07:08+08:00"
+            in text
         )
 
 
@@ -131,5 +133,68 @@ def test_a_key_and_a_certificate_that_do_not_belong_together_are_refused(tmp_pat
 def test_every_incident_kind_has_a_cap_event_and_an_ebm_twin(kind: IncidentKind) -> None:
     alert = dataclasses.replace(notice(), kind=kind)
     text = to_cap(alert).decode()  # validated against the XSD on the way out
-    assert f"<category>{EVENT[kind][0]}</category>" in text
+    assert f"<category>{kinds.incident(kind).cap_category}</category>" in text
     assert json.loads(to_ebm(alert))
+
+
+NS = {"cap": CAP_NS}
+
+
+def _infos(document: bytes) -> list[etree._Element]:
+    return etree.fromstring(document).findall("cap:info", NS)  # type: ignore[no-any-return]
+
+
+def _text(info: etree._Element, path: str) -> str:
+    return str(info.findtext(path, namespaces=NS))
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+@pytest.mark.parametrize("msg_type", ["Alert", "Update", "Cancel"])
+@pytest.mark.parametrize("level", list(Level))
+def test_a_chinese_info_block_then_an_english_one_each_naming_the_colour(
+    msg_type: str, level: Level
+) -> None:
+    refs = (notice(),) if msg_type != "Alert" else ()
+    zh, en = _infos(to_cap(notice(msg_type, level=level, references=refs)))
+    assert (_text(zh, "cap:language"), _text(en, "cap:language")) == ("zh-CN", "en-US")
+    colour = kinds.level(level).colour
+    for field in ("cap:event", "cap:headline", "cap:description", "cap:senderName"):
+        assert _has_cjk(_text(zh, field)), field
+    for field in ("cap:event", "cap:headline", "cap:senderName"):
+        assert not _has_cjk(_text(en, field)), field
+    assert colour.zh in _text(zh, "cap:headline") and colour.zh in _text(zh, "cap:description")
+    assert colour.en in _text(en, "cap:headline").lower()
+    assert colour.en in _text(en, "cap:description")
+    others = [kinds.level(lv).colour for lv in Level if lv is not level]
+    for other in others:
+        assert other.zh not in _text(zh, "cap:description")
+        assert other.en not in _text(en, "cap:description")
+    if msg_type != "Cancel":
+        info = kinds.incident(IncidentKind.FOREST_FIRE)
+        assert _text(zh, "cap:instruction") == info.instruction.zh
+        assert _text(en, "cap:instruction") == info.instruction.en
+
+
+def test_the_geocodes_carry_the_grid_the_county_and_the_statistical_code() -> None:
+    for info in _infos(to_cap(notice())):
+        codes = {
+            g.findtext("cap:valueName", namespaces=NS): g.findtext("cap:value", namespaces=NS)
+            for g in info.findall("cap:area/cap:geocode", NS)
+        }
+        assert codes == {
+            "grid_code": "52019900320101",
+            "GB/T 2260": "520199",
+            "统计用区划代码": "520199003201",
+        }
+
+
+def test_an_update_references_every_earlier_message_the_previous_last() -> None:
+    first = notice()
+    second = dataclasses.replace(notice("Update", level=Level.ORANGE), identifier="GW-0190a.u1")
+    third = notice("Update", references=(first, second))
+    text = to_cap(third).decode()
+    assert f"<references>{first.reference} {second.reference}</references>" in text
+    assert json.loads(to_ebm(third))["RelatedEBMID"] == "GW-0190a.u1"

@@ -148,3 +148,23 @@ def test_a_parked_case_stops_its_clock() -> None:
     case = run([*HAPPY[:4], Action.PARK], case, [first])
     assert case.state is State.PARKED
     assert timer_action(case, T0 + timedelta(days=30)) is None
+
+
+def test_a_returned_case_is_dispatched_anew_or_goes_to_the_desk() -> None:
+    from alerts.closed_loop import next_department
+
+    case, _ = new_case()
+    case, _ = apply(case, Action.REGISTER, "system", T0)
+    case, _ = apply(case, Action.DISPATCH, "system", T0, department="water")
+    assert case.department == "water"
+    case, _ = apply(case, Action.RETURN, "water", T0)
+    assert case.state is State.REGISTERED and case.department == "water"  # who returned it
+    route = ("water", "emergency")
+    assert next_department(route, case.department) == "emergency"
+    assert next_department(route, "emergency") is None
+    assert next_department(route, "gone") is None  # a department no longer on the route
+    case, entry = apply(case, Action.TO_DESK, "system", T0)
+    assert (case.state, case.department, case.accept_by) == (State.REGISTERED, None, None)
+    with pytest.raises(IllegalTransition, match="cannot to_desk in state dispatched"):
+        dispatched, _ = apply(case, Action.DISPATCH, "desk", T0, department="water")
+        apply(dispatched, Action.TO_DESK, "system", T0)

@@ -10,7 +10,7 @@ from alerts.console.web import Console, build_app
 from dashboards import build
 from dashboards.grafana import CONSOLE_URL
 from gridwatch.settings import SAMPLE_SITE
-from gridwatch.site import load_site
+from gridwatch.site import Site, load_site
 
 
 def _console_links(document: dict[str, object]) -> list[str]:
@@ -20,7 +20,7 @@ def _console_links(document: dict[str, object]) -> list[str]:
     return [url for url in links if url.startswith("${console}")]
 
 
-def test_incident_dashboard_links_land_on_console_routes(tmp_path: Path) -> None:
+def test_incident_dashboard_links_land_on_console_routes(tmp_path: Path, tiny_site: Site) -> None:
     site = load_site(SAMPLE_SITE)
     committed = build.dashboards(site)["incident.json"]
     links = _console_links(committed)
@@ -29,7 +29,7 @@ def test_incident_dashboard_links_land_on_console_routes(tmp_path: Path) -> None
     (console,) = [v for v in committed["templating"]["list"] if v["name"] == "console"]
     assert console["query"] == CONSOLE_URL
 
-    app = build_app(Console(site, "postgresql://unused/db", tmp_path))
+    app = build_app(Console(tiny_site, "postgresql://unused/db", tmp_path))
     routes = [r.canonical for r in app.router.resources()]
     for link in links:
         path = re.sub(r"\$\{[^}]+\}", "{id}", link.removeprefix("${console}"))

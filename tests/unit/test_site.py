@@ -195,9 +195,14 @@ def _duplicate_device(raw: dict[str, Any]) -> None:
     raw["sensors"][2]["id"] = raw["sensors"][0]["id"]
 
 
+def _ground_mask(raw: dict[str, Any]) -> None:
+    raw["zones"][0]["kind"] = "mask"
+
+
 @pytest.mark.parametrize(
     ("change", "where", "problem"),
     [
+        (_ground_mask, "zones[0].kind", "a mask is a camera's image zone"),
         (_unknown_key, "grids[3].micro_grids[0].colour", "Extra inputs are not permitted"),
         (_short_code, "grids[3].micro_grids[0].code", "should match pattern"),
         (_missing_community, "grids[3].code", "no community 520199003009"),

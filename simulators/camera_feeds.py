@@ -1,0 +1,288 @@
+"""A street's simulated cameras and watchtowers, served as real ones are: MJPEG, RTSP and PTZ.
+
+Every stream of a device (a fixed camera's, a watchtower's visible and thermal) is a ``Feed``:
+its path and its clips by key, scenes of a fixed camera ("quiet", "farm_fire", …) or presets of
+a watchtower. Each clip is rendered once, kept as JPEG frames for HTTP MJPEG and encoded to
+H.264 for the RTSP server, and loops. A watchtower's head (``SimulatedPtz``) is moved through
+``GET /ptz/<device>/preset/<n>`` on the HTTP port; its visible and thermal streams then show
+that preset's clip on both protocols. ``CameraSimulator`` is the API the CLI and the demo use::
+
+    with CameraSimulator(feeds_for_site(site, {"CAM-004": "farm_fire"}), work_dir) as sim:
+        sim.rtsp_url("cam-004"), sim.mjpeg_url("cam-004"), sim.ptz_url("WT-01")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gridwatch.site import Site
+from simulators.camera_ptz import SimulatedPtz
+from simulators.camera_rtsp import Mount, RtspServer, encode_clip
+from simulators.camera_scenes import ELEMENTS, POSITIVES, Image, Scenario
+from simulators.camera_server import MjpegServer, frames_of, jpeg_of
+
+log = logging.getLogger(__name__)
+QUIET = "quiet"  # what a camera sees when nothing happens
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One stream of a simulated device; with ``ptz`` its keys are the head's preset ids."""
+
+    device: str
+    path: str
+    clips: Mapping[str, Scenario]
+    start: str
+    ptz: bool = False
+
+    def __post_init__(self) -> None:
+        if self.start not in self.clips:
+            raise ValueError(f"feed {self.path}: no clip {self.start!r} to start with")
+
+
+@dataclass
+class ClipChannel:
+    """A feed's rendered clips for MJPEG: the current one loops until the channel is dropped."""
+
+    fps: float
+    clips: dict[str, list[bytes]]
+    key: str
+    drops: int = 0
+
+    def jpegs(self) -> Iterator[bytes]:
+        drops, key, i = self.drops, self.key, 0
+        while drops == self.drops:
+            if key != self.key:
+                key, i = self.key, 0
+            frames = self.clips[key]
+            yield frames[i % len(frames)]
+            i += 1
+
+
+def stream_path(url: str | None, fallback: str) -> str:
+    """The path a site URL names on the simulator (``rtsp://host:8554/wt-01/visible``)."""
+    path = urlsplit(url).path.strip("/") if url and "://" in url else ""
+    return path.removesuffix(".mjpg") or fallback
+
+
+def parse_scenes(items: list[str]) -> dict[str, str]:
+    """``CAM-004=farm_fire`` or ``WT-01:2=smoke`` options as ``feeds_for_site`` takes them."""
+    scenes: dict[str, str] = {}
+    for item in items:
+        device, sep, element = item.partition("=")
+        if not sep or element not in ELEMENTS:
+            raise ValueError(f"scene {item!r}: expected DEVICE=ELEMENT, ELEMENT one of {ELEMENTS}")
+        scenes[device] = element
+    return scenes
+
+
+def feeds_for_site(
+    site: Site,
+    scenes: Mapping[str, str] | None = None,
+    *,
+    fps: float = 10.0,
+    seconds: float = 12.0,
+    size: tuple[int, int] = (640, 360),
+    seed: int = 1,
+    footage: bool = True,
+) -> list[Feed]:
+    """Every camera and watchtower of ``site``, quiet unless ``scenes`` says otherwise.
+
+    ``scenes`` maps a camera id, or ``TOWER:PRESET``, to a scene element of
+    ``simulators.camera_scenes`` (``fire``, ``smoke``, ``farm_fire``…). A fixed camera with a
+    scene starts on it and can be switched to ``quiet``; a watchtower's thermal stream shows a
+    hotspot at every preset whose visible scene burns. With ``footage`` the flames and smoke
+    are real ones from the training images where those are present (``camera_footage``).
+    """
+    scenes = dict(scenes or {})
+    known = {c.id for c in site.cameras} | {
+        f"{t.id}:{p.id}" for t in site.watchtowers for p in t.presets
+    }
+    if unknown := sorted(set(scenes) - known):
+        raise ValueError(f"no camera or watchtower preset {', '.join(unknown)} in the site")
+
+    def scenario(name: str, element: str, n: int, *, thermal: bool = False) -> Scenario:
+        return Scenario(
+            name=name,
+            label=POSITIVES.get(element, "none"),
+            element=element,
+            seed=seed * 1000 + n,
+            duration_s=seconds,
+            fps=fps,
+            onset_s=0.0 if element != QUIET else None,
+            thermal=thermal,
+            size=size,
+            footage=footage,
+        )
+
+    feeds: list[Feed] = []
+    n = 0
+    for camera in site.cameras:
+        path = stream_path(camera.url, camera.id.lower())
+        clips = {"quiet": scenario(f"{path}-quiet", QUIET, n)}
+        if camera.id in scenes:
+            clips[scenes[camera.id]] = scenario(f"{path}-event", scenes[camera.id], n)
+        feeds.append(Feed(camera.id, path, clips, scenes.get(camera.id, "quiet")))
+        n += 1
+    for tower in site.watchtowers:
+        visible, thermal = {}, {}
+        for p in tower.presets:
+            element = scenes.get(f"{tower.id}:{p.id}", QUIET)
+            visible[str(p.id)] = scenario(f"{tower.id}-{p.id}", element, n)
+            hot = "hotspot" if POSITIVES.get(element) in ("fire", "fire_and_smoke") else None
+            thermal[str(p.id)] = scenario(
+                f"{tower.id}-{p.id}-ir", hot or "thermal_quiet", n, thermal=True
+            )
+            n += 1
+        first = str(tower.presets[0].id)
+        base = tower.id.lower()
+        feeds.append(
+            Feed(tower.id, stream_path(tower.visible_url, f"{base}/visible"), visible, first, True)
+        )
+        feeds.append(
+            Feed(tower.id, stream_path(tower.thermal_url, f"{base}/thermal"), thermal, first, True)
+        )
+    return feeds
+
+
+class CameraSimulator:
+    """Serves ``feeds`` over HTTP MJPEG (with the PTZ API) and, when ``rtsp``, over RTSP."""
+
+    def __init__(
+        self,
+        feeds: list[Feed],
+        work_dir: Path,
+        *,
+        rtsp: bool = True,
+        rtsp_port: int = 0,
+        http_port: int = 0,
+        stuck: frozenset[str] = frozenset(),
+    ) -> None:
+        if len({f.path for f in feeds}) != len(feeds):
+            raise ValueError("two feeds share a stream path")
+        self.feeds = {f.path: f for f in feeds}
+        self.work_dir = work_dir
+        self.channels: dict[str, ClipChannel] = {}
+        self.heads: dict[str, SimulatedPtz] = {}
+        self._stuck = stuck
+        self._rtsp_wanted = rtsp
+        self._rtsp_port = rtsp_port
+        self._http_port = http_port
+        self.rtsp: RtspServer | None = None
+        self.http: MjpegServer | None = None
+
+    def start(self) -> None:
+        mounts: dict[str, Mount] = {}
+        for path, feed in self.feeds.items():
+            jpegs: dict[str, list[bytes]] = {}
+            files: dict[str, Path] = {}
+            for key, sc in feed.clips.items():
+                target = self.work_dir / "clips" / f"{path.replace('/', '-')}-{key}.gwh264"
+                jpegs[key], files[key] = self._render(sc, target)
+            self.channels[path] = ClipChannel(feed.clips[feed.start].fps, jpegs, feed.start)
+            mounts[path] = Mount(feed.clips[feed.start].fps, files, feed.start)
+            if feed.ptz and feed.device not in self.heads:
+                first = {int(k): _first_frame(s) for k, s in feed.clips.items()}
+                head = SimulatedPtz(first, stuck=feed.device in self._stuck)
+                head.preset = int(feed.start)
+                self.heads[feed.device] = head
+        ptz = {device: self._goto_of(device) for device in self.heads}
+        self.http = MjpegServer(self.channels, ptz=ptz, port=self._http_port)
+        self.http.__enter__()
+        if self._rtsp_wanted:
+            self.rtsp = RtspServer(mounts, port=self._rtsp_port)
+            try:
+                self.rtsp.start()
+            except Exception:
+                self.stop()
+                raise
+
+    def _render(self, sc: Scenario, target: Path) -> tuple[list[bytes], Path]:
+        jpegs: list[bytes] = []
+
+        def frames() -> Iterator[Image]:
+            for _, image in frames_of(sc):
+                jpegs.append(jpeg_of(image))
+                yield image
+
+        if self._rtsp_wanted:
+            encode_clip(frames(), sc.fps, target)
+        else:
+            for _ in frames():
+                pass
+        return jpegs, target
+
+    def _goto_of(self, device: str) -> Callable[[int], None]:
+        def goto(preset: int) -> None:
+            head = self.heads[device]
+            head.goto(preset)
+            log.info("PTZ %s to preset %d (at %d)", device, preset, head.preset)
+            for path, feed in self.feeds.items():
+                if feed.device == device and feed.ptz:
+                    self.select(path, str(head.preset))
+
+        return goto
+
+    def select(self, path: str, key: str) -> None:
+        """The stream at ``path`` shows clip ``key`` from its next frame, on both protocols."""
+        channel = self.channels[path]
+        if key not in channel.clips:
+            raise KeyError(f"{path} has no clip {key!r}")
+        channel.key = key
+        if self.rtsp is not None:
+            self.rtsp.select(path, key)
+
+    def drop(self, path: str) -> None:
+        """Cut the current clients of the stream at ``path`` off (they may reconnect)."""
+        self.channels[path].drops += 1
+        if self.rtsp is not None:
+            self.rtsp.drop(path)
+
+    def mjpeg_url(self, path: str) -> str:
+        assert self.http is not None  # noqa: S101
+        return self.http.url(path)
+
+    def rtsp_url(self, path: str) -> str:
+        if self.rtsp is None:
+            raise RuntimeError("the simulator serves no RTSP")
+        return self.rtsp.url(path)
+
+    def ptz_url(self, device: str) -> str:
+        assert self.http is not None  # noqa: S101
+        return self.http.ptz_url(device)
+
+    def urls(self) -> dict[str, dict[str, str]]:
+        """Every stream's URLs by path (``rtsp``, ``mjpeg``) and every head's ``ptz``."""
+        out: dict[str, dict[str, str]] = {}
+        for path, feed in self.feeds.items():
+            out[path] = {"device": feed.device, "mjpeg": self.mjpeg_url(path)}
+            if self.rtsp is not None:
+                out[path]["rtsp"] = self.rtsp_url(path)
+            if feed.ptz:
+                out[path]["ptz"] = self.ptz_url(feed.device)
+        return out
+
+    def stop(self) -> None:
+        if self.rtsp is not None:
+            self.rtsp.stop()
+            self.rtsp = None
+        for channel in self.channels.values():
+            channel.drops += 1  # ends every MJPEG connection's loop
+        if self.http is not None:
+            self.http.__exit__(None, None, None)
+            self.http = None
+
+    def __enter__(self) -> CameraSimulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _first_frame(sc: Scenario) -> Image:
+    return next(iter(frames_of(replace(sc, duration_s=1 / sc.fps))))[1]
