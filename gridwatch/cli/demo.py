@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,11 @@ from gridwatch.store.schema import ensure_schema
 from gridwatch.store.summary import NEW_ALERTS_SQL, closed_loop_counts, collect, counts
 
 
+class Approval(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
 @app.command()
 def demo(
     summary_json: Annotated[Path | None, typer.Option(help="also write the summary here")] = None,
@@ -51,7 +57,14 @@ def demo(
     ] = None,
     duration: Annotated[float, typer.Option(help="scenario length in seconds")] = 20.0,
     rate: Annotated[float, typer.Option(help="reports per sensor per second")] = 5.0,
-    timeout: Annotated[float, typer.Option(help="give up waiting after this many s")] = 90.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="give up waiting after this many s [default: 90, 900 when manual]"),
+    ] = None,
+    approve: Annotated[
+        Approval,
+        typer.Option(help="red broadcasts: approved by the demo, or by you in the console"),
+    ] = Approval.AUTO,
     scenario: Annotated[
         Path, typer.Option(help="the scenario file (events and their ground truth)")
     ] = DEMO_SCENARIO,
@@ -66,7 +79,10 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Start embedded services, run every role, play a flood and a forest fire, summarise."""
+    """Start embedded services, run every role and the duty officer's console, play a flood
+    and a forest fire, summarise."""
+    if timeout is None:
+        timeout = 900.0 if approve is Approval.MANUAL else 90.0
     settings = Settings()
     site = site_or_fail(settings)
     try:
@@ -89,7 +105,9 @@ def demo(
         with psycopg.connect(urls.database_url) as conn:
             backend = ensure_schema(conn)
         summary = asyncio.run(
-            _run_demo(site, urls, directory, spec, timeout, Feeds(record=record, replay=replay))
+            _run_demo(
+                site, urls, directory, spec, timeout, Feeds(record=record, replay=replay), approve
+            )
         )
         report_into(directory, urls.database_url, site)
     summary["backend"] = backend.value
@@ -110,7 +128,13 @@ class Feeds:
 
 
 async def _run_demo(
-    site: Site, urls: ServiceUrls, run_dir: Path, spec: ScenarioFile, timeout: float, feeds: Feeds
+    site: Site,
+    urls: ServiceUrls,
+    run_dir: Path,
+    spec: ScenarioFile,
+    timeout: float,
+    feeds: Feeds,
+    approve: Approval,
 ) -> dict[str, Any]:
     from alerts.callbacks import ROUTES, CallbackServer
     from alerts.roles import run_closed_loop, run_engine, run_relay
@@ -139,12 +163,14 @@ async def _run_demo(
     received = run_dir / "received"
     callbacks = CallbackServer(keys, producer)
     callback_url = await callbacks.start("127.0.0.1")
-    # The desk takes a second per step, so the flood case is still open when it turns red.
+    # The desk takes a second per step, so the flood case is still open when it turns red;
+    # ten when an operator approves in the console, so the cases wait for them.
+    step_s = 10.0 if approve is Approval.MANUAL else 1.0
     desk = DispatchDesk(
         keys[DISPATCH],
         f"{callback_url}{ROUTES[DISPATCH]}",
         received / "dispatch",
-        DeskPolicy(step_delay_s=1.0, rework_kinds=("flood",)),
+        DeskPolicy(step_delay_s=step_s, rework_kinds=("flood",)),
     )
     receiver = BroadcastReceiver(
         keys[BROADCAST],
@@ -180,11 +206,17 @@ async def _run_demo(
                 run_closed_loop(site, db, urls.kafka_bootstrap, producer, stop, ready=ready[2])
             ),
             asyncio.create_task(run_relay(site, db, producer, keys, stop, cap_signer=cap_signer)),
-            asyncio.create_task(_approve_broadcasts(site, db, stop)),
         ]
+        if approve is Approval.AUTO:
+            roles.append(asyncio.create_task(_approve_broadcasts(site, db, stop)))
+        console_runner, console_url = await _start_console(site, db, run_dir)
         # Play only once every consumer group has its partitions, so latency is the pipeline's.
         await asyncio.wait_for(
             asyncio.gather(*(e.wait() for e in ready), _assigned(faust_app)), timeout=60
+        )
+    if approve is Approval.MANUAL:
+        console.print(
+            f"[bold red]red broadcasts wait for your approval:[/bold red] {console_url}/broadcasts"
         )
     assert spec.fire is not None  # noqa: S101 - checked by the command
     scenario = sensor_scenario(spec)
@@ -245,6 +277,7 @@ async def _run_demo(
                     and loop_now["cases"] > 0
                     and loop_now["cases"] == loop_now["cases_closed"]
                     and loop_now["outbox_pending"] == 0
+                    and loop_now["broadcasts_waiting"] == 0
                 )
                 # Caught up, then one quiet second so the last messages land too.
                 quiet_since = (quiet_since or time.monotonic()) if caught_up else None
@@ -262,6 +295,7 @@ async def _run_demo(
             "frames": recorder.writer.frames,
             "notes": list(manifest.notes),
         }
+    await console_runner.cleanup()
     await asyncio.gather(*roles, return_exceptions=True)
     await faust_app.stop()
     await asyncio.to_thread(bridge.stop)
@@ -291,6 +325,27 @@ async def _run_demo(
 DEMO_TIME_FACTOR = 60  # the demo plays an hour of alert timers in a minute
 DEMO_OPERATOR = "值班员（演示：自动批准）"
 DEMO_SENDER = "gridwatch-demo@example.gov.cn"  # the demo street's CAP sender: an example
+CONSOLE_OPERATOR = "duty-demo"
+
+
+async def _start_console(site: Site, database_url: str, run_dir: Path) -> tuple[Any, str]:
+    """The console on a free port, with a duty officer whose random password is printed once
+    here and kept nowhere but as its hash."""
+    from alerts.console.accounts import Role, add_operator
+    from alerts.console.server import start
+    from alerts.console.web import Console
+
+    password = secrets.token_urlsafe(12)
+    with psycopg.connect(database_url) as conn:
+        add_operator(conn, CONSOLE_OPERATOR, Role.DUTY_OFFICER, password)
+    runner, url = await start(Console(site, database_url, run_dir / "evidence"), "127.0.0.1")
+    console.print(f"[bold]duty officer's console[/bold] {url}", soft_wrap=True)
+    console.print(
+        f"  login [bold]{CONSOLE_OPERATOR}[/bold] / [bold]{password}[/bold]"
+        " (throwaway, this run only)",
+        soft_wrap=True,
+    )
+    return runner, url
 
 
 async def _approve_broadcasts(site: Site, database_url: str, stop: asyncio.Event) -> None:

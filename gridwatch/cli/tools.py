@@ -95,7 +95,9 @@ def dashboards_push(
                 host=datasource_host,
                 timescaledb=timescaledb,
             )
-        pushed = push.push(url, credential, build.dashboards(site_or_fail(settings)), source)
+        pushed = push.push(
+            url, credential, build.dashboards(site_or_fail(settings), settings.console_url), source
+        )
     except GridwatchError as err:
         raise fail(str(err)) from err
     for item in pushed:
