@@ -86,6 +86,7 @@ class IncidentKind(StrEnum):
     ILLEGAL_CONSTRUCTION = "illegal_construction"
     FLOOD = "flood"
     DEVICE_FAULT = "device_fault"
+    TRAFFIC_SAFETY = "traffic_safety"
 
 
 class DetectionKind(StrEnum):
@@ -101,6 +102,8 @@ class DetectionKind(StrEnum):
     DEVICE_OFFLINE = "device_offline"
     SENSOR_FAULT = "sensor_fault"
     CAMERA_HEALTH = "camera_health"
+    TRAFFIC_OBSTRUCTION = "traffic_obstruction"
+    ROAD_WATER = "road_water"
 
 
 class SourceType(StrEnum):

@@ -27,11 +27,11 @@ class ImageZone(Model):
     """A region of a camera image in fractions of its width and height, (0, 0) at the top left.
 
     ``mask`` regions are never analysed (a chimney, a road with headlights, a flag); the other
-    kinds say what the ground there is, so a fire in ``farmland`` is straw burning and change is
-    only sought in ``construction_watch``.
+    kinds say what the ground there is, so a fire in ``farmland`` is straw burning, change is
+    only sought in ``construction_watch`` and stalled vehicles and water only on a ``road``.
     """
 
-    kind: Literal["mask", "farmland", "forest", "construction_watch"]
+    kind: Literal["mask", "farmland", "forest", "construction_watch", "road"]
     polygon: tuple[tuple[Fraction, Fraction], ...] = Field(min_length=3)
     preset: int | None = Field(default=None, description="watchtower preset; None: every view")
     name: str = ""
@@ -63,6 +63,30 @@ class LearnedDetector(Model):
     threads: int = Field(default=1, ge=1, description="ONNX Runtime threads of one worker")
 
 
+class TrafficDetector(Model):
+    """Stalled vehicles, obstructions and water inside the view's ``road`` zones.
+
+    Two backgrounds: a short-term one absorbs whatever stops within about ``short_tau_s``, a
+    long-term one keeps the empty road (it learns only where nothing stands). What differs from
+    the long-term background but belongs to the short-term one has stopped; it is confirmed
+    once it has stayed ``stall_s`` and cleared ``clear_s`` after it has gone. Water is road that
+    lost its texture and changed its appearance over ``water_share`` of the lane for ``water_s``.
+    """
+
+    type: Literal["dual_background"] = "dual_background"
+    stall_s: float = Field(default=120.0, gt=0, description="how long an object must stand")
+    clear_s: float = Field(default=15.0, gt=0, description="gone this long: cleared")
+    short_tau_s: float = Field(default=6.0, gt=0, description="short-term background, s")
+    long_tau_s: float = Field(default=900.0, gt=0, description="long-term background, s")
+    threshold: float = Field(default=22.0, gt=0, description="grey-level difference of change")
+    min_area: Fraction = Field(default=0.0015, description="smallest obstruction, of the frame")
+    water_share: Fraction = Field(default=0.3, description="share of the road turned to water")
+    water_s: float = Field(default=45.0, gt=0, description="how long the water must stay")
+    texture_ratio: Fraction = Field(
+        default=0.5, description="water: road texture below this share of the empty road's"
+    )
+
+
 class Vision(Model):
     """Per-camera detector settings; the defaults suit a 1-2 km view from 10-40 m up."""
 
@@ -85,6 +109,9 @@ class Vision(Model):
     learned: LearnedDetector | None = Field(
         default=None,
         description="the learned fire/smoke model; when set it replaces the colour and plume rules",
+    )
+    traffic: TrafficDetector | None = Field(
+        default=None, description="stalled vehicles and water on the view's road zones"
     )
 
 

@@ -45,6 +45,8 @@ INCIDENT_OF: dict[DetectionKind, IncidentKind] = {
     DetectionKind.DEVICE_OFFLINE: IncidentKind.DEVICE_FAULT,
     DetectionKind.SENSOR_FAULT: IncidentKind.DEVICE_FAULT,  # flatline, out of range
     DetectionKind.CAMERA_HEALTH: IncidentKind.DEVICE_FAULT,
+    DetectionKind.TRAFFIC_OBSTRUCTION: IncidentKind.TRAFFIC_SAFETY,
+    DetectionKind.ROAD_WATER: IncidentKind.FLOOD,  # joins the gauges' flood nearby
 }
 
 # How far apart two detections of one event can be: a gauge network spans a catchment, a fire
@@ -55,6 +57,7 @@ RADIUS_M: dict[IncidentKind, float] = {
     IncidentKind.STRAW_BURNING: 1000.0,
     IncidentKind.ILLEGAL_CONSTRUCTION: 300.0,
     IncidentKind.DEVICE_FAULT: 1.0,
+    IncidentKind.TRAFFIC_SAFETY: 200.0,  # one stretch of road
 }
 DEFAULT_WINDOW = timedelta(minutes=30)
 MAX_DETECTION_IDS = 100  # an incident keeps its newest detection ids; all are in the database
