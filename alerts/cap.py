@@ -42,6 +42,7 @@ EVENT = {
     IncidentKind.ILLEGAL_CONSTRUCTION: ("Safety", "违法建设"),
     IncidentKind.FLOOD: ("Met", "防汛风险"),
     IncidentKind.DEVICE_FAULT: ("Infra", "设备故障"),
+    IncidentKind.TRAFFIC_SAFETY: ("Transport", "交通安全"),
 }
 INSTRUCTION = {
     IncidentKind.FOREST_FIRE: "请远离林区，服从现场指挥，切勿进山扑火。",

@@ -42,7 +42,7 @@ GAIN_WINDOW = 0.2
 """Width of the gain map's median window, as a share of the frame's width."""
 TEXTURE_FLOOR = 0.02
 """Road whose empty texture is below this (normalised) tells water from asphalt poorly."""
-PRESENCE = 0.8
+PRESENCE = 0.6
 """Share of the samples since it stopped in which an obstruction must be seen."""
 WARM_UP = 15
 """Samples whose median is the first long-term background."""

@@ -363,6 +363,7 @@ DEPARTMENTS = (  # id, name, incident kinds routed to it
     ("water", "水务站", "flood"),
     ("enforcement", "综合行政执法大队", "illegal_construction straw_burning"),
     ("ops", "指挥中心运维组", "device_fault"),
+    ("traffic_police", "交警大队", "traffic_safety"),
 )
 
 # metric: (unit, plausible min, max, yellow, orange, red, hysteresis)

@@ -186,7 +186,7 @@ def render(sc: RoadScenario) -> Iterator[tuple[float, Image]]:
                     o.x for o in cars if o is not car and o.lane == car.lane
                     and 0 < (o.x - car.x) * math.copysign(1, car.speed) < car.length + 15 * k
                 ]  # fmt: skip
-                if ahead and e != "red_light":
+                if ahead and e != "red_light" and car.stop_at is None:
                     car.lane = 1 - car.lane  # overtaking in the other lane
                 if not ahead or e != "red_light":
                     car.x += car.speed * dt
