@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from alerts.roles import run_engine
+from benchmarks.pipeline import BackgroundLoop
 from gridwatch import kafka, topics
 from gridwatch.events import Point
 from gridwatch.site import Site
@@ -25,7 +26,7 @@ from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import Captured
 from ingest.camera_worker import CameraWorker, kafka_publish
 from simulators.road_scenes import RoadScenario, render, road_vision
-from tests.integration.sensor_pipeline import BackgroundLoop, RulesWorker, Writer, wait_for
+from tests.integration.sensor_pipeline import RulesWorker, Writer, wait_for
 
 STALL_S = 20.0
 ONSET_S = 20.0
