@@ -168,6 +168,10 @@ class TrafficWatch:
         road = self.road & valid
         water = self._water_pixels(grey, long_grey, far, moving, road)
         wet = cv2.dilate(water.astype(np.uint8), _KERNEL, iterations=2).astype(np.bool_)
+        if self._water.since is not None:
+            # the flooded stretch as a whole: patches that still show texture are water too
+            x, y, bw, bh = self._water.box
+            wet[y : y + bh, x : x + bw] = True
         still = self._clean(far & ~moving & road & ~wet)
         changes = self._track_stills(still, colour, ts)
         changes += self._track_water(water, road, ts)
