@@ -1,20 +1,23 @@
 """Traffic safety on a fixed camera's road zones: stalled vehicles and obstructions, water.
 
 Two backgrounds (Porikli's dual-background scheme): a short-term one absorbs whatever stops
-within seconds, a long-term one keeps the empty road and learns only where nothing stands.
-Road that differs from the long-term background but matches the short-term one holds something
-that has stopped; it is confirmed once it has stayed ``stall_s``, and cleared when it is gone.
-What fools a single background is handled before that comparison:
+within seconds, a long-term one keeps the empty road and learns only where nothing stands or
+moves. Road that differs from the long-term background but matches the short-term one holds
+something that has stopped; it is confirmed once it has stayed ``stall_s`` (seen in most of the
+samples since), and cleared when it has been gone for ``clear_s``. What fools a single
+background is handled before that comparison:
 
 - passing traffic, pedestrians and headlight beams differ from the short-term background too,
-  so they are never stationary, and the long-term background does not learn them;
+  so they are never stationary; a blob that comes and goes (beams in a busy lane) is dropped;
 - a cloud shadow, dusk or a road darkened by rain scale a whole neighbourhood: the long-term
   background is compared through a gain map, the median ratio of frame to background over a
-  window far wider than a vehicle;
+  window far wider than a vehicle, and a pixel whose hue and texture stayed is only lit
+  differently;
 - camera shake: each frame is registered to the long-term background by phase correlation
   (a larger jump is a moved camera, which the health gates report as a global change);
-- a ghost (a vehicle the long-term background learnt at start-up, which has since left) shows
-  its edges in the background rather than in the frame: it is relearnt, not reported.
+- start-up: the long-term background is the median of the first samples, and a vehicle it
+  learnt anyway (parked then, gone now) stands out of the road in the background rather than
+  in the frame: it is relearnt, not reported.
 
 Water over the road is road whose texture (|Laplacian| over local brightness, so shadows and
 dusk leave it alone) fell below ``texture_ratio`` of the empty road's and whose appearance
@@ -141,12 +144,6 @@ class TrafficWatch:
         self._stills: list[_Still] = []
         self._water = _Water()
         self._ids = 0
-
-    @property
-    def pending(self) -> bool:
-        return any(not s.confirmed for s in self._stills) or (
-            self._water.since is not None and not self._water.confirmed
-        )
 
     def observe(self, image: Image, ts: float) -> list[Change]:
         """One BGR sample of the road's size; boxes of the changes are in its pixels."""

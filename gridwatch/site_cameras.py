@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    model_validator,
 )
 
 from gridwatch.events import Model, Point
@@ -113,6 +114,12 @@ class Vision(Model):
     traffic: TrafficDetector | None = Field(
         default=None, description="stalled vehicles and water on the view's road zones"
     )
+
+    @model_validator(mode="after")
+    def _traffic_watches_a_road(self) -> Vision:
+        if self.traffic is not None and not any(z.kind == "road" for z in self.zones):
+            raise ValueError("traffic needs a zone of kind road to watch")
+        return self
 
 
 class Camera(Model):

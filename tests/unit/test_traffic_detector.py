@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from detectors.frame import Frame
 from detectors.scene import SceneAnalyzer
@@ -115,9 +116,6 @@ def test_the_scene_analyser_reports_the_obstruction_in_frame_pixels_on_the_road(
     assert x <= car_x + 60 and x + w >= car_x and y >= LANES[0][0] * 360, hits[0].box
 
 
-def test_no_road_zone_means_no_traffic_detector() -> None:
-    analyser = SceneAnalyzer(Vision(traffic=TrafficDetector()))
-    sc = scene("stalled_car", duration_s=2.0)
-    for t, image in render(sc):
-        analyser.analyse(Frame(image, START + timedelta(seconds=t), "cam"))
-    assert analyser.traffic is None
+def test_a_traffic_block_without_a_road_zone_is_refused() -> None:
+    with pytest.raises(ValidationError, match="traffic needs a zone of kind road"):
+        Vision(traffic=TrafficDetector())
