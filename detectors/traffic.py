@@ -47,6 +47,8 @@ TEXTURE_FLOOR = 0.02
 """Road whose empty texture is below this (normalised) tells water from asphalt poorly."""
 PRESENCE = 0.6
 """Share of the samples since it stopped in which an obstruction must be seen."""
+CLEAR_MISSES = 5
+"""Samples in a row without it after which a still object is gone."""
 WARM_UP = 15
 """Samples whose median is the first long-term background."""
 _KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
@@ -64,6 +66,7 @@ class _Still:
     samples: int = 0  # samples since it was first seen
     hits: int = 1  # samples it was seen in
     seen_now: bool = True
+    missed: int = 0  # samples in a row it was not seen in
 
 
 @dataclass(slots=True)
@@ -262,16 +265,20 @@ class TrafficWatch:
         kept: list[_Still] = []
         for t in self._stills:
             t.samples += 1
+            t.missed = 0 if t.seen_now else t.missed + 1
             steady = t.hits >= PRESENCE * t.samples
             if t.seen_now and steady and not t.confirmed and ts - t.since >= s.stall_s:
                 t.confirmed = True
                 changes.append(self._change(t, "confirmed", ts))
             t.seen_now = False
-            # a transient (beams, a queue that moves on) is forgotten at once, a confirmed
-            # obstruction only after it has been gone for clear_s
-            if ts - t.seen < (s.clear_s if t.confirmed else s.short_tau_s) and (
-                t.confirmed or steady
-            ):
+            # absence is counted in samples analysed, so that a spell the health gates
+            # suppressed is no absence: a transient (beams, a queue that moves on) is
+            # forgotten after a few, a confirmed obstruction once it has been gone clear_s
+            if t.confirmed:
+                gone = ts - t.seen >= s.clear_s and t.missed >= CLEAR_MISSES
+            else:
+                gone = not steady or t.missed >= CLEAR_MISSES
+            if not gone:
                 kept.append(t)
             elif t.confirmed:
                 changes.append(self._change(t, "cleared", ts))
