@@ -175,16 +175,27 @@ def eval_detectors(
     grids: Annotated[
         str | None, typer.Option(help="with --learned: tile grids, e.g. 1,3 (default: 1)")
     ] = None,
+    traffic: Annotated[
+        bool,
+        typer.Option(
+            help="the traffic detector alone: generated road scenes, or with --media the real"
+            " negatives of the fire-smoke set (its folder, with SOURCES.tsv)"
+        ),
+    ] = False,
 ) -> None:
     """Run labelled scenarios (or real media) through the camera worker and score them."""
     from benchmarks.eval_detectors import evaluate
+    from benchmarks.eval_traffic import evaluate as evaluate_traffic
     from gridwatch.site_cameras import LearnedDetector
 
-    detector = None
-    if learned:
-        tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
-        detector = LearnedDetector.model_validate(tiles)
-    report = evaluate(per_kind, media, fps, detector)
+    if traffic:
+        report = evaluate_traffic(per_kind, media)
+    else:
+        detector = None
+        if learned:
+            tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
+            detector = LearnedDetector.model_validate(tiles)
+        report = evaluate(per_kind, media, fps, detector)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
