@@ -24,7 +24,7 @@ import psycopg
 from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
-from gridwatch.events import DeadLetter, Event, ReadingBatch, decode, reason_of
+from gridwatch.events import DeadLetter, Event, decode, reason_of
 from gridwatch.liveness import Heartbeat
 from gridwatch.outages import is_outage
 from gridwatch.store.rollups import refresh_rollups, rollups_need_refresh
@@ -53,22 +53,21 @@ def _array_of(model: type[Event]) -> TypeAdapter[list[Event]]:
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """One Kafka message of a batch and where its events are in the batch's list."""
+    """One Kafka message of a batch and where its event is in the batch's list."""
 
     topic: str
     raw: bytes
-    start: int
-    end: int
+    index: int
 
 
 @dataclass
 class Decoded:
-    events: list[Event]  # what to store, every message's events in turn
+    events: list[Event]  # what to store, one event per message
     spans: list[Span]  # the message each event came from
     bad: int  # messages that did not decode, among ``events`` as dead letters
 
     def events_of(self, spans: Sequence[Span]) -> list[Event]:
-        return [e for s in spans for e in self.events[s.start : s.end]]
+        return [self.events[s.index] for s in spans]
 
 
 def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
@@ -77,7 +76,7 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
     Each topic's messages are decoded as one JSON array, a single call into pydantic instead of
     one per message; a batch holding a bad message is decoded again one message at a time to
     find it, so the dead letter carries that message's bytes and reason. A batch of readings
-    is stored as its readings.
+    is one event, which the writer stores as its readings' rows.
     """
     by_topic: dict[str, list[bytes]] = {}
     for topic, raw in records:
@@ -100,12 +99,8 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
                     bad += 1
                     decoded.append(DeadLetter.of_error(f"kafka:{topic}", raw, err))
         for raw, event in zip(raws, decoded, strict=True):
-            start = len(events)
-            if isinstance(event, ReadingBatch):
-                events += event.readings()
-            else:
-                events.append(event)
-            spans.append(Span(topic=topic, raw=raw, start=start, end=len(events)))
+            spans.append(Span(topic=topic, raw=raw, index=len(events)))
+            events.append(event)
     return Decoded(events=events, spans=spans, bad=bad)
 
 
