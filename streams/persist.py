@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
@@ -222,6 +223,28 @@ class DatabaseWriter:
                 self._conn = None
 
 
+@dataclass
+class _Writing:
+    """A batch the database is writing, and the offsets that follow it."""
+
+    done: asyncio.Future[Written]
+    batch: Decoded
+    offsets: dict[TopicPartition, int]
+
+    async def settle(self, consumer: AIOKafkaConsumer, stats: PersistStats, retries: int) -> None:
+        """Wait for the write, then commit its offsets (those of partitions still ours: a
+        partition taken away meanwhile is replayed by its new owner, and the unique keys make
+        that a no-op)."""
+        written = await self.done
+        mine = consumer.assignment()
+        await consumer.commit({tp: n for tp, n in self.offsets.items() if tp in mine})
+        stats.batches += 1
+        stats.undecodable += self.batch.bad
+        stats.refused += written.refused
+        stats.db_retries = retries
+        _add(stats.rows, written.rows)
+
+
 async def run_persist(
     database_url: str,
     bootstrap: str,
@@ -246,6 +269,7 @@ async def run_persist(
     # fresh rows (and detections) waiting behind it showed as latency.
     rollups = DatabaseWriter(database_url)
     refresh: asyncio.Future[bool] | None = None
+    writing: _Writing | None = None
     consumer = kafka.consumer(bootstrap, group_id, *topic_names)
     await consumer.start()
     try:
@@ -261,20 +285,26 @@ async def run_persist(
                 refresh = asyncio.ensure_future(asyncio.to_thread(rollups.refresh_rollups))
                 next_rollup = time.monotonic() + rollup_every_s
             records = [(r.topic, r.value or b"") for rs in batches.values() for r in rs]
-            if not records:
-                continue
-            batch = decode_batch(records)
-            written = await asyncio.to_thread(writer.write, batch, stop)
-            await consumer.commit()
-            stats.batches += 1
-            stats.undecodable += batch.bad
-            stats.refused += written.refused
-            stats.db_retries = writer.retries
-            _add(stats.rows, written.rows)
+            # A batch is decoded while the database writes the one before it (decoding was a
+            # third of the writer's time, with the database idle meanwhile); only one write is
+            # in flight, and a batch's offsets are committed once it is written.
+            batch = decode_batch(records) if records else None
+            if writing is not None:
+                await writing.settle(consumer, stats, writer.retries)
+                writing = None
+            if batch is not None:
+                done = asyncio.ensure_future(asyncio.to_thread(writer.write, batch, stop))
+                offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs}
+                writing = _Writing(done, batch, offsets)
+        if writing is not None:
+            await writing.settle(consumer, stats, writer.retries)
+            writing = None
         if refresh is not None:
             await refresh
         await asyncio.to_thread(rollups.refresh_rollups)
     finally:
+        if writing is not None and not writing.done.done():
+            await asyncio.wait([writing.done])
         if refresh is not None and not refresh.done():
             await asyncio.wait([refresh])
         await consumer.stop()

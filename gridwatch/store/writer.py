@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import Any
 
 import psycopg
@@ -64,13 +65,19 @@ def _lonlat(event: Detection) -> tuple[float | None, float | None]:
 
 def _batch_rows(batch: ReadingBatch) -> list[Row]:
     """The ``readings`` rows of a batch, as its ``readings()`` would make them (in the order of
-    the Reading spec's row) without a Reading object for each: the writer's busiest line."""
-    id_, received_at = batch.id, batch.received_at
-    return [
-        (report.ts, report.device_id, metric, value, unit, report.seq, id_, received_at)
-        for report in batch.reports
-        for metric, (value, unit) in report.values.items()
-    ]
+    the Reading spec's row) without a Reading object for each: the writer's busiest line.
+
+    Its times are given the standard library's UTC: psycopg dumps those several times faster
+    than the time zone objects pydantic parses them with, and each is dumped once per metric."""
+    id_, received_at = batch.id, batch.received_at.astimezone(UTC)
+    rows: list[Row] = []
+    for report in batch.reports:
+        ts, device_id, seq = report.ts.astimezone(UTC), report.device_id, report.seq
+        rows += [
+            (ts, device_id, metric, value, unit, seq, id_, received_at)
+            for metric, (value, unit) in report.values.items()
+        ]
+    return rows
 
 
 SPECS: dict[type[Event], TableSpec] = {
