@@ -280,19 +280,32 @@ def _inserted(database_url: str) -> int:
     return int(inserted)
 
 
+def _settled_cpu(idle_cores: float = 0.25, timeout_s: float = 60.0) -> dict[str, float]:
+    """The CPU by role once the pipeline's roles together use less than ``idle_cores`` (each
+    second, for two seconds running): a role still working off a backlog when the last
+    reading is stored (the rules, behind) has its work counted too."""
+    before, idle, deadline = _cpu_by_role(os.getpid()), 0, time.monotonic() + timeout_s
+    while idle < 2 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _cpu_by_role(os.getpid())
+        busy = sum(s - before.get(r, 0.0) for r, s in now.items() if r not in ("devices", "other"))
+        idle, before = (idle + 1 if busy < idle_cores else 0), now
+    return before
+
+
 def _wait_stored(
     database_url: str, want: int, baseline: int, quiet_s: float = 20.0
 ) -> tuple[tuple[Any, ...], dict[str, float]]:
     """Until ``want`` rows more than ``baseline`` are inserted or none came for ``quiet_s``;
     then the exact figures from the table itself, and the CPU by role taken just before them
-    (the exact count is the benchmark's work, not the pipeline's)."""
+    (the exact count is the benchmark's work, not the pipeline's) once the roles are idle."""
     last, since = -1, time.monotonic()
     with psycopg.connect(database_url, autocommit=True) as conn:
         while True:
             (inserted,) = conn.execute(PROGRESS_SQL).fetchone() or (0,)
             quiet = time.monotonic() - since > quiet_s
             if inserted - baseline >= want or quiet:
-                cpu = _cpu_by_role(os.getpid())
+                cpu = _settled_cpu()
                 # Aborted inserts count in the statistics too: the table has the last word.
                 stored = tuple(conn.execute(STORED_SQL).fetchone() or ())
                 if stored[1] >= want or quiet:
