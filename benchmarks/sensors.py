@@ -280,17 +280,21 @@ def _inserted(database_url: str) -> int:
     return int(inserted)
 
 
-def _settled_cpu(idle_cores: float = 0.25, timeout_s: float = 60.0) -> dict[str, float]:
-    """The CPU by role once the pipeline's roles together use less than ``idle_cores`` (each
-    second, for two seconds running): a role still working off a backlog when the last
-    reading is stored (the rules, behind) has its work counted too."""
-    before, idle, deadline = _cpu_by_role(os.getpid()), 0, time.monotonic() + timeout_s
-    while idle < 2 and time.monotonic() < deadline:
+def _settled_cpu(busy_cores: float = 0.1, timeout_s: float = 90.0) -> dict[str, float]:
+    """The CPU by role, each role's as of the last second it was busy (used ``busy_cores`` or
+    more), once every role has been idle for three seconds running: a role still working off a
+    backlog when the last reading is stored (the rules, behind) has all its work counted, and
+    no role the idle seconds after its work."""
+    before = _cpu_by_role(os.getpid())
+    busy_until, idle, deadline = dict(before), 0, time.monotonic() + timeout_s
+    while idle < 3 and time.monotonic() < deadline:
         time.sleep(1.0)
         now = _cpu_by_role(os.getpid())
-        busy = sum(s - before.get(r, 0.0) for r, s in now.items() if r not in ("devices", "other"))
-        idle, before = (idle + 1 if busy < idle_cores else 0), now
-    return before
+        busy = {r for r, s in now.items() if s - before.get(r, 0.0) >= busy_cores}
+        busy_until.update({r: now[r] for r in busy})
+        idle = idle + 1 if not busy - {"devices", "other"} else 0
+        before = now
+    return busy_until
 
 
 def _wait_stored(
