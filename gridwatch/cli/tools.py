@@ -394,6 +394,17 @@ def bench_restart(
     console.print(report(results, json_path), markup=False, highlight=False)
 
 
+@bench_app.command("store")
+def bench_store(
+    rows: Annotated[int, typer.Option(min=1, help="readings to store")] = 1_000_000,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """The store writer alone from a pre-filled topic, against raw binary COPY of the same rows."""
+    from benchmarks.store import report, run
+
+    console.print(report(run(rows), json_path))
+
+
 @bench_app.command("fuzz")
 def bench_fuzz(
     messages: Annotated[int, typer.Option(min=1, help="messages to publish")] = 10_000,
