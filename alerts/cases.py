@@ -50,6 +50,7 @@ class Action(StrEnum):
     REGRADE = "regrade"  # the incident's colour changed
     TO_DESK = "to_desk"  # returned by every department of its route: the desk decides
     APPROVE_BROADCAST = "approve_broadcast"
+    REJECT_BROADCAST = "reject_broadcast"  # an operator refuses it, with the reason as note
     BROADCAST_STATE = "broadcast_state"  # the broadcast system's feedback
 
 
@@ -138,6 +139,7 @@ TRANSITIONS: dict[tuple[State | None, Action], State] = {
     (State.DISPATCHED, Action.ESCALATE): State.DISPATCHED,
     **{(s, Action.REGRADE): s for s in OPEN},
     **{(s, Action.APPROVE_BROADCAST): s for s in OPEN},
+    **{(s, Action.REJECT_BROADCAST): s for s in OPEN},
     **{(s, Action.BROADCAST_STATE): s for s in State},
 }
 

@@ -205,8 +205,40 @@ class ClosedLoop:
         case, entry = apply(_case(row), Action.APPROVE_BROADCAST, actor, self.clock())
         self._save(conn, case, entry)
         conn.execute("UPDATE cases SET approval_pending = false WHERE case_id = %s", (case_id,))
-        msg_type: cap.MsgType = "Update" if row["broadcast"] in ON_AIR else "Alert"
-        self._broadcast(conn, case, row, msg_type, actor)
+        self._broadcast(conn, case, row, _approval_type(row), actor)
+
+    def broadcast_preview(self, conn: psycopg.Connection, case_id: str, sent: datetime) -> bytes:
+        """The CAP document that approving a waiting broadcast at ``sent`` queues, unsigned (the
+        relay signs it as it leaves)."""
+        row = self._waiting(conn, case_id)
+        case, _ = apply(_case(row), Action.APPROVE_BROADCAST, "preview", sent)
+        _earlier, notice = self._next_notice(case, row, _approval_type(row), sent)
+        return cap.to_cap(notice)
+
+    def reject_broadcast(
+        self, conn: psycopg.Connection, case_id: str, actor: str, reason: str
+    ) -> None:
+        """An operator refuses a waiting broadcast or update; nothing more goes on air, the
+        reason is on record."""
+        if not reason.strip():
+            raise IllegalTransition(f"case {case_id}: a rejection needs its reason")
+        row = self._waiting(conn, case_id)
+        case, entry = apply(_case(row), Action.REJECT_BROADCAST, actor, self.clock(), note=reason)
+        self._save(conn, case, entry)
+        conn.execute(
+            "UPDATE cases SET approval_pending = false, broadcast = CASE broadcast"
+            " WHEN 'pending_approval' THEN 'rejected' ELSE broadcast END WHERE case_id = %s",
+            (case_id,),
+        )
+        log.info("case %s: broadcast rejected by %s", case_id, actor)
+
+    def _waiting(self, conn: psycopg.Connection, case_id: str) -> dict[str, Any]:
+        row = self._row(conn, "case_id = %s", case_id)
+        if row is None:
+            raise IllegalTransition(f"no case {case_id}")
+        if not row["approval_pending"] or row["state"] == State.CLOSED.value:
+            raise IllegalTransition(f"case {case_id} has no broadcast waiting for approval")
+        return row
 
     def pending_approvals(self, conn: psycopg.Connection) -> list[str]:
         """The cases whose broadcast, or update to red, waits for an operator."""
@@ -412,9 +444,7 @@ class ClosedLoop:
         """Queue the CAP document and its EBM twin at the case's colour; an Update or a Cancel
         references every message of the case before it (``cases.broadcast_refs``)."""
         now = self.clock()
-        earlier: tuple[str, ...] = tuple(row["broadcast_refs"]) if msg_type != "Alert" else ()
-        suffix = {"Alert": "alert", "Update": f"update.{case.seq}", "Cancel": "cancel"}[msg_type]
-        notice = self._notice(case, row, msg_type, f"{case.case_id}.{suffix}", now, earlier)
+        earlier, notice = self._next_notice(case, row, msg_type, now)
         conn.execute(
             "UPDATE cases SET broadcast = %s, broadcast_at = coalesce(broadcast_at, %s),"
             " broadcast_level = %s, broadcast_refs = %s WHERE case_id = %s",
@@ -435,6 +465,14 @@ class ClosedLoop:
         log.info(
             "case %s: broadcast %s (%s) queued by %s", case.case_id, msg_type, case.level, actor
         )
+
+    def _next_notice(
+        self, case: Case, row: dict[str, Any], msg_type: cap.MsgType, now: datetime
+    ) -> tuple[tuple[str, ...], cap.Notice]:
+        """The case's next message and the references of those before it (an Alert has none)."""
+        earlier: tuple[str, ...] = tuple(row["broadcast_refs"]) if msg_type != "Alert" else ()
+        suffix = {"Alert": "alert", "Update": f"update.{case.seq}", "Cancel": "cancel"}[msg_type]
+        return earlier, self._notice(case, row, msg_type, f"{case.case_id}.{suffix}", now, earlier)
 
     def _notice(
         self,
@@ -489,6 +527,11 @@ def _summary(case: Case, alert: Alert) -> str:
     if alert.level is case.level and alert.state == "firing":
         return alert.summary
     return kinds.warning_summary(case.kind, case.level, alert.grid_code, resolved=False)
+
+
+def _approval_type(row: dict[str, Any]) -> cap.MsgType:
+    """An approval puts the first message on air, or updates the one already there."""
+    return "Update" if row["broadcast"] in ON_AIR else "Alert"
 
 
 def _case(row: dict[str, Any]) -> Case:

@@ -39,6 +39,10 @@ class Silence(Model):
         return all(_match(name, labels.get(name), v) for name, v in self.matchers.items())
 
 
+# The labels a matcher may name, in the order an operator's form lists them.
+LABELS = ("kind", "level", "grid_code", "community_code", "incident_id", "fingerprint")
+
+
 def labels_of(alert: Alert) -> dict[str, str]:
     return {
         "kind": alert.kind.value,

@@ -285,19 +285,36 @@ def _inserted(database_url: str) -> int:
     return int(inserted)
 
 
+def _settled_cpu(busy_cores: float = 0.1, timeout_s: float = 90.0) -> dict[str, float]:
+    """The CPU by role, each role's as of the last second it was busy (used ``busy_cores`` or
+    more), once every role has been idle for three seconds running: a role still working off a
+    backlog when the last reading is stored (the rules, behind) has all its work counted, and
+    no role the idle seconds after its work."""
+    before = _cpu_by_role(os.getpid())
+    busy_until, idle, deadline = dict(before), 0, time.monotonic() + timeout_s
+    while idle < 3 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _cpu_by_role(os.getpid())
+        busy = {r for r, s in now.items() if s - before.get(r, 0.0) >= busy_cores}
+        busy_until.update({r: now[r] for r in busy})
+        idle = idle + 1 if not busy - {"devices", "other"} else 0
+        before = now
+    return busy_until
+
+
 def _wait_stored(
     database_url: str, want: int, baseline: int, quiet_s: float = 20.0
 ) -> tuple[tuple[Any, ...], dict[str, float]]:
     """Until ``want`` rows more than ``baseline`` are inserted or none came for ``quiet_s``;
     then the exact figures from the table itself, and the CPU by role taken just before them
-    (the exact count is the benchmark's work, not the pipeline's)."""
+    (the exact count is the benchmark's work, not the pipeline's) once the roles are idle."""
     last, since = -1, time.monotonic()
     with psycopg.connect(database_url, autocommit=True) as conn:
         while True:
             (inserted,) = conn.execute(PROGRESS_SQL).fetchone() or (0,)
             quiet = time.monotonic() - since > quiet_s
             if inserted - baseline >= want or quiet:
-                cpu = _cpu_by_role(os.getpid())
+                cpu = _settled_cpu()
                 # Aborted inserts count in the statistics too: the table has the last word.
                 stored = tuple(conn.execute(STORED_SQL).fetchone() or ())
                 if stored[1] >= want or quiet:

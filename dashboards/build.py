@@ -39,9 +39,13 @@ BUILDERS: dict[str, Callable[[Site], Any]] = {
 }
 
 
-def dashboards(site: Site) -> dict[str, dict[str, Any]]:
-    """File name → provisioning JSON of each dashboard."""
-    return {name: to_json(build(site)) for name, build in BUILDERS.items()}
+def dashboards(site: Site, console_url: str | None = None) -> dict[str, dict[str, Any]]:
+    """File name → provisioning JSON of each dashboard; ``console_url`` is where the incident
+    dashboard's links open the console (the committed files use ``CONSOLE_URL``)."""
+    documents = {name: to_json(build(site)) for name, build in BUILDERS.items()}
+    if console_url is not None:
+        documents["incident.json"] = to_json(incident(console_url))
+    return documents
 
 
 def grids_geojson(site: Site) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from grafana_foundation_sdk.models import geomap as gmm
 
 from dashboards import governance, variables
 from dashboards.grafana import (
+    CONSOLE_URL,
     COUNT_BY_LEVEL,
     DATASOURCE,
     INCIDENT_UID,
@@ -18,6 +19,8 @@ from dashboards.grafana import (
     LEVEL_NAMES,
     Sql,
     colour_text_cells,
+    console_link,
+    console_variable,
     fixed_colour,
     image_cells,
     incident_link,
@@ -295,7 +298,7 @@ ORDER BY ts
 """
 
 
-def incident() -> gd.Dashboard:
+def incident(console_url: str = CONSOLE_URL) -> gd.Dashboard:
     choice = (
         gd.QueryVariable("incident")
         .label("事件 incident")
@@ -312,6 +315,14 @@ def incident() -> gd.Dashboard:
         .height(9)
         .span(12)
     )
+    timeline = table_panel("案件时间线 Case timeline (audit log)", CASE_TIMELINE, 9, 24)
+    timeline.data_links(
+        [
+            console_link(
+                "在控制台办理 Open the case in the console", "/cases/${__data.fields.case_id}"
+            )
+        ]
+    )
     evidence = table_panel("证据 Evidence (detections, snapshots)", EVIDENCE, 9, 24)
     evidence.override_by_name("snapshot", image_cells())
     return (
@@ -323,6 +334,8 @@ def incident() -> gd.Dashboard:
         .tags(["gridwatch"])
         .time("now-24h", "now")
         .with_variable(choice)
+        .with_variable(console_variable(console_url))
+        .link(console_link("在控制台处置 Open in the console", "/incidents/${incident}"))
         .annotation(governance.case_annotation(f"c.{THE_INCIDENT}"))
         .with_panel(table_panel("事件 Incident", INCIDENT_FACTS, 4, 24))
         .with_panel(evidence)
@@ -330,5 +343,5 @@ def incident() -> gd.Dashboard:
         .with_panel(readings)
         .with_panel(table_panel("修订 Revisions", REVISIONS, 8, 12))
         .with_panel(table_panel("预警 Alerts", INCIDENT_ALERTS, 8, 12))
-        .with_panel(table_panel("案件时间线 Case timeline (audit log)", CASE_TIMELINE, 9, 24))
+        .with_panel(timeline)
     )

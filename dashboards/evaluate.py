@@ -82,6 +82,8 @@ def resolve_variables(
             result = execute(conn, sql)
             column = result.columns.index("__value") if "__value" in result.columns else 0
             options = [str(row[column]) for row in result.rows]
+        elif variable["type"] == "constant":
+            options = [str(variable["query"])]
         else:
             raise ValueError(f"variable {name!r}: type {variable['type']!r} is not supported")
         multi = bool(variable.get("multi") or variable.get("includeAll"))

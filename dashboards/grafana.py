@@ -152,6 +152,21 @@ def incident_link(field: str = "incident_id") -> gd.DashboardLink:
     )
 
 
+# Where the duty officer's console is, as the operators' browsers reach it; the committed
+# files use this default, `gridwatch dashboards push` the GRIDWATCH_CONSOLE_URL setting.
+CONSOLE_URL = "http://localhost:8710"
+
+
+def console_variable(url: str) -> gd.ConstantVariable:
+    """``$console``: the console's base URL, for links that open an incident or case there."""
+    return gd.ConstantVariable("console").label("控制台 console").value(url.rstrip("/"))
+
+
+def console_link(title: str, path: str) -> gd.DashboardLink:
+    """A link into the console (``path`` may use Grafana's variables)."""
+    return gd.DashboardLink(title).url(f"${{console}}{path}").target_blank(False)
+
+
 def to_json(dashboard: gd.Dashboard) -> dict[str, Any]:
     """The provisioning JSON of a dashboard, panels numbered and laid out in order.
 

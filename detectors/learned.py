@@ -49,7 +49,7 @@ def tiles(shape: tuple[int, ...], grids: tuple[int, ...], overlap: float) -> lis
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A kind confirmed or cleared on this view; the box is in working-image pixels."""
+    """A kind confirmed or cleared on this view; the box is in pixels of the image observed."""
 
     kind: DetectionKind
     state: Literal["confirmed", "cleared"]

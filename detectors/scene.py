@@ -21,6 +21,7 @@ from detectors.motion import GATE_WIDTH, MotionGate
 from detectors.smoke import SmokeDetector, SmokeObservation, judge_smoke
 from detectors.thermal import HotspotObservation, ThermalDetector, judge_hotspot
 from detectors.tracking import Tracker, TrackEvent
+from detectors.traffic import TrafficWatch
 from detectors.zones import ZoneMap
 from gridwatch.events import DetectionKind
 from gridwatch.site_cameras import LearnedDetector, Vision
@@ -81,6 +82,7 @@ class SceneAnalyzer:
         self.smoke_tracker: Tracker[SmokeObservation] | None = None
         self.thermal_tracker: Tracker[HotspotObservation] | None = None
         self.learned = None if vision.learned is None else view_detector(vision.learned)
+        self.traffic: TrafficWatch | None = None
 
     def _setup(self, frame: Frame, work: Image, small: Image) -> None:
         v = self.vision
@@ -104,6 +106,9 @@ class SceneAnalyzer:
         self.thermal_tracker = Tracker(
             partial(judge_hotspot, threshold_c=v.thermal_threshold_c), hits, misses
         )
+        road = self._gate_zones.mask("road")
+        if v.traffic is not None and road is not None:
+            self.traffic = TrafficWatch(v.traffic, road)
         self.gate.reset()
 
     def analyse(self, frame: Frame) -> Analysis:
@@ -136,14 +141,16 @@ class SceneAnalyzer:
             self.fire.reset()
         if issues:
             return Analysis((), changes, False, True)
+        road_hits = [] if self.traffic is None else self.traffic.observe(small, ts)
+        hits = [self._change_hit(c, frame, small) for c in road_hits]
         if self.learned is not None:
             found = self.learned.observe(work, self._work_zones.allowed)
-            hits = [self._learned_hit(c, frame, work) for c in found]
+            hits += [self._change_hit(c, frame, work) for c in found]
             return Analysis(tuple(hits), changes, self.learned.pending, False)
         moving = cv2.dilate((motion.fast | motion.slow).astype(np.uint8), _DILATE)
         roi = cv2.resize(moving, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_NEAREST)
         fire_obs = self.fire.observe(work, ts, roi.astype(np.bool_) & self._work_zones.allowed)
-        hits = self._hits(self.fire_tracker.update(fire_obs), DetectionKind.FIRE, frame, work)
+        hits += self._hits(self.fire_tracker.update(fire_obs), DetectionKind.FIRE, frame, work)
         background = self.gate.slow_background
         assert background is not None  # noqa: S101
         smoke_obs = self.smoke.observe(
@@ -160,9 +167,10 @@ class SceneAnalyzer:
         pending = self.fire_tracker.pending or self.smoke_tracker.pending
         return Analysis(tuple(hits), changes, pending, False)
 
-    def _learned_hit(self, change: Change, frame: Frame, work: Image) -> Hit:
-        box = scale_box(change.box, frame.image.shape[1] / work.shape[1])
-        zones = self._work_zones.kinds_at(change.box)
+    def _change_hit(self, change: Change, frame: Frame, measured_on: Image) -> Hit:
+        box = scale_box(change.box, frame.image.shape[1] / measured_on.shape[1])
+        zone_map = self._work_zones if measured_on.shape[1] != GATE_WIDTH else self._gate_zones
+        zones = zone_map.kinds_at(change.box)
         return Hit(change.kind, change.state, box, change.confidence, change.track_id, zones)
 
     def _health_changes(self, issues: set[Issue]) -> tuple[HealthChange, ...]:

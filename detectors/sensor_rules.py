@@ -1,15 +1,17 @@
 """Sensor rules as pure functions: the readings a rule can see and its previous level in, the new
 level out. ``None`` means the condition is clear.
 
-Every rule kind decides from the event-time-ordered history of one metric of one device, so the
-same readings give the same levels whatever order or how often they arrived (the ordering and
-deduplication happen in ``detectors.sensor_state``).
+Every rule kind decides from the event-time-ordered history of one metric of one device (its
+``Sample``s), so the same readings give the same levels whatever order or how often they arrived
+(the ordering and deduplication happen in ``detectors.sensor_state``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+from uuid import UUID
 
 from gridwatch.events import Level, Reading
 from gridwatch.site_sensors import (
@@ -20,6 +22,37 @@ from gridwatch.site_sensors import (
     SensorRule,
     ThresholdRule,
 )
+
+
+class Sample(NamedTuple):
+    """One reading of a metric as the rules keep it: a tuple, made tens of thousands of times a
+    second, where a ``Reading`` model cost most of a rule worker's time; the detection's
+    evidence is made of its readings only when a rule's level changes."""
+
+    ts: datetime
+    value: float
+    unit: str
+    seq: int | None
+    id: UUID  # of the message that carried the reading
+    received_at: datetime
+
+    @classmethod
+    def of(cls, reading: Reading) -> Sample:
+        return cls(reading.ts, reading.value, reading.unit, reading.seq, reading.id,
+                   reading.received_at)  # fmt: skip
+
+    @staticmethod
+    def stored(value: Any) -> Any:
+        """A stored sample as the tuple it is, also when stored as a whole reading (as rule
+        states were before samples)."""
+        if isinstance(value, dict):
+            return tuple(value[name] for name in Sample._fields)
+        return value
+
+    def reading(self, device_id: str, metric: str) -> Reading:
+        return Reading.trusted(device_id=device_id, metric=metric, value=self.value,
+                               unit=self.unit, ts=self.ts, seq=self.seq, id=self.id,
+                               received_at=self.received_at)  # fmt: skip
 
 
 def threshold_level(rule: ThresholdRule, current: Level | None, value: float) -> Level | None:
@@ -33,7 +66,7 @@ def threshold_level(rule: ThresholdRule, current: Level | None, value: float) ->
     return current
 
 
-def in_window(history: Sequence[Reading], seconds: float) -> list[Reading]:
+def in_window(history: Sequence[Sample], seconds: float) -> list[Sample]:
     """The readings at most ``seconds`` older than the newest, plus the one just before that
     boundary: the value the metric held when the window opened."""
     boundary = history[-1].ts - timedelta(seconds=seconds)
@@ -42,28 +75,28 @@ def in_window(history: Sequence[Reading], seconds: float) -> list[Reading]:
     return before[-1:] + inside
 
 
-def _rate_of_rise(rule: RateOfRiseRule, history: Sequence[Reading], current: Level | None) -> bool:
+def _rate_of_rise(rule: RateOfRiseRule, history: Sequence[Sample], current: Level | None) -> bool:
     window = in_window(history, rule.window)
     rise = window[-1].value - min(r.value for r in window)
     return rise >= (rule.rise if current is None else rule.rise - rule.hysteresis)
 
 
-def _n_of_m(rule: NOfMRule, history: Sequence[Reading]) -> bool:
+def _n_of_m(rule: NOfMRule, history: Sequence[Sample]) -> bool:
     return sum(r.value >= rule.above for r in history[-rule.m :]) >= rule.n
 
 
-def _flatline(rule: FlatlineRule, history: Sequence[Reading]) -> bool:
+def _flatline(rule: FlatlineRule, history: Sequence[Sample]) -> bool:
     window = in_window(history, rule.window)
     covered = window[0].ts <= history[-1].ts - timedelta(seconds=rule.window)
     values = [r.value for r in window]
     return covered and max(values) - min(values) <= rule.tolerance
 
 
-def _out_of_range(rule: OutOfRangeRule, history: Sequence[Reading]) -> bool:
+def _out_of_range(rule: OutOfRangeRule, history: Sequence[Sample]) -> bool:
     return not rule.low <= history[-1].value <= rule.high
 
 
-def rule_level(rule: SensorRule, history: Sequence[Reading], current: Level | None) -> Level | None:
+def rule_level(rule: SensorRule, history: Sequence[Sample], current: Level | None) -> Level | None:
     """The rule's level after the newest reading of ``history`` (oldest first, never empty)."""
     if isinstance(rule, ThresholdRule):
         return threshold_level(rule, current, history[-1].value)
@@ -78,7 +111,7 @@ def rule_level(rule: SensorRule, history: Sequence[Reading], current: Level | No
     return rule.level if active else None
 
 
-def evidence(rule: SensorRule, history: Sequence[Reading]) -> tuple[Reading, ...]:
+def evidence(rule: SensorRule, history: Sequence[Sample]) -> tuple[Sample, ...]:
     """The readings that decided the rule's level: what an operator checks the detection by."""
     if isinstance(rule, RateOfRiseRule | FlatlineRule):
         return tuple(in_window(history, rule.window))

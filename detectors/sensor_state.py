@@ -19,10 +19,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Annotated
 
-from pydantic import TypeAdapter
+from pydantic import BeforeValidator, TypeAdapter
 
-from detectors.sensor_rules import evidence, rule_level
+from detectors.sensor_rules import Sample, evidence, rule_level
 from gridwatch.events import (
     Detection,
     DetectionKind,
@@ -38,12 +39,13 @@ log = logging.getLogger(__name__)
 
 # A calibrated gauge measures the hazard directly; camera detectors earn their confidence.
 MEASURED_CONFIDENCE = 0.9
+Stored = Annotated[Sample, BeforeValidator(Sample.stored)]
 
 
 @dataclass(slots=True)
 class MetricState:
-    pending: list[Reading] = field(default_factory=list)  # not yet judged, oldest first
-    history: list[Reading] = field(default_factory=list)  # judged, as far as rules look back
+    pending: list[Stored] = field(default_factory=list)  # not yet judged, oldest first
+    history: list[Stored] = field(default_factory=list)  # judged, as far as rules look back
     levels: list[Level | None] = field(default_factory=list)  # per rule on the metric
     late: int = 0  # readings that came after their time was judged
     conflicts: int = 0  # a second, different value for a time held: the first one stands
@@ -104,15 +106,23 @@ def on_reading(
     sensor: Sensor, state: DeviceState, reading: Reading, lateness_s: float = 0.0
 ) -> list[Detection]:
     """Take one reading: judge what the watermark has passed, and mark a silent device alive."""
-    metric = state.metrics.get(reading.metric)
+    return on_sample(sensor, state, reading.metric, Sample.of(reading), lateness_s)
+
+
+def on_sample(
+    sensor: Sensor, state: DeviceState, name: str, sample: Sample, lateness_s: float = 0.0
+) -> list[Detection]:
+    """``on_reading`` for a reading of metric ``name`` given as a sample."""
+    metric = state.metrics.get(name)
     if metric is None:
-        metric = state.metrics[reading.metric] = MetricState()
-    detections = _admit(sensor, metric, reading, timedelta(seconds=lateness_s))
-    if state.last_seen is None or reading.ts > state.last_seen:
-        state.last_seen = reading.ts
-    if not state.online and (state.since is None or reading.ts > state.since):
-        state.online, state.since = True, reading.ts
-        detections.append(_offline(sensor, reading.ts, "reading", cleared=True))
+        metric = state.metrics[name] = MetricState()
+    detections = _admit(sensor, name, metric, sample, lateness_s)
+    ts = sample.ts
+    if state.last_seen is None or ts > state.last_seen:
+        state.last_seen = ts
+    if not state.online and (state.since is None or ts > state.since):
+        state.online, state.since = True, ts
+        detections.append(_offline(sensor, ts, "reading", cleared=True))
     return detections
 
 
@@ -140,9 +150,9 @@ def waiting(state: DeviceState, lateness_s: float, now: datetime) -> bool:
 
 def _judge_until(sensor: Sensor, state: DeviceState, horizon: datetime) -> list[Detection]:
     detections: list[Detection] = []
-    for metric in state.metrics.values():
+    for name, metric in state.metrics.items():
         ready = sum(1 for r in metric.pending if r.ts <= horizon)
-        detections += _judge(sensor, metric, ready)
+        detections += _judge(sensor, name, metric, ready)
     return detections
 
 
@@ -156,10 +166,12 @@ def overdue(state: DeviceState, heartbeat_s: float, now: datetime) -> bool:
 
 
 def _admit(
-    sensor: Sensor, metric: MetricState, reading: Reading, lateness: timedelta
+    sensor: Sensor, name: str, metric: MetricState, reading: Sample, lateness_s: float
 ) -> list[Detection]:
     ts, newest, pending = reading.ts, metric.newest, metric.pending
     if newest is None or ts > newest:  # in order: the common case, neither late nor repeated
+        if not lateness_s and not pending:  # judged at once, without a stay in ``pending``
+            return _judge_one(sensor, name, metric, reading)
         pending.append(reading)
     else:
         same = next((r for r in (*metric.history, *pending) if r.ts == ts), None)
@@ -169,51 +181,58 @@ def _admit(
                 log.warning(
                     "device %s %s at %s: second value %s ignored, %s stands",
                     sensor.id,
-                    reading.metric,
+                    name,
                     ts.isoformat(),
                     reading.value,
                     same.value,
                 )
             return []  # a redelivery, or a correction the rules do not act on
         judged = metric.judged
+        lateness = timedelta(seconds=lateness_s)
         if (judged is not None and ts < judged) or ts < newest - lateness:
             metric.late += 1
             return []
         bisect.insort(pending, reading, key=_time)
-    if not lateness:
-        return _judge(sensor, metric, len(pending))
-    watermark = pending[-1].ts - lateness
-    return _judge(sensor, metric, sum(1 for r in pending if r.ts <= watermark))
+    if not lateness_s:
+        return _judge(sensor, name, metric, len(pending))
+    watermark = pending[-1].ts - timedelta(seconds=lateness_s)
+    return _judge(sensor, name, metric, sum(1 for r in pending if r.ts <= watermark))
 
 
-def _time(reading: Reading) -> datetime:
+def _time(reading: Sample) -> datetime:
     return reading.ts
 
 
-def _judge(sensor: Sensor, metric: MetricState, count: int) -> list[Detection]:
+def _judge(sensor: Sensor, name: str, metric: MetricState, count: int) -> list[Detection]:
     """Judge the ``count`` oldest pending readings in time order."""
-    if count == 0:
-        return []
-    name = metric.pending[0].metric
-    rules = sensor.rules_for(name)
-    window, keep = sensor.lookback(name)
-    levels, history = metric.levels, metric.history
-    if len(levels) != len(rules):
-        levels[:] = [None] * len(rules)
     detections = []
     for reading in metric.pending[:count]:
-        history.append(reading)
-        _trim(history, window, keep)
-        for i, rule in enumerate(rules):
-            level = rule_level(rule, history, levels[i])
-            if level != levels[i]:
-                detections.append(_detection(sensor, rule, level, history))
-                levels[i] = level
+        detections += _judge_one(sensor, name, metric, reading)
     del metric.pending[:count]
     return detections
 
 
-def _trim(history: list[Reading], window: float, keep: int) -> None:
+def _judge_one(sensor: Sensor, name: str, metric: MetricState, reading: Sample) -> list[Detection]:
+    """Judge the reading that comes next in time order."""
+    history = metric.history
+    history.append(reading)
+    window, keep = sensor.lookback(name)
+    if window or len(history) > keep:
+        _trim(history, window, keep)
+    rules = sensor.rules_for(name)
+    levels = metric.levels
+    if len(levels) != len(rules):
+        levels[:] = [None] * len(rules)
+    detections = []
+    for i, rule in enumerate(rules):
+        level = rule_level(rule, history, levels[i])
+        if level != levels[i]:
+            detections.append(_detection(sensor, name, rule, level, history))
+            levels[i] = level
+    return detections
+
+
+def _trim(history: list[Sample], window: float, keep: int) -> None:
     """Keep what the rules can still look at: their longest window (plus the reading before it,
     the value held when the window opened) and their largest count of newest readings."""
     if window:
@@ -224,7 +243,7 @@ def _trim(history: list[Reading], window: float, keep: int) -> None:
 
 
 def _detection(
-    sensor: Sensor, rule: SensorRule, level: Level | None, history: Sequence[Reading]
+    sensor: Sensor, name: str, rule: SensorRule, level: Level | None, history: Sequence[Sample]
 ) -> Detection:
     newest = history[-1]
     return Detection(
@@ -235,7 +254,7 @@ def _detection(
         level=level,
         location=sensor.location,
         rule=rule.name,
-        evidence=evidence(rule, history),
+        evidence=tuple(s.reading(sensor.id, name) for s in evidence(rule, history)),
         cleared=level is None,
     )
 

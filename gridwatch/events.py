@@ -175,6 +175,24 @@ class Reading(Event):
         """Readings are delivered at least once; this triple makes a redelivery a no-op."""
         return (self.device_id, self.metric, self.ts)
 
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        device_id: str,
+        metric: str,
+        value: float,
+        unit: str,
+        ts: datetime,
+        seq: int | None,
+        id: UUID,  # noqa: A002 - the field's name
+        received_at: datetime,
+    ) -> Reading:
+        """A reading from fields validated already (a batch's, or a rule state's)."""
+        return _trusted(cls, {"id": id, "schema_": "gw.reading/1", "device_id": device_id,
+                              "metric": metric, "value": value, "unit": unit, "ts": ts,
+                              "seq": seq, "received_at": received_at})  # fmt: skip
+
 
 _set = object.__setattr__
 M = TypeVar("M", bound=BaseModel)
@@ -225,22 +243,21 @@ class ReadingBatch(Event):
 
     def readings(self) -> list[Reading]:
         """Every value as a Reading, in report order."""
+        return [reading for report in self.reports for reading in self.readings_of(report)]
+
+    def readings_of(self, report: Report) -> list[Reading]:
+        """The values of one of the batch's reports as Readings."""
         return [
-            _trusted(
-                Reading,
-                {
-                    "id": self.id,
-                    "schema_": "gw.reading/1",
-                    "device_id": report.device_id,
-                    "metric": metric,
-                    "value": value,
-                    "unit": unit,
-                    "ts": report.ts,
-                    "seq": report.seq,
-                    "received_at": self.received_at,
-                },
+            Reading.trusted(
+                device_id=report.device_id,
+                metric=metric,
+                value=value,
+                unit=unit,
+                ts=report.ts,
+                seq=report.seq,
+                id=self.id,
+                received_at=self.received_at,
             )  # fmt: skip
-            for report in self.reports
             for metric, (value, unit) in report.values.items()
         ]
 

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     cap_signing_cert: Path | None = Field(
         default=None, description="PEM certificate of that key, sent in each signature"
     )
+    # The duty officer's console: where it listens, and the address operators and Grafana's
+    # links reach it at (https://… makes its cookies Secure, as behind a TLS proxy).
+    console_host: str = Field(default="127.0.0.1", description="address the console binds to")
+    console_url: str | None = Field(
+        default=None, description="the console's public base URL, e.g. https://console.example"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    model_validator,
 )
 
 from gridwatch.events import Model, Point, ZoneKind
@@ -63,6 +64,30 @@ class LearnedDetector(Model):
     threads: int = Field(default=1, ge=1, description="ONNX Runtime threads of one worker")
 
 
+class TrafficDetector(Model):
+    """Stalled vehicles, obstructions and water inside the view's ``road`` zones.
+
+    Two backgrounds: a short-term one absorbs whatever stops within about ``short_tau_s``, a
+    long-term one keeps the empty road (it learns only where nothing stands). What differs from
+    the long-term background but belongs to the short-term one has stopped; it is confirmed
+    once it has stayed ``stall_s`` and cleared ``clear_s`` after it has gone. Water is road that
+    lost its texture and changed its appearance over ``water_share`` of the lane for ``water_s``.
+    """
+
+    type: Literal["dual_background"] = "dual_background"
+    stall_s: float = Field(default=120.0, gt=0, description="how long an object must stand")
+    clear_s: float = Field(default=15.0, gt=0, description="gone this long: cleared")
+    short_tau_s: float = Field(default=6.0, gt=0, description="short-term background, s")
+    long_tau_s: float = Field(default=900.0, gt=0, description="long-term background, s")
+    threshold: float = Field(default=22.0, gt=0, description="grey-level difference of change")
+    min_area: Fraction = Field(default=0.0015, description="smallest obstruction, of the frame")
+    water_share: Fraction = Field(default=0.3, description="share of the road turned to water")
+    water_s: float = Field(default=45.0, gt=0, description="how long the water must stay")
+    texture_ratio: Fraction = Field(
+        default=0.5, description="water: road texture below this share of the empty road's"
+    )
+
+
 class Vision(Model):
     """Per-camera detector settings; the defaults suit a 1-2 km view from 10-40 m up."""
 
@@ -86,6 +111,15 @@ class Vision(Model):
         default=None,
         description="the learned fire/smoke model; when set it replaces the colour and plume rules",
     )
+    traffic: TrafficDetector | None = Field(
+        default=None, description="stalled vehicles and water on the view's road zones"
+    )
+
+    @model_validator(mode="after")
+    def _traffic_watches_a_road(self) -> Vision:
+        if self.traffic is not None and not any(z.kind == "road" for z in self.zones):
+            raise ValueError("traffic needs a zone of kind road to watch")
+        return self
 
 
 class Camera(Model):

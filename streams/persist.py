@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
-from gridwatch.events import DeadLetter, Event, ReadingBatch, decode, reason_of
+from gridwatch.events import DeadLetter, Event, decode, reason_of
 from gridwatch.liveness import Heartbeat
 from gridwatch.outages import is_outage
 from gridwatch.settings import ConsumerGroups
@@ -56,22 +56,21 @@ def _array_of(model: type[Event]) -> TypeAdapter[list[Event]]:
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """One Kafka message of a batch and where its events are in the batch's list."""
+    """One Kafka message of a batch and where its event is in the batch's list."""
 
     topic: str
     raw: bytes
-    start: int
-    end: int
+    index: int
 
 
 @dataclass
 class Decoded:
-    events: list[Event]  # what to store, every message's events in turn
+    events: list[Event]  # what to store, one event per message
     spans: list[Span]  # the message each event came from
     bad: int  # messages that did not decode, among ``events`` as dead letters
 
     def events_of(self, spans: Sequence[Span]) -> list[Event]:
-        return [e for s in spans for e in self.events[s.start : s.end]]
+        return [self.events[s.index] for s in spans]
 
 
 def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
@@ -80,7 +79,7 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
     Each topic's messages are decoded as one JSON array, a single call into pydantic instead of
     one per message; a batch holding a bad message is decoded again one message at a time to
     find it, so the dead letter carries that message's bytes and reason. A batch of readings
-    is stored as its readings.
+    is one event, which the writer stores as its readings' rows.
     """
     by_topic: dict[str, list[bytes]] = {}
     for topic, raw in records:
@@ -103,12 +102,8 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
                     bad += 1
                     decoded.append(DeadLetter.of_error(f"kafka:{topic}", raw, err))
         for raw, event in zip(raws, decoded, strict=True):
-            start = len(events)
-            if isinstance(event, ReadingBatch):
-                events += event.readings()
-            else:
-                events.append(event)
-            spans.append(Span(topic=topic, raw=raw, start=start, end=len(events)))
+            spans.append(Span(topic=topic, raw=raw, index=len(events)))
+            events.append(event)
     return Decoded(events=events, spans=spans, bad=bad)
 
 
@@ -165,13 +160,15 @@ def _split(
             _split(conn, batch, half, half_err, rows, letters)
 
 
-async def _commit(consumer: AIOKafkaConsumer) -> None:
-    """Commit what was consumed. A rebalance since the batch was fetched refuses the commit:
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit a written batch's offsets. A rebalance since the batch was fetched refuses the commit:
     the batch is in the database already, and whichever writer now holds its partitions reads
     it again from the last committed offset, where the unique keys make the repeat a no-op.
     The writer goes on; only a broker that is away (any other error) ends it."""
+    if not offsets:
+        return
     try:
-        await consumer.commit()
+        await consumer.commit(offsets)
     except (CommitFailedError, IllegalStateError) as err:
         log.info("offsets not committed, the group rebalanced meanwhile: %s", err)
 
@@ -241,6 +238,28 @@ class DatabaseWriter:
                 self._conn = None
 
 
+@dataclass
+class _Writing:
+    """A batch the database is writing, and the offsets that follow it."""
+
+    done: asyncio.Future[Written]
+    batch: Decoded
+    offsets: dict[TopicPartition, int]
+
+    async def settle(self, consumer: AIOKafkaConsumer, stats: PersistStats, retries: int) -> None:
+        """Wait for the write, then commit its offsets (those of partitions still ours: a
+        partition taken away meanwhile is replayed by its new owner, and the unique keys make
+        that a no-op)."""
+        written = await self.done
+        mine = consumer.assignment()
+        await _commit(consumer, {tp: n for tp, n in self.offsets.items() if tp in mine})
+        stats.batches += 1
+        stats.undecodable += self.batch.bad
+        stats.refused += written.refused
+        stats.db_retries = retries
+        _add(stats.rows, written.rows)
+
+
 async def run_persist(
     database_url: str,
     bootstrap: str,
@@ -269,6 +288,7 @@ async def run_persist(
     # fresh rows (and detections) waiting behind it showed as latency.
     rollups = DatabaseWriter(database_url)
     refresh: asyncio.Future[bool] | None = None
+    writing: _Writing | None = None
     consumer = kafka.consumer(bootstrap, group_id, *topic_names, groups=groups)
     await consumer.start()
     try:
@@ -284,20 +304,26 @@ async def run_persist(
                 refresh = asyncio.ensure_future(asyncio.to_thread(rollups.refresh_rollups))
                 next_rollup = time.monotonic() + rollup_every_s
             records = [(r.topic, r.value or b"") for rs in batches.values() for r in rs]
-            if not records:
-                continue
-            batch = decode_batch(records)
-            written = await asyncio.to_thread(writer.write, batch, stop)
-            await _commit(consumer)
-            stats.batches += 1
-            stats.undecodable += batch.bad
-            stats.refused += written.refused
-            stats.db_retries = writer.retries
-            _add(stats.rows, written.rows)
+            # A batch is decoded while the database writes the one before it (decoding was a
+            # third of the writer's time, with the database idle meanwhile); only one write is
+            # in flight, and a batch's offsets are committed once it is written.
+            batch = decode_batch(records) if records else None
+            if writing is not None:
+                await writing.settle(consumer, stats, writer.retries)
+                writing = None
+            if batch is not None:
+                done = asyncio.ensure_future(asyncio.to_thread(writer.write, batch, stop))
+                offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items() if rs}
+                writing = _Writing(done, batch, offsets)
+        if writing is not None:
+            await writing.settle(consumer, stats, writer.retries)
+            writing = None
         if refresh is not None:
             await refresh
         await asyncio.to_thread(rollups.refresh_rollups)
     finally:
+        if writing is not None and not writing.done.done():
+            await asyncio.wait([writing.done])
         if refresh is not None and not refresh.done():
             await asyncio.wait([refresh])
         await consumer.stop()

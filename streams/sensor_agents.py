@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
 
+from detectors.sensor_rules import Sample
 from detectors.sensor_state import (
     LAST_SEEN_SLACK,
     DeviceState,
     decisive,
-    on_reading,
+    on_sample,
     on_status,
     overdue,
     waiting,
@@ -41,7 +42,6 @@ from gridwatch.errors import PayloadError
 from gridwatch.events import (
     Detection,
     DeviceStatus,
-    Reading,
     ReadingBatch,
     decode,
     reason_of,
@@ -92,36 +92,26 @@ def register_sensor_rules(
         # a state that has seen them but not repeat a detection.
         batches = cast("faust.Stream[bytes]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
         async for events in batches:
-            touched: dict[str, tuple[Sensor, DeviceState]] = {}
-            found: list[tuple[bytes, Detection]] = []
             now = clock()
-            horizon = now + ahead
+            judging = _Round(site, states, cache, now, now + ahead)
             for event in events:
                 raw: bytes = event.value
                 topic: str = event.message.topic
                 try:
-                    messages = _messages(topic, raw)
+                    message = _message(topic, raw)
                 except Exception as err:
                     if is_outage(err):
                         raise
                     await ctx.dead(topic, raw, reason_of(err))
                     continue
-                for message in messages:
-                    try:
-                        _in_time(message, now, horizon)
-                        sensor, state = _state_of(site, message.device_id, states, cache, touched)
-                        judged = _judge(site, sensor, state, message)
-                        found += [(sensor.id.encode(), d) for d in judged]
-                    except Exception as err:
-                        if is_outage(err):
-                            raise
-                        if not isinstance(err, PayloadError):
-                            log.exception("sensor rules failed on a %s message", topic)
-                        await ctx.dead(topic, message.to_bytes(), reason_of(err))
-            for sensor, state in touched.values():
+                for failed, why in judging.take(message):
+                    if not isinstance(why, PayloadError):
+                        log.error("sensor rules failed on a %s message", topic, exc_info=why)
+                    await ctx.dead(topic, failed, reason_of(why))
+            for sensor, state in judging.touched.values():
                 if cache.changed(sensor, state):
                     states[sensor.id.encode()] = cache.store(sensor.id, state)
-            for key, detection in found:
+            for key, detection in judging.found:
                 await detections.send(key=key, value=detection.to_bytes())
 
     lateness = site.telemetry.allowed_lateness_s
@@ -214,44 +204,94 @@ def _status_due(
     return None
 
 
-def _in_time(message: Reading | DeviceStatus, now: datetime, horizon: datetime) -> None:
+def _in_time(ts: datetime, now: datetime, horizon: datetime) -> None:
     """Refuse a time past ``horizon``: the window the site allows ahead of the worker's clock."""
-    if message.ts > horizon:
-        lead = (message.ts - now).total_seconds()
+    if ts > horizon:
+        lead = (ts - now).total_seconds()
         allowed = (horizon - now).total_seconds()
         raise PayloadError(
-            f"ts: {message.ts.isoformat()} is {lead:.0f} s ahead of the rules worker's clock,"
+            f"ts: {ts.isoformat()} is {lead:.0f} s ahead of the rules worker's clock,"
             f" beyond telemetry.max_ahead_s ({allowed:g} s)"
         )
 
 
-def _messages(topic: str, raw: bytes) -> Sequence[Reading | DeviceStatus]:
+def _message(topic: str, raw: bytes) -> ReadingBatch | DeviceStatus:
     if topic == topics.READINGS:
-        return decode(ReadingBatch, raw).readings()
-    return [decode(DeviceStatus, raw)]
+        return decode(ReadingBatch, raw)
+    return decode(DeviceStatus, raw)
 
 
-def _state_of(
-    site: Site,
-    device_id: str,
-    states: Any,
-    cache: _StateCache,
-    touched: dict[str, tuple[Sensor, DeviceState]],
-) -> tuple[Sensor, DeviceState]:
-    """The device's sensor and its state, marked as touched by this batch."""
-    if device_id in touched:
-        return touched[device_id]
-    sensor = site.sensor(device_id)
-    if sensor is None:
-        raise PayloadError(f"unknown device {device_id!r}")
-    touched[device_id] = sensor, cache.load(device_id, states[device_id.encode()])
-    return touched[device_id]
+Failed = list[tuple[bytes, Exception]]  # a reading's or status's bytes, and what went wrong
 
 
-def _judge(
-    site: Site, sensor: Sensor, state: DeviceState, message: Reading | DeviceStatus
-) -> list[Detection]:
-    lateness = site.telemetry.allowed_lateness_s
-    if isinstance(message, Reading):
-        return on_reading(sensor, state, message, lateness)
-    return on_status(sensor, state, message, lateness)
+@dataclass
+class _Round:
+    """One batch of events being judged: the states it touched and the detections it found.
+
+    Each reading is judged inside its own guard, as if it had come alone: one that fails is
+    returned by ``take`` as the bytes of that reading, and the rest of its batch goes on. A
+    batch's readings are taken report by report, as samples: a ``Reading`` is made only for a
+    reading's evidence or its dead letter."""
+
+    site: Site
+    states: Any  # the Faust table
+    cache: _StateCache
+    now: datetime
+    horizon: datetime  # the latest time a reading or status may have
+    touched: dict[str, tuple[Sensor, DeviceState]] = field(default_factory=dict)
+    found: list[tuple[bytes, Detection]] = field(default_factory=list)
+
+    def take(self, message: ReadingBatch | DeviceStatus) -> Failed:
+        """Judge every reading of a batch, or a status; the ones that failed."""
+        lateness = self.site.telemetry.allowed_lateness_s
+        if isinstance(message, DeviceStatus):
+            try:
+                _in_time(message.ts, self.now, self.horizon)
+                sensor, state = self._state_of(message.device_id)
+                self._found(sensor, on_status(sensor, state, message, lateness))
+            except Exception as err:
+                if is_outage(err):
+                    raise
+                return [(message.to_bytes(), err)]
+            return []
+        failed: Failed = []
+        batch = message
+        # Times in the standard library's UTC compare several times faster than in the time
+        # zone objects pydantic parses them with (one per message), and each is compared often.
+        received_at = batch.received_at.astimezone(UTC)
+        for report in batch.reports:
+            ts = report.ts.astimezone(UTC)
+            try:
+                _in_time(ts, self.now, self.horizon)
+                sensor, state = self._state_of(report.device_id)
+            except Exception as err:
+                if is_outage(err):
+                    raise
+                failed += [(reading.to_bytes(), err) for reading in batch.readings_of(report)]
+                continue
+            for metric, (value, unit) in report.values.items():
+                sample = Sample(ts, value, unit, report.seq, batch.id, received_at)
+                try:
+                    self._found(sensor, on_sample(sensor, state, metric, sample, lateness))
+                except Exception as err:
+                    if is_outage(err):
+                        raise
+                    failed.append((sample.reading(report.device_id, metric).to_bytes(), err))
+        return failed
+
+    def _found(self, sensor: Sensor, detections: list[Detection]) -> None:
+        if detections:
+            key = sensor.id.encode()
+            self.found += [(key, d) for d in detections]
+
+    def _state_of(self, device_id: str) -> tuple[Sensor, DeviceState]:
+        """The device's sensor and its state, marked as touched by this batch."""
+        touched = self.touched.get(device_id)
+        if touched is not None:
+            return touched
+        sensor = self.site.sensor(device_id)
+        if sensor is None:
+            raise PayloadError(f"unknown device {device_id!r}")
+        stored = self.states[device_id.encode()]
+        self.touched[device_id] = sensor, self.cache.load(device_id, stored)
+        return self.touched[device_id]

@@ -6,6 +6,7 @@ runs as its own process (``gridwatch ingest mqtt``, ``gridwatch streams worker``
 
 from gridwatch.cli import (  # noqa: F401 - importing registers the commands
     demo,
+    duty_console,
     feedback,
     recordings,
     roles,

@@ -21,7 +21,7 @@ from gridwatch.cli.common import (
     site_or_fail,
 )
 from gridwatch.cli.demo_display import LiveView, print_summary
-from gridwatch.cli.demo_runner import DemoPlan, Feeds, run_demo
+from gridwatch.cli.demo_runner import Approval, DemoPlan, Feeds, run_demo
 from gridwatch.cli.tools import report_into
 from gridwatch.errors import GridwatchError
 from gridwatch.scenario import DEMO_SCENARIO, load_scenario
@@ -38,7 +38,14 @@ def demo(
     ] = None,
     duration: Annotated[float, typer.Option(help="scenario length in seconds")] = 20.0,
     rate: Annotated[float, typer.Option(help="reports per sensor per second")] = 5.0,
-    timeout: Annotated[float, typer.Option(help="give up waiting after this many s")] = 90.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="give up waiting after this many s [default: 90, 900 when manual]"),
+    ] = None,
+    approve: Annotated[
+        Approval,
+        typer.Option(help="red broadcasts: approved by the demo, or by you in the console"),
+    ] = Approval.AUTO,
     scenario: Annotated[
         Path, typer.Option(help="the scenario file (events and their ground truth)")
     ] = DEMO_SCENARIO,
@@ -53,7 +60,10 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Start embedded services, run every role, play a flood and a forest fire, summarise."""
+    """Start embedded services, run every role and the duty officer's console, play a flood
+    and a forest fire, summarise."""
+    if timeout is None:
+        timeout = 900.0 if approve is Approval.MANUAL else 90.0
     settings = Settings()
     site = site_or_fail(settings)
     try:
@@ -82,6 +92,7 @@ def demo(
             spec=spec,
             timeout=timeout,
             feeds=Feeds(record=record, replay=replay),
+            approve=approve,
             backend=backend.value,
         )
         with LiveView() as view:

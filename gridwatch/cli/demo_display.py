@@ -42,7 +42,7 @@ class LiveView:
             yield
 
     def note(self, text: str) -> None:
-        self._progress.console.print(text)
+        self._progress.console.print(text, soft_wrap=True)  # URLs and passwords stay whole
 
     def alert(self, alert: NewAlert) -> None:
         style = LEVEL_STYLE.get(alert.level, "bold")

@@ -10,6 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +23,11 @@ from gridwatch.scenario_score import run_incidents, score
 from gridwatch.services import ServiceUrls
 from gridwatch.site import Site
 from gridwatch.store.summary import NewAlert, closed_loop_counts, collect, counts, new_alerts
+
+
+class Approval(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class DemoPlan:
     timeout: float
     feeds: Feeds
     backend: str
+    approve: Approval = Approval.AUTO
 
 
 async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
@@ -84,12 +91,15 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
     received = run_dir / "received"
     callbacks = CallbackServer(keys, producer)
     callback_url = await callbacks.start("127.0.0.1")
-    # The desk takes a second per step, so the flood case is still open when it turns red.
+    approve = plan.approve
+    # The desk takes a second per step, so the flood case is still open when it turns red;
+    # ten when an operator approves in the console, so the cases wait for them.
+    step_s = 10.0 if approve is Approval.MANUAL else 1.0
     desk = DispatchDesk(
         keys[DISPATCH],
         f"{callback_url}{ROUTES[DISPATCH]}",
         received / "dispatch",
-        DeskPolicy(step_delay_s=1.0, rework_kinds=("flood",)),
+        DeskPolicy(step_delay_s=step_s, rework_kinds=("flood",)),
     )
     receiver = BroadcastReceiver(
         keys[BROADCAST],
@@ -125,11 +135,17 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
                 run_closed_loop(site, db, urls.kafka_bootstrap, producer, stop, ready=ready[2])
             ),
             asyncio.create_task(run_relay(site, db, producer, keys, stop, cap_signer=cap_signer)),
-            asyncio.create_task(_approve_broadcasts(site, db, stop, view)),
         ]
+        if approve is Approval.AUTO:
+            roles.append(asyncio.create_task(_approve_broadcasts(site, db, stop, view)))
+        console_runner, console_url = await _start_console(site, db, run_dir, view)
         # Play only once every consumer group has its partitions, so latency is the pipeline's.
         await asyncio.wait_for(
             asyncio.gather(*(e.wait() for e in ready), _assigned(faust_app)), timeout=60
+        )
+    if approve is Approval.MANUAL:
+        view.note(
+            f"[bold red]red broadcasts wait for your approval:[/bold red] {console_url}/broadcasts"
         )
     assert spec.fire is not None  # noqa: S101 - checked by the command
     scenario = sensor_scenario(spec)
@@ -173,6 +189,7 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
                 and loop_now["cases"] > 0
                 and loop_now["cases"] == loop_now["cases_closed"]
                 and loop_now["outbox_pending"] == 0
+                and loop_now["broadcasts_waiting"] == 0
             )
             # Caught up, then one quiet second so the last messages land too.
             quiet_since = (quiet_since or time.monotonic()) if caught_up else None
@@ -190,6 +207,7 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
             "frames": recorder.writer.frames,
             "notes": list(manifest.notes),
         }
+    await console_runner.cleanup()
     await asyncio.gather(*roles, return_exceptions=True)
     await faust_app.stop()
     await asyncio.to_thread(bridge.stop)
@@ -221,6 +239,28 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
 DEMO_TIME_FACTOR = 60  # the demo plays an hour of alert timers in a minute
 DEMO_OPERATOR = "值班员（演示：自动批准）"
 DEMO_SENDER = "gridwatch-demo@example.gov.cn"  # the demo street's CAP sender: an example
+CONSOLE_OPERATOR = "duty-demo"
+
+
+async def _start_console(
+    site: Site, database_url: str, run_dir: Path, view: View
+) -> tuple[Any, str]:
+    """The console on a free port, with a duty officer whose random password is printed once
+    here and kept nowhere but as its hash."""
+    from alerts.console.accounts import Role, add_operator
+    from alerts.console.server import start
+    from alerts.console.web import Console
+
+    password = secrets.token_urlsafe(12)
+    with psycopg.connect(database_url) as conn:
+        add_operator(conn, CONSOLE_OPERATOR, Role.DUTY_OFFICER, password)
+    runner, url = await start(Console(site, database_url, run_dir / "evidence"), "127.0.0.1")
+    view.note(f"[bold]duty officer's console[/bold] {url}")
+    view.note(
+        f"  login [bold]{CONSOLE_OPERATOR}[/bold] / [bold]{password}[/bold]"
+        " (throwaway, this run only)"
+    )
+    return runner, url
 
 
 async def _approve_broadcasts(

@@ -72,6 +72,7 @@ class DemoSummary(BaseModel):
     cases_closed: int
     outbox_pending: int
     outbox_dead: int
+    broadcasts_waiting: int
     alerts_by_level: dict[str, int]
     cases_by_state: dict[str, int]
     broadcasts: dict[str, int]

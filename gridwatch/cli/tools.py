@@ -95,7 +95,9 @@ def dashboards_push(
                 host=datasource_host,
                 timescaledb=timescaledb,
             )
-        pushed = push.push(url, credential, build.dashboards(site_or_fail(settings)), source)
+        pushed = push.push(
+            url, credential, build.dashboards(site_or_fail(settings), settings.console_url), source
+        )
     except GridwatchError as err:
         raise fail(str(err)) from err
     for item in pushed:
@@ -173,16 +175,27 @@ def eval_detectors(
     grids: Annotated[
         str | None, typer.Option(help="with --learned: tile grids, e.g. 1,3 (default: 1)")
     ] = None,
+    traffic: Annotated[
+        bool,
+        typer.Option(
+            help="the traffic detector alone: generated road scenes, or with --media the real"
+            " negatives of the fire-smoke set (its folder, with SOURCES.tsv)"
+        ),
+    ] = False,
 ) -> None:
     """Run labelled scenarios (or real media) through the camera worker and score them."""
     from benchmarks.eval_detectors import evaluate
+    from benchmarks.eval_traffic import evaluate as evaluate_traffic
     from gridwatch.site_cameras import LearnedDetector
 
-    detector = None
-    if learned:
-        tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
-        detector = LearnedDetector.model_validate(tiles)
-    report = evaluate(per_kind, media, fps, detector)
+    if traffic:
+        report = evaluate_traffic(per_kind, media)
+    else:
+        detector = None
+        if learned:
+            tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
+            detector = LearnedDetector.model_validate(tiles)
+        report = evaluate(per_kind, media, fps, detector)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
@@ -379,6 +392,17 @@ def bench_restart(
     chosen = cast("list[TableStore]", stores)
     results = run(site_or_fail(Settings()), devices or [10_000, 100_000], chosen)
     console.print(report(results, json_path), markup=False, highlight=False)
+
+
+@bench_app.command("store")
+def bench_store(
+    rows: Annotated[int, typer.Option(min=1, help="readings to store")] = 1_000_000,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """The store writer alone from a pre-filled topic, against raw binary COPY of the same rows."""
+    from benchmarks.store import report, run
+
+    console.print(report(run(rows), json_path))
 
 
 @bench_app.command("fuzz")

@@ -112,7 +112,7 @@ def mark_false_alarm(
             stored = _stored(cur, uid)
             assert stored is not None  # noqa: S101 - the conflicting row exists
             return stored
-        image = _snapshot_bytes(detection["snapshot"], evidence_dir or Settings().evidence_dir)
+        image = snapshot_bytes(detection["snapshot"], evidence_dir or Settings().evidence_dir)
         if image is not None:
             cur.execute(
                 "INSERT INTO false_alarm_snapshots (detection_id, image, sha256)"
@@ -198,7 +198,7 @@ def _stored(cur: psycopg.Cursor[dict[str, object]], uid: UUID) -> FalseAlarm | N
     return None if row is None else FalseAlarm.model_validate(row)
 
 
-def _snapshot_bytes(snapshot: str | None, evidence_dir: Path) -> bytes | None:
+def snapshot_bytes(snapshot: str | None, evidence_dir: Path) -> bytes | None:
     """The snapshot file's bytes if it is an image inside the evidence store, else None."""
     if not snapshot:
         return None

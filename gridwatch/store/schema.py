@@ -291,6 +291,25 @@ CREATE OR REPLACE TRIGGER operator_audit_append_only BEFORE UPDATE OR DELETE ON 
 """
 
 
+# The duty officer's console: operators (argon2 hashes only) and their sessions (the
+# cookie's SHA-256, never the cookie); what they do goes to case_audit or operator_audit.
+CONSOLE_DDL = """
+CREATE TABLE IF NOT EXISTS operators (
+    name          text PRIMARY KEY,
+    role          text        NOT NULL CHECK (role IN ('duty_officer', 'viewer')),
+    password_hash text        NOT NULL CHECK (password_hash LIKE '$argon2%'),
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS console_sessions (
+    token_sha256 text PRIMARY KEY,
+    operator     text        NOT NULL REFERENCES operators (name) ON DELETE CASCADE,
+    csrf_token   text        NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    expires_at   timestamptz NOT NULL
+);
+"""
+
+
 def timescaledb_available(conn: psycopg.Connection) -> bool:
     row = conn.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
@@ -309,6 +328,7 @@ def ensure_schema(conn: psycopg.Connection) -> Backend:
         conn.execute(TABLES_DDL)
         conn.execute(CLOSED_LOOP_DDL)
         conn.execute(FEEDBACK_DDL)
+        conn.execute(CONSOLE_DDL)
         conn.execute(DEVICE_STATUS_DDL)
         for table, time_column in EVENT_TABLES:
             if backend is Backend.TIMESCALEDB:

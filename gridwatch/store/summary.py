@@ -29,7 +29,8 @@ SELECT
   (SELECT count(*) FROM cases)                                     AS cases,
   (SELECT count(*) FROM cases WHERE state = 'closed')              AS cases_closed,
   (SELECT count(*) FROM outbox WHERE delivered_at IS NULL)         AS outbox_pending,
-  (SELECT count(*) FROM outbox_deadletters)                        AS outbox_dead
+  (SELECT count(*) FROM outbox_deadletters)                        AS outbox_dead,
+  (SELECT count(*) FROM cases WHERE broadcast = 'pending_approval') AS broadcasts_waiting
 """
 
 # first_alert_s: from the run's first reading reaching the bridge to the incident's first

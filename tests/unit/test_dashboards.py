@@ -128,6 +128,8 @@ def test_links_lead_to_a_dashboard_and_variable_that_exist() -> None:
     for _, document in all_documents():
         for panel in document["panels"]:
             for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", []):
+                if link["url"].startswith("${console}"):
+                    continue  # into the console: test_console_links.py
                 match = re.match(r"/d/([\w-]+)/[\w-]+\?var-(\w+)=", link["url"])
                 assert match, link["url"]
                 uid, variable = match.groups()
