@@ -16,7 +16,6 @@ import typer
 
 from gridwatch.cli.common import (
     alerts_app,
-    all_topics,
     app,
     cameras_app,
     console,
@@ -34,12 +33,10 @@ from gridwatch.cli.common import (
     store_app,
     streams_app,
 )
+from gridwatch.cli.context import role_context
 from gridwatch.errors import GridwatchError
-from gridwatch.liveness import Heartbeat
-from gridwatch.services import create_topics
 from gridwatch.settings import Settings
 from gridwatch.site import load_site
-from gridwatch.store.schema import ensure_schema
 
 
 @app.command("check-config")
@@ -81,22 +78,21 @@ def ingest_mqtt() -> None:
     from gridwatch import kafka
     from ingest.mqtt_bridge import MqttBridge
 
-    settings = Settings()
-    setup_logging(settings)
-    urls, site = required_services(settings), site_or_fail(settings)
-    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    ctx = role_context("ingest-mqtt")
+    urls = ctx.urls
+    ctx.prepare()
     bridge = MqttBridge(
-        site,
+        ctx.site,
         kafka.producer(urls.kafka_bootstrap),
         urls.mqtt_host,
         urls.mqtt_port,
-        access=mqtt_access(settings),
-        limits=settings.mqtt_limits,
+        access=mqtt_access(ctx.settings),
+        limits=ctx.settings.mqtt_limits,
     )
     steady_memory()
     bridge.start()
     try:
-        bridge.run_until_stopped(Heartbeat(settings.liveness_dir, "ingest-mqtt").beat)
+        bridge.run_until_stopped(ctx.heartbeat.beat)
     except GridwatchError as err:
         raise fail(str(err)) from err
     finally:
@@ -112,14 +108,11 @@ def streams_worker(
 
     from streams.app import build_app
 
-    settings = Settings()
-    setup_logging(settings)
-    urls, site = required_services(settings), site_or_fail(settings)
-    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    ctx = role_context("streams-worker").prepare()
     steady_memory()
-    heartbeat = Heartbeat(settings.liveness_dir, "streams-worker")
     # Faust's lines go through the role's logging too, instead of a set-up of the worker's own.
-    rules = build_app(site, urls.kafka_bootstrap, datadir, heartbeat=heartbeat,
+    settings = ctx.settings
+    rules = build_app(ctx.site, ctx.kafka_bootstrap, datadir, heartbeat=ctx.heartbeat,
                       partitions=settings.topic_partitions, store=settings.table_store,
                       groups=settings.consumer_groups)  # fmt: skip
     Worker(rules, override_logging=False).execute_from_commandline()
@@ -131,18 +124,16 @@ def alerts_engine() -> None:
     from alerts.roles import run_engine
     from gridwatch import kafka
 
-    settings = Settings()
-    setup_logging(settings)
-    urls, site = required_services(settings), site_or_fail(settings)
-    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
+    ctx = role_context("alerts-engine")
+    database_url = ctx.urls.database_url
+    ctx.prepare()
 
     async def main() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
-        producer = kafka.producer(urls.kafka_bootstrap)
-        heartbeat = Heartbeat(settings.liveness_dir, "alerts-engine")
-        await run_engine(site, urls.kafka_bootstrap, producer, stop,
-                         database_url=urls.database_url, heartbeat=heartbeat)  # fmt: skip
+        producer = kafka.producer(ctx.kafka_bootstrap)
+        await run_engine(ctx.site, ctx.kafka_bootstrap, producer, stop,
+                         database_url=database_url, heartbeat=ctx.heartbeat)  # fmt: skip
 
     asyncio.run(main())
 
@@ -162,9 +153,8 @@ def alerts_relay(
     from gridwatch.signing import require_key
     from gridwatch.xml_signature import load_signer
 
-    settings = Settings()
-    setup_logging(settings)
-    site = site_or_fail(settings)
+    ctx = role_context("alerts-relay", loops=RELAY_LOOPS)
+    settings, site = ctx.settings, ctx.site
     sinks = {DISPATCH: site.policy.dispatch, BROADCAST: site.policy.broadcast}
     # The doors are checked before any service is touched: a placeholder key never goes live.
     if settings.cap_signing_key is None or settings.cap_signing_cert is None:
@@ -181,10 +171,7 @@ def alerts_relay(
         tls = tls_context(settings.callback_tls_cert, settings.callback_tls_key)
     except GridwatchError as err:
         raise fail(str(err)) from err
-    urls = required_services(settings)
-    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
-    with psycopg.connect(urls.database_url) as conn:
-        ensure_schema(conn)
+    urls = ctx.prepare(schema=True).urls
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -192,8 +179,8 @@ def alerts_relay(
         producer = kafka.producer(urls.kafka_bootstrap)
         callbacks = CallbackServer(keys, producer)
         await callbacks.start(settings.callback_host, callback_port, tls=tls)
+        beats = ctx.heartbeat
         try:
-            beats = Heartbeat(settings.liveness_dir, "alerts-relay", loops=RELAY_LOOPS)
             await asyncio.gather(
                 run_closed_loop(
                     site, urls.database_url, urls.kafka_bootstrap, producer, stop, heartbeat=beats
@@ -263,20 +250,15 @@ def store_writer() -> None:
     """Write every topic to the database in idempotent batches."""
     from streams.persist import run_persist
 
-    settings = Settings()
-    setup_logging(settings)
-    urls = required_services(settings)
-    create_topics(urls.kafka_bootstrap, all_topics(), settings.topic_partitions)
-    with psycopg.connect(urls.database_url) as conn:
-        ensure_schema(conn)
+    ctx = role_context("store-writer").prepare(schema=True)
     steady_memory()
 
     async def main() -> None:
         stop = asyncio.Event()
         await stop_on_signal(stop)
-        heartbeat = Heartbeat(settings.liveness_dir, "store-writer")
-        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=heartbeat,
-                          groups=settings.consumer_groups)  # fmt: skip
+        urls = ctx.urls
+        await run_persist(urls.database_url, urls.kafka_bootstrap, stop, heartbeat=ctx.heartbeat,
+                          groups=ctx.settings.consumer_groups)  # fmt: skip
 
     asyncio.run(main())
 
@@ -352,30 +334,26 @@ def ingest_camera(
     from ingest.camera_source import VideoSource
     from ingest.camera_worker import CameraWorker, kafka_publish
 
-    settings = Settings()
-    setup_logging(settings)
-    site = site_or_fail(settings)
-    if settings.kafka_bootstrap is None:
-        raise fail("set GRIDWATCH_KAFKA_BOOTSTRAP")
-    create_topics(settings.kafka_bootstrap, all_topics(), settings.topic_partitions)
-    publish = kafka_publish(kafka.producer(settings.kafka_bootstrap))
-    evidence = EvidenceStore(settings.evidence_dir)
+    ctx = role_context(f"camera-{device}")
+    settings, site = ctx.settings, ctx.site
     cameras = {c.id: c for c in site.cameras}
     towers = {t.id: t for t in site.watchtowers}
+    if device not in cameras and device not in towers:
+        raise fail(f"no camera or watchtower {device!r} in {settings.site}")
+    ctx.prepare()
+    publish = kafka_publish(kafka.producer(ctx.kafka_bootstrap))
+    evidence = EvidenceStore(settings.evidence_dir)
     if device in cameras:
         worker = CameraWorker.for_camera(cameras[device], publish, evidence)
         url = cameras[device].url
-    elif device in towers:
+    else:
         tower = towers[device]
         worker = CameraWorker.for_watchtower(tower, publish, evidence, thermal=thermal)
         url = (tower.thermal_url if thermal else None) or tower.visible_url
-    else:
-        raise fail(f"no camera or watchtower {device!r} in {settings.site}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    heartbeat = Heartbeat(settings.liveness_dir, f"camera-{device}")
     with contextlib.suppress(KeyboardInterrupt):
-        worker.run(VideoSource(url), stop, heartbeat=heartbeat)
+        worker.run(VideoSource(url), stop, heartbeat=ctx.heartbeat)
 
 
 @cameras_app.command("ack-baseline")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -36,6 +38,8 @@ SELECT
 INCIDENT_LIST_SQL = """
 SELECT i.kind, i.level, i.lon, i.lat, i.grid_code, (i.payload ->> 'location_error_m')::float,
        jsonb_array_length(i.payload -> 'sources'),
+       ARRAY(SELECT s ->> 'type' || ' ' || (s ->> 'id')
+             FROM jsonb_array_elements(i.payload -> 'sources') AS s),
        extract(epoch FROM (SELECT min(a.stored_at) FROM alerts a
                            WHERE a.incident_id = i.incident_id AND a.state = 'firing')
                           - (SELECT min(received_at) FROM readings))::float
@@ -81,12 +85,41 @@ def closed_loop_counts(conn: psycopg.Connection) -> dict[str, int]:
 
 def incident_list(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Every incident as it stands, in the order they were opened."""
-    names = ("kind", "level", "lon", "lat", "grid_code", "location_error_m", "sources")
+    names = ("kind", "level", "lon", "lat", "grid_code", "location_error_m", "sources", "raised_by")
     rows = conn.execute(INCIDENT_LIST_SQL).fetchall()
     return [
         dict(zip(names, row[:-1], strict=True))
         | {"first_alert_s": None if row[-1] is None else round(row[-1], 2)}
         for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class NewAlert:
+    stored_at: datetime
+    level: str
+    state: str
+    kind: str
+    grid_code: str
+    summary: str
+    reasons: tuple[str, ...]
+
+
+def new_alerts(conn: psycopg.Connection, since: datetime) -> list[NewAlert]:
+    """The alert notifications stored after ``since``, oldest first."""
+    return [
+        NewAlert(
+            stored_at=stored_at,
+            level=level,
+            state=state,
+            kind=kind,
+            grid_code=grid,
+            summary=summary,
+            reasons=tuple(reasons or ()),
+        )
+        for stored_at, level, state, kind, grid, summary, reasons in conn.execute(
+            NEW_ALERTS_SQL, (since,)
+        ).fetchall()
     ]
 
 

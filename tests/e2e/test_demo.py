@@ -17,6 +17,22 @@ def test_demo_thin_path(demo_run: DemoRun) -> None:
     assert (demo_run.run_dir / "gridwatch.log").exists()
 
 
+def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRun) -> None:
+    s = demo_run.summary
+    score = s["score"]
+    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 3
+    assert all(e["detected"] and e["level_ok"] and e["sources_ok"] for e in score["per_event"])
+    assert score["missed"] == score["false_incidents"] == 0 and score["passed"] is True
+    # Each incident names the sources that raised it, per kind.
+    raised = {i["kind"]: sorted(i["raised_by"]) for i in s["incident_list"]}
+    assert raised == {
+        "flood": ["sensor WL-001"],
+        "forest_fire": ["sensor SM-001", "watchtower WT-01", "watchtower WT-02"],
+        "straw_burning": ["sensor PM-001"],
+    }
+    assert "incidents by kind" in demo_run.stdout and "watchtower WT-02" in demo_run.stdout
+
+
 def test_demo_fire_flood_and_plume_close_the_loop(demo_run: DemoRun) -> None:
     s = demo_run.summary
     # The scenario: a gauge rising through all three colours, a PM2.5 plume rising likewise,
