@@ -10,13 +10,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from benchmarks.eval_detectors import detector_set
 from detectors.frame import Frame
 from detectors.scene import SceneAnalyzer
-from gridwatch.site_cameras import LearnedDetector, Vision
+from gridwatch.site_cameras import Vision
 from simulators.camera_scenes import HORIZON, Scenario, render
 
 
-def bench(frames: int = 300, sample_fps: float = 1.0, learned: bool = False) -> dict[str, Any]:
+def bench(frames: int = 300, sample_fps: float = 1.0, fire_smoke: str = "model") -> dict[str, Any]:
     cv2.setNumThreads(1)  # per core: OpenCV would otherwise spread one frame over all cores
     scenario = Scenario(
         "bench",
@@ -37,9 +38,9 @@ def bench(frames: int = 300, sample_fps: float = 1.0, learned: bool = False) -> 
     for data in jpegs:
         decoded.append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
     decode_s = time.perf_counter() - t0
-    # the learned model on one thread, as one camera worker per core runs it
-    model = LearnedDetector(threads=1) if learned else None
-    analyzer = SceneAnalyzer(Vision(horizon=HORIZON, learned=model))
+    # the learned model runs on one thread (its default), as one camera worker per core runs it
+    detectors = detector_set(fire_smoke)
+    analyzer = SceneAnalyzer(Vision(horizon=HORIZON, detectors=detectors))
     t0 = time.perf_counter()
     for i, image in enumerate(decoded):
         analyzer.analyse(
@@ -51,7 +52,7 @@ def bench(frames: int = 300, sample_fps: float = 1.0, learned: bool = False) -> 
     per_frame_s = analyse_s / len(decoded) + decode_s / len(decoded)
     return {
         "resolution": "1280x720",
-        "detector": "colour and plume rules" if model is None else model.model_dump(),
+        "detectors": detectors.model_dump(mode="json"),
         "frames": len(decoded),
         "analysed_fps_per_core_excluding_decode": round(analyse_fps, 1),
         "analyse_ms_per_frame": round(1000 * analyse_s / len(decoded), 2),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import psycopg
+import pydantic
 import typer
 
 from gridwatch.cli.common import (
@@ -164,22 +165,24 @@ def eval_detectors(
     ] = None,
     fps: Annotated[float, typer.Option(help="frame rate of frame-sequence folders")] = 5.0,
     per_kind: Annotated[int, typer.Option(help="simulated variants of each scenario")] = 6,
-    learned: Annotated[
-        bool, typer.Option(help="real media: the learned fire/smoke model instead of the rules")
-    ] = False,
+    fire_smoke: Annotated[
+        str, typer.Option(help="fire/smoke detectors: model, rules (colour and plume) or both")
+    ] = "model",
     grids: Annotated[
-        str | None, typer.Option(help="with --learned: tile grids, e.g. 1,3 (default: 1)")
+        str | None, typer.Option(help="the model's tile grids, e.g. 2,3; 'none': whole view")
     ] = None,
 ) -> None:
     """Run labelled scenarios (or real media) through the camera worker and score them."""
-    from benchmarks.eval_detectors import evaluate
-    from gridwatch.site_cameras import LearnedDetector
+    from benchmarks.eval_detectors import detector_set, evaluate
 
-    detector = None
-    if learned:
-        tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
-        detector = LearnedDetector.model_validate(tiles)
-    report = evaluate(per_kind, media, fps, detector)
+    tiles = None
+    if grids is not None:
+        tiles = () if grids == "none" else tuple(int(g) for g in grids.split(","))
+    try:
+        detectors = detector_set(fire_smoke, tiles)
+    except (ValueError, pydantic.ValidationError) as err:
+        raise fail(str(err)) from err
+    report = evaluate(per_kind, media, fps, detectors)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
@@ -260,14 +263,17 @@ def train_detector(
 def bench_cameras(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     frames: Annotated[int, typer.Option(help="720p frames to analyse")] = 300,
-    learned: Annotated[
-        bool, typer.Option(help="the learned fire/smoke model, not the rules")
-    ] = False,
+    fire_smoke: Annotated[
+        str, typer.Option(help="fire/smoke detectors: model, rules (colour and plume) or both")
+    ] = "model",
 ) -> None:
     """Analysed 720p frames per second per core, decode apart, and cameras per core."""
     from benchmarks.cameras import bench
 
-    text = json.dumps(bench(frames, learned=learned), indent=2)
+    try:
+        text = json.dumps(bench(frames, fire_smoke=fire_smoke), indent=2)
+    except ValueError as err:
+        raise fail(str(err)) from err
     console.print_json(text)
     if json_path is not None:
         json_path.write_text(text + "\n")
