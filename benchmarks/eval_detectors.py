@@ -181,34 +181,59 @@ def media(folder: Path, fps: float, work: Path, detectors: Detectors) -> list[Ou
     return out
 
 
+ALARMS = (DetectionKind.FIRE, DetectionKind.SMOKE, DetectionKind.THERMAL_HOTSPOT)
+SCORED = {
+    "fire": frozenset({DetectionKind.FIRE, DetectionKind.THERMAL_HOTSPOT}),
+    "smoke": frozenset({DetectionKind.SMOKE}),
+}
+
+
+def time_to_detection(o: Outcome, kinds: frozenset[DetectionKind]) -> float | None:
+    """Seconds from onset to the first confirmed detection of one of ``kinds``, or None."""
+    delays = [
+        (d.ts - START).total_seconds() - o.onset_s
+        for d in o.detections
+        if d.kind in kinds and not d.cleared and (d.ts - START).total_seconds() >= o.onset_s
+    ]
+    return min(delays, default=None)
+
+
+def sequences(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """Per sequence: time to detection of each kind, alarms raised, their best score."""
+    rows: list[dict[str, Any]] = []
+    for o in outcomes:
+        alarms = [d for d in o.detections if d.kind in ALARMS and not d.cleared]
+        found = {name: time_to_detection(o, kinds) for name, kinds in SCORED.items()}
+        rows.append(
+            {
+                "name": o.name,
+                "label": o.label,
+                "duration_s": round(o.duration_s, 1),
+                **{
+                    f"{k}_time_to_detection_s": None if v is None else round(v, 1)
+                    for k, v in found.items()
+                },
+                "alarms": len(alarms),
+                "max_confidence": round(max((d.confidence for d in alarms), default=0.0), 3),
+            }
+        )
+    return rows
+
+
 def score(outcomes: list[Outcome]) -> dict[str, Any]:
-    alarms = (DetectionKind.FIRE, DetectionKind.SMOKE, DetectionKind.THERMAL_HOTSPOT)
     report: dict[str, Any] = {}
-    for name, kinds in (
-        ("fire", {DetectionKind.FIRE, DetectionKind.THERMAL_HOTSPOT}),
-        ("smoke", {DetectionKind.SMOKE}),
-    ):
+    for name, kinds in SCORED.items():
         positives = [o for o in outcomes if name in o.label]
-        delays: list[float] = []
-        found = 0
-        for o in positives:
-            hits = [
-                (d.ts - START).total_seconds() - o.onset_s
-                for d in o.detections
-                if d.kind in kinds and not d.cleared and (d.ts - START).total_seconds() >= o.onset_s
-            ]
-            if hits:
-                found += 1
-                delays.append(min(hits))
+        found = [t for o in positives if (t := time_to_detection(o, kinds)) is not None]
         report[name] = {
             "sequences": len(positives),
-            "recall": round(found / len(positives), 4) if positives else None,
-            "median_time_to_detection_s": round(median(delays), 1) if delays else None,
+            "recall": round(len(found) / len(positives), 4) if positives else None,
+            "median_time_to_detection_s": round(median(found), 1) if found else None,
         }
     negatives = [o for o in outcomes if o.label == "none"]
-    false = [o for o in negatives if any(d.kind in alarms and not d.cleared for d in o.detections)]
+    false = [o for o in negatives if any(d.kind in ALARMS and not d.cleared for d in o.detections)]
     false_alarms = sum(
-        1 for o in negatives for d in o.detections if d.kind in alarms and not d.cleared
+        1 for o in negatives for d in o.detections if d.kind in ALARMS and not d.cleared
     )
     days = sum(o.duration_s for o in negatives) / 86400
     report["negatives"] = {
@@ -281,7 +306,12 @@ def evaluate(
         work = Path(tmp)
         if media_dir is not None:
             found = media(media_dir, fps, work, detectors)
-            return {"media": str(media_dir), "detectors": config, **score(found)}
+            return {
+                "media": str(media_dir),
+                "detectors": config,
+                **score(found),
+                "per_sequence": sequences(found),
+            }
         outcomes = simulated(per_kind, work, detectors)
     return {
         "scenarios": len(outcomes),

@@ -176,3 +176,43 @@ def test_vision_has_one_block_per_detector_and_rejects_unknown_settings() -> Non
     ):
         with pytest.raises(pydantic.ValidationError):
             Vision.model_validate({"detectors": bad})
+
+
+def test_a_slow_plume_is_not_gated_out() -> None:
+    """A plume brightening 3 grey levels a second never trips frame differencing, but stands out
+    against the slow background on every sample, so its tile is scored until it confirms."""
+    from datetime import UTC, datetime, timedelta
+
+    import cv2
+
+    from detectors.frame import Frame
+    from detectors.scene import SceneAnalyzer
+
+    rng = np.random.default_rng(3)
+    fields = cv2.resize(rng.random((45, 80)), (640, 360), interpolation=cv2.INTER_NEAREST)
+    ground = 40 * fields[..., None] + (50, 100, 60)  # green fields with sharp edges
+    start = datetime(2025, 4, 1, 10, tzinfo=UTC)
+    analyzer = SceneAnalyzer(Vision())
+    model = Painted()
+    scored: list[int] = []
+    found = []
+    for second in range(50):
+        image = ground + rng.normal(0, 2, ground.shape)  # sensor noise: a live stream
+        level = min(110 + 3 * second, 250)
+        image[220:260, 300:360] = (level, level, 0.8 * level)  # BGR: grey, a little warm
+        frame = Frame(
+            np.clip(image, 0, 255).astype(np.uint8), start + timedelta(seconds=second), "cam"
+        )
+        if second == 0:
+            analyzer.analyse(frame)
+            settings = FireSmokeModelSettings(tile_threshold=0.05)
+            analyzer.detectors = [LearnedFireSmoke(settings, analyzer.geometry, model)]
+            continue
+        analysis = analyzer.analyse(frame)
+        assert not analysis.suppressed, analysis.health
+        found += [h for h in analysis.hits if h.state == "confirmed"]
+        scored.append(model.batches[-1] - 1)
+    assert all(scored[5:]), scored  # once it stands out, its tile is scored on every sample
+    assert [h.kind for h in found] == [DetectionKind.SMOKE]
+    x, y, w, h = found[0].box
+    assert w < 640 / 2 and x <= 330 <= x + w and y <= 240 <= y + h  # its tile, not the view
