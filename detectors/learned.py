@@ -5,7 +5,8 @@ Every sample scores the whole working view. Tiles of the configured grids are sc
 the view changed against the motion gate's slow background (a lamp, a lit sign or a reflection
 that is always there never changes, and on real night scenes small tiles of such lights score
 as smoke or fire), only while the view as a whole holds still (a moving or re-lit view changes
-everywhere, and its tiles say nothing), and at a stricter threshold than the whole view. A
+everywhere, and its tiles say nothing), and at a stricter threshold than the whole view; a
+tile too saturated to be grey (emergency lights, a sunset) is no smoke evidence. A
 kind is confirmed when one region — the whole view, or one and the same tile — hits in
 ``confirm_n`` of the last ``confirm_m`` samples, so hits scattered over tiles never add up.
 It is cleared after ``clear_misses`` samples in a row whose every score is below
@@ -155,30 +156,32 @@ class LearnedFireSmoke:
         views = [work[y : y + h, x : x + w] for x, y, w, h in (self.regions[i] for i in regions)]
         return self.model.run(preprocess(views))
 
-    def _coloured(self, sample: ViewSample, regions: list[int]) -> list[int]:
-        """Chosen tiles too saturated for smoke (coloured lights, a sunset): smoke is grey."""
-        if sample.gate is None:
-            return []
-        saturation = sample.gate.saturation
-        limit = self.settings.tile_smoke_max_saturation
-        return [
-            i
-            for i in regions[1:]
-            for x, y, w, h in [self._gate_regions[i]]
-            if saturation[y : y + h, x : x + w].mean() > limit
-        ]
+    def limits(self, sample: ViewSample, regions: list[int]) -> dict[DetectionKind, list[float]]:
+        """Per kind, the probability each region must reach to hit: the view's threshold, the
+        stricter tile threshold, never for smoke on a tile too saturated to be grey (coloured
+        lights, a sunset)."""
+        s = self.settings
+        saturation = None if sample.gate is None else sample.gate.saturation
+        out: dict[DetectionKind, list[float]] = {}
+        for kind, threshold in self.thresholds.items():
+            row = [threshold]
+            for i in regions[1:]:
+                x, y, w, h = self._gate_regions[i]
+                grey = saturation is None or (
+                    saturation[y : y + h, x : x + w].mean() <= s.tile_smoke_max_saturation
+                )
+                row.append(s.tile_threshold if grey or kind is DetectionKind.FIRE else math.inf)
+            out[kind] = row
+        return out
 
     def observe(self, sample: ViewSample) -> list[Change]:
         if not self.geometry.zones.allowed.any():
             return []
         regions = self.chosen(sample)
         probabilities = self.scores(sample, regions)
-        coloured = self._coloured(sample, regions)
         changes: list[Change] = []
-        for column, (kind, threshold) in enumerate(self.thresholds.items()):
-            limit = {i: threshold if i == 0 else self.settings.tile_threshold for i in regions}
-            if kind is DetectionKind.SMOKE:
-                limit |= dict.fromkeys(coloured, math.inf)
+        for column, (kind, row) in enumerate(self.limits(sample, regions).items()):
+            limit = dict(zip(regions, row, strict=True))
             score = {i: float(p) for i, p in zip(regions, probabilities[:, column], strict=True)}
             change = self._update(kind, score, limit)
             if change is not None:

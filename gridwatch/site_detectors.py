@@ -39,9 +39,10 @@ class FireSmokeModelSettings(Model):
     let a distant plume of a few dozen pixels fill enough of the model's input to be seen; a
     tile is scored only where the view changed against its slow background (static lamps, lit
     signs and reflections do not), only while the view as a whole holds still, and only up to
-    ``max_tiles`` a sample (most changed first). A kind is confirmed when the whole view, or one
-    and the same tile, hits in ``confirm_n`` of the last ``confirm_m`` samples — the view at
-    its threshold, a tile at the stricter ``tile_threshold`` — and cleared after
+    ``max_tiles`` a sample (most changed first); a tile more saturated than
+    ``tile_smoke_max_saturation`` is no smoke evidence. A kind is confirmed when the whole
+    view, or one and the same tile, hits in ``confirm_n`` of the last ``confirm_m`` samples —
+    the view at its threshold, a tile at the stricter ``tile_threshold`` — and cleared after
     ``clear_misses`` samples in a row below ``clear_ratio`` × threshold.
     """
 

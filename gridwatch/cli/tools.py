@@ -202,13 +202,23 @@ def eval_images(
     sheet: Annotated[
         Path | None, typer.Option(help="contact sheet PNG of the worst false positives and misses")
     ] = None,
+    tiles: Annotated[
+        bool, typer.Option(help="also: what the default tiles add (recall, worst-case FPR)")
+    ] = False,
 ) -> None:
     """ROC AUC, recall at FPR 0.01/0.05/0.10, operating point and cost of the fire/smoke model."""
     from benchmarks.eval_images import evaluate
-    from detectors.fire_model import DEFAULT_MODEL
+    from benchmarks.eval_tiles import tile_report
+    from benchmarks.image_set import scan
+    from detectors.fire_model import DEFAULT_MODEL, FireSmokeModel
+    from gridwatch.site_detectors import FireSmokeModelSettings
 
+    path = model or DEFAULT_MODEL
     try:
-        report = evaluate(directory, model or DEFAULT_MODEL, fpr, sheet=sheet)
+        report = evaluate(directory, path, fpr, sheet=sheet)
+        if tiles:
+            onnx = FireSmokeModel(path, threads=1)
+            report["tiles"] = tile_report(onnx, FireSmokeModelSettings(), scan(directory))
     except GridwatchError as err:
         raise fail(str(err)) from err
     text = json.dumps(report, indent=2, ensure_ascii=False)

@@ -48,7 +48,8 @@ def test_eval_images_reports_every_figure_per_class(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     sheet = tmp_path / "sheet.png"
     result = CliRunner().invoke(
-        app, ["eval", "images", str(tmp_path), "--json", str(out), "--sheet", str(sheet)]
+        app,
+        ["eval", "images", str(tmp_path), "--json", str(out), "--sheet", str(sheet), "--tiles"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -57,6 +58,11 @@ def test_eval_images_reports_every_figure_per_class(tmp_path: Path) -> None:
         assert keys <= report[name].keys()
         assert report[name]["negatives"] == f"none/ ({PER_CLASS})"
     assert report["cost_ms_per_image"]["mean"] > 0
+    tiles = report["tiles"]
+    for name in ("fire", "smoke"):
+        assert tiles[name]["images"] == PER_CLASS
+        assert tiles[name]["recall_view_or_tile"] >= tiles[name]["recall_view"]
+    assert tiles["none"]["images"] == PER_CLASS and "fire_fpr_any_tile" in tiles["none"]
     assert read(sheet).shape[1] > 0
 
 

@@ -216,3 +216,16 @@ def test_a_slow_plume_is_not_gated_out() -> None:
     assert [h.kind for h in found] == [DetectionKind.SMOKE]
     x, y, w, h = found[0].box
     assert w < 640 / 2 and x <= 330 <= x + w and y <= 240 <= y + h  # its tile, not the view
+
+
+def test_a_tile_too_saturated_to_be_grey_is_no_smoke() -> None:
+    d = detector(tile_threshold=0.05, confirm_n=1, confirm_m=1)
+    where = changed_at(FLAME)
+    coloured = sample(painted(FLAME, 1), where)
+    assert coloured.gate is not None
+    lit = ViewSample(
+        0.0, coloured.work, GateView(coloured.gate.grey, np.full(GATE, 200, np.uint8),
+                                     coloured.gate.motion, coloured.gate.background),
+    )  # fmt: skip
+    assert d.observe(lit) == []  # emergency lights, a sunset: saturated, not smoke
+    assert [c.kind for c in d.observe(coloured)] == [DetectionKind.SMOKE]
