@@ -62,7 +62,7 @@ class FireSmokeModelSettings(Model):
     max_view_change: Fraction = Field(
         default=0.3, description="above this changed share the view moves: no tiles scored"
     )
-    max_tiles: int = Field(default=3, ge=0, description="tiles scored per sample, at most")
+    max_tiles: int = Field(default=2, ge=0, description="tiles scored per sample, at most")
     confirm_n: int = Field(default=3, ge=1, description="hits among the last confirm_m samples")
     confirm_m: int = Field(default=5, ge=1, description="samples the confirmation looks at")
     clear_misses: int = Field(default=5, ge=1, description="samples below the clear level")
