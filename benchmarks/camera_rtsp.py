@@ -20,8 +20,9 @@ from typing import Any
 
 import cv2
 
+from benchmarks.eval_detectors import detector_set
 from gridwatch.events import Detection, Point
-from gridwatch.site_cameras import Camera, LearnedDetector, Vision
+from gridwatch.site_cameras import Camera, Vision
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import VideoSource
 from ingest.camera_worker import CameraWorker
@@ -42,7 +43,7 @@ def _clip(element: str, gop_s: float, folder: Path) -> Path:
 
 
 def _run(
-    url: str, seconds: float, sample_fps: float, every: bool, learned: bool, evidence: Path
+    url: str, seconds: float, sample_fps: float, every: bool, fire_smoke: str, evidence: Path
 ) -> dict[str, Any]:
     camera = Camera(
         id="BENCH",
@@ -53,7 +54,7 @@ def _run(
         heading_deg=90.0,
         fov_deg=60.0,
         sample_fps=sample_fps,
-        vision=Vision(horizon=HORIZON, learned=LearnedDetector(threads=1) if learned else None),
+        vision=Vision(horizon=HORIZON, detectors=detector_set(fire_smoke)),
     )
     found: list[Detection] = []
     worker = CameraWorker.for_camera(camera, found.append, EvidenceStore(evidence))
@@ -91,7 +92,7 @@ def bench_rtsp(
     seconds: float = 20.0,
     sample_fps: float = 1.0,
     gop_s: float = 1.0,
-    learned: bool = False,
+    fire_smoke: str = "model",
     scenes: tuple[str, ...] = ("quiet", "fire_and_smoke"),
 ) -> dict[str, Any]:
     cv2.setNumThreads(1)  # per core: OpenCV would otherwise spread one frame over all cores
@@ -104,12 +105,12 @@ def bench_rtsp(
             for element in scenes:
                 server.select("bench", element)
                 for every in (False, True):
-                    run = _run(server.url("bench"), seconds, sample_fps, every, learned, folder)
+                    run = _run(server.url("bench"), seconds, sample_fps, every, fire_smoke, folder)
                     runs.append({"scene": element, **run})
     return {
         "stream": f"RTSP/H.264 {SIZE[0]}x{SIZE[1]} at {FPS:g} fps, {BIT_RATE / 1e6:g} Mbit/s, "
         f"key frame every {gop_s:g} s",
-        "detector": "learned fire/smoke model" if learned else "colour and plume rules",
+        "fire_smoke": fire_smoke,
         "sample_fps": sample_fps,
         "note": "a candidate (fire_and_smoke) raises sampling to the burst rate, decoded in full",
         "runs": runs,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from statistics import median
@@ -25,7 +25,8 @@ import numpy as np
 
 from detectors.construction import ConstructionWatch
 from gridwatch.events import Detection, DetectionKind, Point
-from gridwatch.site_cameras import Camera, LearnedDetector, Preset, Vision, Watchtower
+from gridwatch.site_cameras import Camera, Preset, Vision, Watchtower
+from gridwatch.site_detectors import Detectors, FireColourSettings, SmokePlumeSettings
 from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import Captured, VideoSource
 from ingest.camera_worker import CameraWorker
@@ -35,6 +36,9 @@ from simulators.camera_server import write_video
 from simulators.camera_sites import render_days, site_catalogue
 
 START = datetime(2025, 4, 1, 10, tzinfo=UTC)
+FIRE_SMOKE = ("model", "rules", "both")
+"""Which fire/smoke detectors run: the learned model (the default), the colour and plume
+rules, or both side by side."""
 KINDS = {"fire": DetectionKind.FIRE, "smoke": DetectionKind.SMOKE}
 VIDEO = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg")
 
@@ -49,7 +53,26 @@ class Outcome:
     expect_health: str | None = None
 
 
-def _camera(vision: Vision, name: str) -> Camera:
+def detector_set(fire_smoke: str = "model", grids: tuple[int, ...] | None = None) -> Detectors:
+    """The default detectors with the chosen fire/smoke detectors (``FIRE_SMOKE``)."""
+    if fire_smoke not in FIRE_SMOKE:
+        raise ValueError(f"fire/smoke detectors: one of {', '.join(FIRE_SMOKE)}, not {fire_smoke}")
+    default = Detectors()
+    model = default.fire_smoke_model
+    assert model is not None  # noqa: S101  (on by default)
+    if grids is not None:
+        model = model.model_copy(update={"grids": grids})
+    rules = fire_smoke != "model"
+    return default.model_copy(
+        update={
+            "fire_smoke_model": None if fire_smoke == "rules" else model,
+            "fire_colour": FireColourSettings() if rules else None,
+            "smoke_plume": SmokePlumeSettings() if rules else None,
+        }
+    )
+
+
+def eval_camera(vision: Vision, name: str) -> Camera:
     return Camera(
         id=name,
         name=name,
@@ -106,7 +129,7 @@ def run_patrol(sc: Scenario, frames: Iterator[Captured], evidence: Path) -> list
     return found
 
 
-def _file_frames(path: Path) -> Iterator[Captured]:
+def file_frames(path: Path) -> Iterator[Captured]:
     for event in VideoSource(str(path), start=START).frames(threading.Event()):
         if isinstance(event, Captured):
             yield event
@@ -120,15 +143,17 @@ def _sequence_frames(folder: Path, fps: float) -> Iterator[Captured]:
             yield Captured(np.asarray(image, np.uint8), START + timedelta(seconds=i / fps))
 
 
-def simulated(per_kind: int, work: Path) -> list[Outcome]:
+def simulated(per_kind: int, work: Path, detectors: Detectors) -> list[Outcome]:
     out: list[Outcome] = []
-    for sc in catalogue(per_kind=per_kind):
+    for generated in catalogue(per_kind=per_kind):
+        vision = generated.vision.model_copy(update={"detectors": detectors})
+        sc = replace(generated, vision=vision)
         video = write_video(sc, work / "video")
         if sc.element in PATROL:
-            found = run_patrol(sc, _file_frames(video), work / "ev")
+            found = run_patrol(sc, file_frames(video), work / "ev")
         else:
             found = run_worker(
-                _camera(sc.vision, sc.name), _file_frames(video), work / "ev", sc.thermal
+                eval_camera(sc.vision, sc.name), file_frames(video), work / "ev", sc.thermal
             )
         video.unlink()
         onset = sc.onset_s or 0.0
@@ -136,56 +161,79 @@ def simulated(per_kind: int, work: Path) -> list[Outcome]:
     return out
 
 
-def media(
-    folder: Path, fps: float, work: Path, learned: LearnedDetector | None = None
-) -> list[Outcome]:
+def media(folder: Path, fps: float, work: Path, detectors: Detectors) -> list[Outcome]:
     out: list[Outcome] = []
-    vision = Vision(learned=learned)
+    vision = Vision(detectors=detectors)
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         label = label_dir.name
         for item in sorted(label_dir.iterdir()):
             if item.is_dir():
                 frames = list(_sequence_frames(item, fps))
             elif item.suffix.lower() in VIDEO:
-                frames = list(_file_frames(item))
+                frames = list(file_frames(item))
             else:
                 continue
             if not frames:
                 continue
             duration = (frames[-1].ts - frames[0].ts).total_seconds()
-            found = run_worker(_camera(vision, item.stem), iter(frames), work / "ev", False)
+            found = run_worker(eval_camera(vision, item.stem), iter(frames), work / "ev", False)
             out.append(Outcome(item.name, label, duration, tuple(found), 0.0))
     return out
 
 
+ALARMS = (DetectionKind.FIRE, DetectionKind.SMOKE, DetectionKind.THERMAL_HOTSPOT)
+SCORED = {
+    "fire": frozenset({DetectionKind.FIRE, DetectionKind.THERMAL_HOTSPOT}),
+    "smoke": frozenset({DetectionKind.SMOKE}),
+}
+
+
+def time_to_detection(o: Outcome, kinds: frozenset[DetectionKind]) -> float | None:
+    """Seconds from onset to the first confirmed detection of one of ``kinds``, or None."""
+    delays = [
+        (d.ts - START).total_seconds() - o.onset_s
+        for d in o.detections
+        if d.kind in kinds and not d.cleared and (d.ts - START).total_seconds() >= o.onset_s
+    ]
+    return min(delays, default=None)
+
+
+def sequences(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """Per sequence: time to detection of each kind, alarms raised, their best score."""
+    rows: list[dict[str, Any]] = []
+    for o in outcomes:
+        alarms = [d for d in o.detections if d.kind in ALARMS and not d.cleared]
+        found = {name: time_to_detection(o, kinds) for name, kinds in SCORED.items()}
+        rows.append(
+            {
+                "name": o.name,
+                "label": o.label,
+                "duration_s": round(o.duration_s, 1),
+                **{
+                    f"{k}_time_to_detection_s": None if v is None else round(v, 1)
+                    for k, v in found.items()
+                },
+                "alarms": len(alarms),
+                "max_confidence": round(max((d.confidence for d in alarms), default=0.0), 3),
+            }
+        )
+    return rows
+
+
 def score(outcomes: list[Outcome]) -> dict[str, Any]:
-    alarms = (DetectionKind.FIRE, DetectionKind.SMOKE, DetectionKind.THERMAL_HOTSPOT)
     report: dict[str, Any] = {}
-    for name, kinds in (
-        ("fire", {DetectionKind.FIRE, DetectionKind.THERMAL_HOTSPOT}),
-        ("smoke", {DetectionKind.SMOKE}),
-    ):
+    for name, kinds in SCORED.items():
         positives = [o for o in outcomes if name in o.label]
-        delays: list[float] = []
-        found = 0
-        for o in positives:
-            hits = [
-                (d.ts - START).total_seconds() - o.onset_s
-                for d in o.detections
-                if d.kind in kinds and not d.cleared and (d.ts - START).total_seconds() >= o.onset_s
-            ]
-            if hits:
-                found += 1
-                delays.append(min(hits))
+        found = [t for o in positives if (t := time_to_detection(o, kinds)) is not None]
         report[name] = {
             "sequences": len(positives),
-            "recall": round(found / len(positives), 4) if positives else None,
-            "median_time_to_detection_s": round(median(delays), 1) if delays else None,
+            "recall": round(len(found) / len(positives), 4) if positives else None,
+            "median_time_to_detection_s": round(median(found), 1) if found else None,
         }
     negatives = [o for o in outcomes if o.label == "none"]
-    false = [o for o in negatives if any(d.kind in alarms and not d.cleared for d in o.detections)]
+    false = [o for o in negatives if any(d.kind in ALARMS and not d.cleared for d in o.detections)]
     false_alarms = sum(
-        1 for o in negatives for d in o.detections if d.kind in alarms and not d.cleared
+        1 for o in negatives for d in o.detections if d.kind in ALARMS and not d.cleared
     )
     days = sum(o.duration_s for o in negatives) / 86400
     report["negatives"] = {
@@ -250,13 +298,24 @@ def evaluate(
     per_kind: int = 8,
     media_dir: Path | None = None,
     fps: float = 5.0,
-    learned: LearnedDetector | None = None,
+    detectors: Detectors | None = None,
 ) -> dict[str, Any]:
+    detectors = detectors or Detectors()
+    config = detectors.model_dump(mode="json")
     with tempfile.TemporaryDirectory(prefix="gw-eval-") as tmp:
         work = Path(tmp)
         if media_dir is not None:
-            found = media(media_dir, fps, work, learned)
-            detector = "colour and plume rules" if learned is None else learned.model_dump()
-            return {"media": str(media_dir), "detector": detector, **score(found)}
-        outcomes = simulated(per_kind, work)
-    return {"scenarios": len(outcomes), **score(outcomes), "construction": construction(per_kind)}
+            found = media(media_dir, fps, work, detectors)
+            return {
+                "media": str(media_dir),
+                "detectors": config,
+                **score(found),
+                "per_sequence": sequences(found),
+            }
+        outcomes = simulated(per_kind, work, detectors)
+    return {
+        "scenarios": len(outcomes),
+        "detectors": config,
+        **score(outcomes),
+        "construction": construction(per_kind),
+    }

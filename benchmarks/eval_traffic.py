@@ -30,10 +30,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from benchmarks.eval_detectors import START, VIDEO, _camera, _file_frames, run_worker
+from benchmarks.eval_detectors import START, VIDEO, eval_camera, file_frames, run_worker
 from detectors.traffic import WARM_UP
 from gridwatch.events import Detection, DetectionKind
-from gridwatch.site_cameras import ImageZone, TrafficDetector, Vision
+from gridwatch.site_cameras import ImageZone, Vision
+from gridwatch.site_detectors import Detectors, TrafficDetector
 from ingest.camera_source import Captured
 from simulators.road_scenes import POSITIVES, RoadScenario, catalogue, render
 
@@ -63,7 +64,7 @@ def _confirmed(found: list[Detection]) -> list[Detection]:
 def simulated(per_kind: int, work: Path) -> dict[str, Any]:
     families: dict[str, dict[str, Any]] = {}
     for sc in catalogue(per_kind=per_kind):
-        found = run_worker(_camera(sc.vision, sc.name), _frames(sc), work / "ev", False)
+        found = run_worker(eval_camera(sc.vision, sc.name), _frames(sc), work / "ev", False)
         onset = sc.onset_s or 0.0
         family = families.setdefault(
             sc.element,
@@ -74,7 +75,7 @@ def simulated(per_kind: int, work: Path) -> dict[str, Any]:
         family["other_alarms"] += sum(1 for d in found if d.kind not in TRAFFIC and not d.cleared)
         expected = KIND_OF.get(sc.label)
         end = onset + (sc.stop_s if sc.label == "traffic_obstruction" else sc.duration_s)
-        end += sc.vision.traffic.clear_s if sc.vision.traffic else 0.0
+        end += sc.vision.detectors.traffic.clear_s if sc.vision.detectors.traffic else 0.0
         true: list[float] = []
         for d in _confirmed(found):
             at = (d.ts - START).total_seconds()
@@ -109,7 +110,7 @@ def _summary(f: dict[str, Any]) -> dict[str, Any]:
 def _whole_road() -> Vision:
     zone = ImageZone(kind="road", polygon=((0, 0), (1, 0), (1, 1), (0, 1)), name="whole frame")
     settings = TrafficDetector(stall_s=REAL_STALL_S, short_tau_s=REAL_SHORT_TAU_S, clear_s=5.0)
-    return Vision(zones=(zone,), traffic=settings)
+    return Vision(zones=(zone,), detectors=Detectors(fire_smoke_model=None, traffic=settings))
 
 
 def _sequences(shared: Path) -> Iterator[tuple[str, list[Path]]]:
@@ -142,7 +143,7 @@ def real(shared: Path, work: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     clips = sorted(p for p in (shared / "videos" / "none").iterdir() if p.suffix.lower() in VIDEO)
     for clip in clips:
-        frames = list(_file_frames(clip))
+        frames = list(file_frames(clip))
         rows.append(_real_row(clip.name, "video", frames, vision, work))
     for group, paths in _sequences(shared):
         rows.append(_real_row(group, "frames", list(_held(paths)), vision, work))
@@ -178,7 +179,7 @@ def evaluate(per_kind: int, shared: Path | None) -> dict[str, Any]:
 def _real_row(
     name: str, kind: str, frames: list[Captured], vision: Vision, work: Path
 ) -> dict[str, Any]:
-    camera = _camera(vision, re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] or "clip")
+    camera = eval_camera(vision, re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] or "clip")
     camera = camera.model_copy(update={"sample_fps": REAL_FPS})
     found = run_worker(camera, iter(frames), work / "ev", False)
     span = (frames[-1].ts - frames[0].ts).total_seconds() if frames else 0.0

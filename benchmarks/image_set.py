@@ -32,6 +32,7 @@ class LabelledImage:
     label: str  # one of LABELS
     fire_boxes: tuple[Centre, ...] = ()
     smoke_boxes: tuple[Centre, ...] = ()
+    largest_box: float | None = None  # its own class's largest box, share of the image area
 
     @property
     def smoke_box(self) -> bool:
@@ -57,17 +58,21 @@ def scan(directory: Path) -> list[LabelledImage]:
             if path.suffix.lower() not in SUFFIXES:
                 continue
             centres: dict[int, list[Centre]] = {FIRE_BOX: [], SMOKE_BOX: []}
+            areas: dict[int, list[float]] = {FIRE_BOX: [], SMOKE_BOX: []}
             boxes = directory / "labels" / f"{path.stem}.txt"
             for line in boxes.read_text().splitlines() if boxes.is_file() else ():
                 fields = line.split()
                 if len(fields) == 5 and int(fields[0]) in centres:
                     centres[int(fields[0])].append((float(fields[1]), float(fields[2])))
+                    areas[int(fields[0])].append(float(fields[3]) * float(fields[4]))
+            own = areas[FIRE_BOX] if label == "fire" else areas[SMOKE_BOX]
             images.append(
                 LabelledImage(
                     path=path,
                     label=label,
                     fire_boxes=tuple(centres[FIRE_BOX]),
                     smoke_boxes=tuple(centres[SMOKE_BOX]),
+                    largest_box=max(own, default=None),
                 )
             )
     return images

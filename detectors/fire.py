@@ -11,12 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from statistics import mean, median
 
 import cv2
 import numpy as np
 
 from detectors.frame import Box, Image, Mask, components
+from detectors.tracking import Tracker, changes
+from detectors.view import Change, Spectrum, ViewGeometry, ViewSample
+from gridwatch.events import DetectionKind
+from gridwatch.site_detectors import FireColourSettings
+
+_DILATE = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +102,38 @@ def judge_fire(history: Sequence[FireObservation], horizon_row: int | None) -> f
         return None  # dying away
     growth = min(max(last.area / max(first.area, 1) - 1.0, 0.0), 1.0)
     return float(min(0.55 + 0.25 * min(flicker / 0.4, 1.0) + 0.15 * growth, 0.99))
+
+
+class FireColour:
+    """``vision.detectors.fire_colour``: the colour rule on moving pixels, tracked and judged."""
+
+    spectrum: Spectrum = "visible"
+
+    def __init__(self, settings: FireColourSettings, geometry: ViewGeometry) -> None:
+        h, w = geometry.work_shape
+        self.geometry = geometry
+        self.detector = FireDetector(max(4, round(settings.min_area * h * w)))
+        self.tracker: Tracker[FireObservation] = Tracker(
+            partial(judge_fire, horizon_row=geometry.work_horizon),
+            settings.confirm_hits,
+            settings.clear_misses,
+        )
+
+    @property
+    def pending(self) -> bool:
+        return self.tracker.pending
+
+    def holds(self) -> list[Box]:
+        return self.tracker.boxes()
+
+    def reset(self) -> None:
+        self.detector.reset()
+
+    def observe(self, sample: ViewSample) -> list[Change]:
+        assert sample.gate is not None  # noqa: S101  (a visible detector)
+        motion = sample.gate.motion
+        moving = cv2.dilate((motion.fast | motion.slow).astype(np.uint8), _DILATE)
+        h, w = self.geometry.work_shape
+        roi = cv2.resize(moving, (w, h), interpolation=cv2.INTER_NEAREST).astype(np.bool_)
+        found = self.detector.observe(sample.work, sample.ts, roi & self.geometry.zones.allowed)
+        return changes(self.tracker.update(found), DetectionKind.FIRE, 1.0)

@@ -1,32 +1,61 @@
-"""One view's analysis: health gates, motion gate, fire/smoke/thermal detectors, confirmation.
+"""One view's analysis: health gates, the motion gate, then the view's configured detectors.
 
 A fixed camera has one view; a watchtower has one per preset (its own background, references
-and tracks), because each preset looks at a different scene.
+and detector state), because each preset looks at a different scene. The detectors are built
+from ``vision.detectors`` through ``DETECTORS``, the registry of settings class →
+implementation; ``detectors.view`` describes the seam a new detector plugs into.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Literal, Protocol
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
-from detectors.fire import FireDetector, FireObservation, judge_fire
-from detectors.frame import Box, Frame, Image, Mask, grey_of, scale_box, to_work
+from detectors.fire import FireColour
+from detectors.frame import Box, Frame, Image, grey_of, scale_box, to_work
 from detectors.health import HealthMonitor, Issue
-from detectors.learned import Change, LearnedFireSmoke
+from detectors.learned import LearnedFireSmoke
 from detectors.motion import GATE_WIDTH, MotionGate
-from detectors.smoke import SmokeDetector, SmokeObservation, judge_smoke
-from detectors.thermal import HotspotObservation, ThermalDetector, judge_hotspot
-from detectors.tracking import Tracker, TrackEvent
-from detectors.traffic import TrafficWatch
+from detectors.smoke import SmokePlume
+from detectors.thermal import ThermalHotspots
+from detectors.traffic import TrafficObstruction
+from detectors.view import Change, GateView, ViewDetector, ViewGeometry, ViewSample
 from detectors.zones import ZoneMap
 from gridwatch.events import DetectionKind
-from gridwatch.site_cameras import LearnedDetector, Vision
+from gridwatch.site_cameras import Vision
+from gridwatch.site_detectors import (
+    ConstructionChangeSettings,
+    Detectors,
+    FireColourSettings,
+    FireSmokeModelSettings,
+    SmokePlumeSettings,
+    ThermalHotspotSettings,
+    TrafficDetector,
+)
 
-_DILATE = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
+DETECTORS: Mapping[type[Any], Callable[[Any, ViewGeometry], ViewDetector]] = {
+    FireSmokeModelSettings: LearnedFireSmoke,
+    FireColourSettings: FireColour,
+    SmokePlumeSettings: SmokePlume,
+    ThermalHotspotSettings: ThermalHotspots,
+    TrafficDetector: TrafficObstruction,
+}
+"""Per-sample view detectors by settings class, one per block of ``Detectors``."""
+
+DAILY: frozenset[type[Any]] = frozenset({ConstructionChangeSettings})
+"""Blocks of ``Detectors`` run once a day, not per sample (``ingest.camera_construction``)."""
+
+
+def view_detectors(detectors: Detectors, geometry: ViewGeometry) -> list[ViewDetector]:
+    """One detector per configured per-sample block, in ``Detectors`` field order."""
+    blocks = (getattr(detectors, name) for name in type(detectors).model_fields)
+    return [
+        DETECTORS[type(b)](b, geometry) for b in blocks if b is not None and type(b) not in DAILY
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +84,6 @@ class Analysis:
     suppressed: bool  # a health gate is active: nothing was detected
 
 
-class ViewDetector(Protocol):
-    """A fire/smoke detector of one view: the working image and where analysis is allowed in,
-    confirmed and cleared kinds out, its own temporal state."""
-
-    @property
-    def pending(self) -> bool: ...
-
-    def observe(self, work: Image, allowed: Mask) -> list[Change]: ...
-
-
-def view_detector(settings: LearnedDetector) -> ViewDetector:
-    """The detector a ``Vision`` settings block names (by its ``type``)."""
-    return LearnedFireSmoke(settings)
-
-
 class SceneAnalyzer:
     def __init__(self, vision: Vision, preset: int | None = None) -> None:
         self.vision = vision
@@ -78,37 +92,21 @@ class SceneAnalyzer:
         self.gate = MotionGate()
         self._shape: tuple[int, ...] | None = None
         self._active: set[Issue] = set()
-        self.fire_tracker: Tracker[FireObservation] | None = None
-        self.smoke_tracker: Tracker[SmokeObservation] | None = None
-        self.thermal_tracker: Tracker[HotspotObservation] | None = None
-        self.learned = None if vision.learned is None else view_detector(vision.learned)
-        self.traffic: TrafficWatch | None = None
+        self.detectors: list[ViewDetector] = []
 
     def _setup(self, frame: Frame, work: Image, small: Image) -> None:
         v = self.vision
         self._shape = frame.image.shape
-        self._work_zones = ZoneMap(v.zones, work.shape[:2], self.preset)
-        self._gate_zones = ZoneMap(v.zones, small.shape[:2], self.preset)
         wh, gh = work.shape[0], small.shape[0]
-        self._work_horizon = None if v.horizon is None else round(v.horizon * wh)
-        self._gate_horizon = None if v.horizon is None else round(v.horizon * gh)
-        work_px, gate_px = work.shape[0] * work.shape[1], small.shape[0] * small.shape[1]
-        self.fire = FireDetector(max(4, round(v.fire_min_area * work_px)))
-        self.smoke = SmokeDetector(max(4, round(v.smoke_min_area * gate_px)))
-        self.thermal = ThermalDetector(v.thermal_range_c, v.thermal_threshold_c, v.thermal_min_px)
-        hits, misses = v.confirm_hits, v.clear_misses
-        self.fire_tracker = Tracker(
-            partial(judge_fire, horizon_row=self._work_horizon), hits, misses
+        self.geometry = ViewGeometry(
+            work_shape=(work.shape[0], work.shape[1]),
+            gate_shape=(small.shape[0], small.shape[1]),
+            zones=ZoneMap(v.zones, work.shape[:2], self.preset),
+            gate_zones=ZoneMap(v.zones, small.shape[:2], self.preset),
+            work_horizon=None if v.horizon is None else round(v.horizon * wh),
+            gate_horizon=None if v.horizon is None else round(v.horizon * gh),
         )
-        self.smoke_tracker = Tracker(
-            partial(judge_smoke, horizon_row=self._gate_horizon), hits, misses, keep=60
-        )
-        self.thermal_tracker = Tracker(
-            partial(judge_hotspot, threshold_c=v.thermal_threshold_c), hits, misses
-        )
-        road = self._gate_zones.mask("road")
-        if v.traffic is not None and road is not None:
-            self.traffic = TrafficWatch(v.traffic, road)
+        self.detectors = view_detectors(v.detectors, self.geometry)
         self.gate.reset()
 
     def analyse(self, frame: Frame) -> Analysis:
@@ -116,88 +114,59 @@ class SceneAnalyzer:
         small = to_work(work, GATE_WIDTH)
         if frame.image.shape != self._shape:
             self._setup(frame, work, small)
-        assert self.fire_tracker and self.smoke_tracker and self.thermal_tracker  # noqa: S101
         grey = grey_of(small)
         ts = frame.seconds
+        spectrum = "thermal" if frame.thermal else "visible"
+        active = [d for d in self.detectors if d.spectrum == spectrum]
         if frame.thermal:
             issues = self.health.check(small, grey, ts, 0.0) & {Issue.FROZEN}
             changes = self._health_changes(issues)
             if issues:
-                return Analysis((), changes, False, True)
-            obs = self.thermal.observe(grey_of(work), ts, self._work_zones.allowed)
-            hits = self._hits(
-                self.thermal_tracker.update(obs), DetectionKind.THERMAL_HOTSPOT, frame, work
-            )
-            return Analysis(tuple(hits), changes, self.thermal_tracker.pending, False)
-        holds = [
-            scale_box(b, small.shape[1] / work.shape[1]) for b in self.fire_tracker.boxes()
-        ] + self.smoke_tracker.boxes()
+                return Analysis(hits=(), health=changes, pending=False, suppressed=True)
+            sample = ViewSample(ts, work, None)
+            return self._detect(active, sample, frame, changes)
+        factor = self.geometry.gate_factor
+        holds = [scale_box(b, factor) for d in active for b in d.holds()]
         saturation = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[..., 1], np.uint8)
         motion = self.gate.update(grey, saturation, ts, holds)
         issues = self.health.check(small, grey, ts, motion.changed_fraction)
         changes = self._health_changes(issues)
         if Issue.GLOBAL_CHANGE in issues:
             self.gate.reset()
-            self.fire.reset()
+            for detector in active:
+                detector.reset()
         if issues:
-            return Analysis((), changes, False, True)
-        road_hits = [] if self.traffic is None else self.traffic.observe(small, ts)
-        hits = [self._change_hit(c, frame, small) for c in road_hits]
-        if self.learned is not None:
-            found = self.learned.observe(work, self._work_zones.allowed)
-            hits += [self._change_hit(c, frame, work) for c in found]
-            return Analysis(tuple(hits), changes, self.learned.pending, False)
-        moving = cv2.dilate((motion.fast | motion.slow).astype(np.uint8), _DILATE)
-        roi = cv2.resize(moving, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_NEAREST)
-        fire_obs = self.fire.observe(work, ts, roi.astype(np.bool_) & self._work_zones.allowed)
-        hits += self._hits(self.fire_tracker.update(fire_obs), DetectionKind.FIRE, frame, work)
+            return Analysis(hits=(), health=changes, pending=False, suppressed=True)
         background = self.gate.slow_background
         assert background is not None  # noqa: S101
-        smoke_obs = self.smoke.observe(
-            saturation,
-            cv2.GaussianBlur(grey, (5, 5), 0).astype(np.float32),
-            background,
-            motion.slow,
-            motion.brightening,
-            motion.desaturation,
-            self._gate_zones.allowed,
-            ts,
-        )
-        hits += self._hits(self.smoke_tracker.update(smoke_obs), DetectionKind.SMOKE, frame, small)
-        pending = self.fire_tracker.pending or self.smoke_tracker.pending
-        return Analysis(tuple(hits), changes, pending, False)
+        sample = ViewSample(ts, work, GateView(grey, saturation, motion, background))
+        return self._detect(active, sample, frame, changes)
 
-    def _change_hit(self, change: Change, frame: Frame, measured_on: Image) -> Hit:
-        box = scale_box(change.box, frame.image.shape[1] / measured_on.shape[1])
-        zone_map = self._work_zones if measured_on.shape[1] != GATE_WIDTH else self._gate_zones
-        zones = zone_map.kinds_at(change.box)
-        return Hit(change.kind, change.state, box, change.confidence, change.track_id, zones)
+    def _detect(
+        self,
+        active: list[ViewDetector],
+        sample: ViewSample,
+        frame: Frame,
+        health: tuple[HealthChange, ...],
+    ) -> Analysis:
+        hits = [self._hit(c, frame) for d in active for c in d.observe(sample)]
+        pending = any(d.pending for d in active)
+        return Analysis(hits=tuple(hits), health=health, pending=pending, suppressed=False)
+
+    def _hit(self, change: Change, frame: Frame) -> Hit:
+        box = scale_box(change.box, frame.image.shape[1] / self.geometry.work_shape[1])
+        zones = self.geometry.zones.kinds_at(change.box)
+        return Hit(
+            kind=change.kind,
+            state=change.state,
+            box=box,
+            confidence=change.confidence,
+            track_id=change.track_id,
+            zones=zones,
+        )
 
     def _health_changes(self, issues: set[Issue]) -> tuple[HealthChange, ...]:
         raised = [HealthChange(i, True) for i in sorted(issues - self._active)]
         cleared = [HealthChange(i, False) for i in sorted(self._active - issues)]
         self._active = set(issues)
         return tuple(raised + cleared)
-
-    def _hits(
-        self,
-        events: list[TrackEvent[FireObservation]]
-        | list[TrackEvent[SmokeObservation]]
-        | list[TrackEvent[HotspotObservation]],
-        kind: DetectionKind,
-        frame: Frame,
-        measured_on: Image,
-    ) -> list[Hit]:
-        factor = frame.image.shape[1] / measured_on.shape[1]
-        zone_map = self._work_zones if measured_on.shape[1] != GATE_WIDTH else self._gate_zones
-        return [
-            Hit(
-                kind,
-                "confirmed" if e.state == "confirmed" else "cleared",
-                scale_box(e.track.box, factor),
-                e.track.confidence,
-                e.track.id,
-                zone_map.kinds_at(e.track.box),
-            )
-            for e in events
-        ]

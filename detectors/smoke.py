@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from statistics import median
 
 import cv2
@@ -18,6 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.frame import Box, Image, Mask, components
+from detectors.tracking import Tracker, changes
+from detectors.view import Change, Spectrum, ViewGeometry, ViewSample
+from gridwatch.events import DetectionKind
+from gridwatch.site_detectors import SmokePlumeSettings
 
 MAX_SHARE = 0.3  # a "plume" over a third of the view is weather or a lighting change
 
@@ -110,3 +115,47 @@ def judge_smoke(
         return None
     diffuse = median(o.edge_ratio for o in history) < 0.9
     return float(min(0.5 + 0.15 * rising + 0.15 * growing + 0.15 * diffuse, 0.95))
+
+
+class SmokePlume:
+    """``vision.detectors.smoke_plume``: the plume rule at gate size, tracked and judged."""
+
+    spectrum: Spectrum = "visible"
+
+    def __init__(self, settings: SmokePlumeSettings, geometry: ViewGeometry) -> None:
+        h, w = geometry.gate_shape
+        self.geometry = geometry
+        self.detector = SmokeDetector(max(4, round(settings.min_area * h * w)))
+        self.tracker: Tracker[SmokeObservation] = Tracker(
+            partial(judge_smoke, horizon_row=geometry.gate_horizon),
+            settings.confirm_hits,
+            settings.clear_misses,
+            keep=60,
+        )
+
+    @property
+    def pending(self) -> bool:
+        return self.tracker.pending
+
+    def holds(self) -> list[Box]:
+        return [self.geometry.to_work(b) for b in self.tracker.boxes()]
+
+    def reset(self) -> None:
+        """Nothing frame-to-frame: the plume rule works against the gate's slow background."""
+
+    def observe(self, sample: ViewSample) -> list[Change]:
+        gate = sample.gate
+        assert gate is not None  # noqa: S101  (a visible detector)
+        found = self.detector.observe(
+            gate.saturation,
+            cv2.GaussianBlur(gate.grey, (5, 5), 0).astype(np.float32),
+            gate.background,
+            gate.motion.slow,
+            gate.motion.brightening,
+            gate.motion.desaturation,
+            self.geometry.gate_zones.allowed,
+            sample.ts,
+        )
+        return changes(
+            self.tracker.update(found), DetectionKind.SMOKE, 1 / self.geometry.gate_factor
+        )

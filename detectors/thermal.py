@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from detectors.frame import Box, Image, Mask, components
+from detectors.frame import Box, Image, Mask, components, grey_of
+from detectors.tracking import Tracker, changes
+from detectors.view import Change, Spectrum, ViewGeometry, ViewSample
+from gridwatch.events import DetectionKind
+from gridwatch.site_detectors import ThermalHotspotSettings
 
 MAX_SHARE = 0.05
 
@@ -59,3 +64,32 @@ def judge_hotspot(history: Sequence[HotspotObservation], threshold_c: float) -> 
         return None
     excess = max(o.peak_c for o in history) - threshold_c
     return float(min(0.6 + excess / 400.0, 0.99))
+
+
+class ThermalHotspots:
+    """``vision.detectors.thermal_hotspot``: hot regions of thermal frames that stay put."""
+
+    spectrum: Spectrum = "thermal"
+
+    def __init__(self, settings: ThermalHotspotSettings, geometry: ViewGeometry) -> None:
+        self.geometry = geometry
+        self.detector = ThermalDetector(settings.range_c, settings.threshold_c, settings.min_px)
+        self.tracker: Tracker[HotspotObservation] = Tracker(
+            partial(judge_hotspot, threshold_c=settings.threshold_c),
+            settings.confirm_hits,
+            settings.clear_misses,
+        )
+
+    @property
+    def pending(self) -> bool:
+        return self.tracker.pending
+
+    def holds(self) -> list[Box]:
+        return []  # thermal frames have no motion gate
+
+    def reset(self) -> None:
+        """Nothing frame-to-frame: each thermal frame is judged on its own temperatures."""
+
+    def observe(self, sample: ViewSample) -> list[Change]:
+        found = self.detector.observe(grey_of(sample.work), sample.ts, self.geometry.zones.allowed)
+        return changes(self.tracker.update(found), DetectionKind.THERMAL_HOTSPOT, 1.0)

@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from detectors.frame import Box, iou
+from detectors.frame import Box, iou, scale_box
+from detectors.view import Change
+from gridwatch.events import DetectionKind
 
 
 class Observed(Protocol):
@@ -102,6 +104,20 @@ class Tracker(Generic[Obs]):
         ended = [TrackEvent(t, "cleared") for t in self.tracks if t.confirmed]
         self.tracks = []
         return ended
+
+
+def changes(events: Sequence[TrackEvent[Obs]], kind: DetectionKind, factor: float) -> list[Change]:
+    """Track events as a view detector's changes, boxes scaled by ``factor`` to working pixels."""
+    return [
+        Change(
+            kind,
+            "confirmed" if e.state == "confirmed" else "cleared",
+            scale_box(e.track.box, factor),
+            e.track.confidence,
+            e.track.id,
+        )
+        for e in events
+    ]
 
 
 def _overlap(a: Box, b: Box) -> float:

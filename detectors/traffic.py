@@ -33,10 +33,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from detectors.frame import Box, Image, Mask, components
-from detectors.learned import Change
-from gridwatch.events import DetectionKind
-from gridwatch.site_cameras import TrafficDetector
+from detectors.frame import Box, Image, Mask, components, to_work
+from detectors.motion import GATE_WIDTH
+from detectors.view import Change, Spectrum, ViewGeometry, ViewSample
+from gridwatch.events import DetectionKind, ZoneKind
+from gridwatch.site_detectors import TrafficDetector
 
 Floats = npt.NDArray[np.float32]
 MAX_SHIFT = 0.05
@@ -337,3 +338,39 @@ class TrafficWatch:
     def _clean(mask: Mask) -> Mask:
         opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, _KERNEL)
         return cv2.dilate(opened, _KERNEL).astype(np.bool_)
+
+
+class TrafficObstruction:
+    """``vision.detectors.traffic``: the view's ``TrafficWatch`` on its road zones at gate size
+    (a view without a road zone is refused by the settings)."""
+
+    spectrum: Spectrum = "visible"
+    pending = False  # a stall takes minutes: no faster sampling helps confirm it
+
+    def __init__(self, settings: TrafficDetector, geometry: ViewGeometry) -> None:
+        road = geometry.gate_zones.mask(ZoneKind.ROAD)
+        self.geometry = geometry
+        self.watch = None if road is None else TrafficWatch(settings, road)
+
+    def holds(self) -> list[Box]:
+        """None: the motion gate's slow background plays no part in the road's two."""
+        return []
+
+    def reset(self) -> None:
+        """Nothing: each frame is registered to the long-term background, and a lighting switch
+        is what the gain map absorbs."""
+
+    def observe(self, sample: ViewSample) -> list[Change]:
+        if self.watch is None:
+            return []
+        found = self.watch.observe(to_work(sample.work, GATE_WIDTH), sample.ts)
+        return [
+            Change(
+                kind=c.kind,
+                state=c.state,
+                box=self.geometry.to_work(c.box),
+                confidence=c.confidence,
+                track_id=c.track_id,
+            )
+            for c in found
+        ]

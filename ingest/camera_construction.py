@@ -1,10 +1,11 @@
 """Construction watch in the live worker: one registered daily frame per view, per-view baseline.
 
 A view (a watchtower preset, or a fixed camera) takes part when its vision has a
-``construction_watch`` zone for it. The first healthy, settled frame of each day is registered
-onto the view's baseline and compared inside the watch zones; a change that persists for
-``construction_days`` observed days is reported once, and again only after an operator has
-acknowledged a new baseline (``gridwatch cameras ack-baseline``), which the store versions.
+``construction_watch`` zone for it and ``detectors.construction_change`` is on. The first
+healthy, settled frame of each day is registered onto the view's baseline and compared inside
+the watch zones; a change that persists for ``detectors.construction_change.days`` observed
+days is reported once, and again only after an operator has acknowledged a new baseline
+(``gridwatch cameras ack-baseline``), which the store versions.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ConstructionPatrol:
     _seen: dict[int | None, date] = field(default_factory=dict)
 
     def watches(self, preset: int | None) -> bool:
+        if self.vision.detectors.construction_change is None:
+            return False
         return any(
             z.kind == WATCH_KIND and (z.preset is None or z.preset == preset)
             for z in self.vision.zones
@@ -117,7 +120,9 @@ class ConstructionPatrol:
 
     @property
     def days(self) -> int:
-        return self.vision.construction_days
+        settings = self.vision.detectors.construction_change
+        assert settings is not None  # noqa: S101  (only a watching view gets here)
+        return settings.days
 
     def _mask(self, shape: tuple[int, int], preset: int | None) -> Mask | None:
         return ZoneMap(self.vision.zones, shape, preset).mask(WATCH_KIND)

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gridwatch.site_cameras import ImageZone, Vision
+from gridwatch.site_detectors import ThermalHotspotSettings
 from simulators import camera_footage
 
 Image = npt.NDArray[np.uint8]
@@ -267,11 +268,12 @@ def render(sc: Scenario) -> Iterator[tuple[float, Image]]:
 
 
 def render_thermal(sc: Scenario) -> Iterator[tuple[float, Image]]:
-    """A thermal view as grey levels over the vision's temperature range."""
+    """A thermal view as grey levels over the temperature range of the vision's hotspot
+    detector (its default when the scenario switched it off)."""
     rng = np.random.default_rng(sc.seed)
     w, h = sc.size
     k = w / 640.0
-    low, high = sc.vision.thermal_range_c
+    low, high = (sc.vision.detectors.thermal_hotspot or ThermalHotspotSettings()).range_c
 
     def grey(c: float) -> float:
         return (c - low) / (high - low) * 255

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from gridwatch.site_cameras import ImageZone, TrafficDetector, Vision
+from gridwatch.site_cameras import ImageZone, Vision
+from gridwatch.site_detectors import Detectors, TrafficDetector
 
 Image = npt.NDArray[np.uint8]
 Canvas = npt.NDArray[np.float32]
@@ -56,7 +57,10 @@ def road_zone() -> ImageZone:
 
 
 def road_vision(stall_s: float = STALL_S) -> Vision:
-    return Vision(zones=(road_zone(),), traffic=TrafficDetector(stall_s=stall_s))
+    return Vision(
+        zones=(road_zone(),),
+        detectors=Detectors(fire_smoke_model=None, traffic=TrafficDetector(stall_s=stall_s)),
+    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import psycopg
+import pydantic
 import typer
 
 from gridwatch.cli.common import (
@@ -169,11 +170,11 @@ def eval_detectors(
     ] = None,
     fps: Annotated[float, typer.Option(help="frame rate of frame-sequence folders")] = 5.0,
     per_kind: Annotated[int, typer.Option(help="simulated variants of each scenario")] = 6,
-    learned: Annotated[
-        bool, typer.Option(help="real media: the learned fire/smoke model instead of the rules")
-    ] = False,
+    fire_smoke: Annotated[
+        str, typer.Option(help="fire/smoke detectors: model, rules (colour and plume) or both")
+    ] = "model",
     grids: Annotated[
-        str | None, typer.Option(help="with --learned: tile grids, e.g. 1,3 (default: 1)")
+        str | None, typer.Option(help="the model's tile grids, e.g. 2,3; 'none': whole view")
     ] = None,
     traffic: Annotated[
         bool,
@@ -184,18 +185,20 @@ def eval_detectors(
     ] = False,
 ) -> None:
     """Run labelled scenarios (or real media) through the camera worker and score them."""
-    from benchmarks.eval_detectors import evaluate
+    from benchmarks.eval_detectors import detector_set, evaluate
     from benchmarks.eval_traffic import evaluate as evaluate_traffic
-    from gridwatch.site_cameras import LearnedDetector
 
     if traffic:
         report = evaluate_traffic(per_kind, media)
     else:
-        detector = None
-        if learned:
-            tiles = {} if grids is None else {"grids": [int(g) for g in grids.split(",")]}
-            detector = LearnedDetector.model_validate(tiles)
-        report = evaluate(per_kind, media, fps, detector)
+        tiles = None
+        if grids is not None:
+            tiles = () if grids == "none" else tuple(int(g) for g in grids.split(","))
+        try:
+            detectors = detector_set(fire_smoke, tiles)
+        except (ValueError, pydantic.ValidationError) as err:
+            raise fail(str(err)) from err
+        report = evaluate(per_kind, media, fps, detectors)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
@@ -215,13 +218,23 @@ def eval_images(
     sheet: Annotated[
         Path | None, typer.Option(help="contact sheet PNG of the worst false positives and misses")
     ] = None,
+    tiles: Annotated[
+        bool, typer.Option(help="also: what the default tiles add (recall, worst-case FPR)")
+    ] = False,
 ) -> None:
     """ROC AUC, recall at FPR 0.01/0.05/0.10, operating point and cost of the fire/smoke model."""
     from benchmarks.eval_images import evaluate
-    from detectors.fire_model import DEFAULT_MODEL
+    from benchmarks.eval_tiles import tile_report
+    from benchmarks.image_set import scan
+    from detectors.fire_model import DEFAULT_MODEL, FireSmokeModel
+    from gridwatch.site_detectors import FireSmokeModelSettings
 
+    path = model or DEFAULT_MODEL
     try:
-        report = evaluate(directory, model or DEFAULT_MODEL, fpr, sheet=sheet)
+        report = evaluate(directory, path, fpr, sheet=sheet)
+        if tiles:
+            onnx = FireSmokeModel(path, threads=1)
+            report["tiles"] = tile_report(onnx, FireSmokeModelSettings(), scan(directory))
     except GridwatchError as err:
         raise fail(str(err)) from err
     text = json.dumps(report, indent=2, ensure_ascii=False)
@@ -305,9 +318,9 @@ def feedback_negatives(settings: Settings, train: Path, folder: Path) -> tuple[L
 def bench_cameras(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
     frames: Annotated[int, typer.Option(help="720p frames to analyse")] = 300,
-    learned: Annotated[
-        bool, typer.Option(help="the learned fire/smoke model, not the rules")
-    ] = False,
+    fire_smoke: Annotated[
+        str, typer.Option(help="fire/smoke detectors: model, rules (colour and plume) or both")
+    ] = "model",
     rtsp: Annotated[
         bool, typer.Option(help="a worker on a real RTSP/H.264 25 fps stream, CPU per camera")
     ] = False,
@@ -318,11 +331,17 @@ def bench_cameras(
     if rtsp:
         from benchmarks.camera_rtsp import bench_rtsp
 
-        figures = bench_rtsp(seconds, gop_s=gop, learned=learned)
-    else:
-        from benchmarks.cameras import bench
+    try:
+        if rtsp:
+            from benchmarks.camera_rtsp import bench_rtsp
 
-        figures = bench(frames, learned=learned)
+            figures = bench_rtsp(seconds, gop_s=gop, fire_smoke=fire_smoke)
+        else:
+            from benchmarks.cameras import bench
+
+            figures = bench(frames, fire_smoke=fire_smoke)
+    except ValueError as err:
+        raise fail(str(err)) from err
     text = json.dumps(figures, indent=2)
     console.print_json(text)
     if json_path is not None:

@@ -16,6 +16,7 @@ from detectors.construction import ConstructionWatch
 from gridwatch.cli import app
 from gridwatch.events import Detection, DetectionKind, Point
 from gridwatch.site_cameras import ImageZone, Preset, Vision, Watchtower
+from gridwatch.site_detectors import ConstructionChangeSettings, Detectors
 from ingest.camera_evidence import BaselineStore, EvidenceStore
 from ingest.camera_source import Captured
 from ingest.camera_worker import CameraWorker
@@ -45,7 +46,7 @@ def _tower(site: tuple[float, float, float, float]) -> Watchtower:
         dwell_s=6.0,
         vision=Vision(
             zones=(ImageZone(kind="construction_watch", polygon=ring, preset=1, name="plot"),),
-            construction_days=3,
+            detectors=Detectors(construction_change=ConstructionChangeSettings(days=3)),
         ),
     )
 

@@ -1,5 +1,7 @@
-"""Detectors and health gates on generated frames: every positive is confirmed, every negative
-stays quiet or raises its camera-health issue instead. Small frames keep this fast."""
+"""The classical detectors and health gates on generated frames: every positive is confirmed,
+every negative stays quiet or raises its camera-health issue instead. Small frames keep this
+fast. The generated scenes test the pipeline's logic with the colour and plume rules on; the
+learned model is judged on real media (test_fire_model_real.py, ``gridwatch eval``)."""
 
 from __future__ import annotations
 
@@ -14,14 +16,19 @@ from detectors.frame import Frame
 from detectors.health import same_view
 from detectors.scene import SceneAnalyzer
 from gridwatch.events import DetectionKind
+from gridwatch.site_detectors import Detectors, FireColourSettings, SmokePlumeSettings
 from simulators.camera_scenes import Scenario, catalogue, render, render_thermal
 from simulators.camera_sites import SiteScenario, render_days
 
 START = datetime(2025, 4, 1, 10, tzinfo=UTC)
 SCENARIOS = {s.element: s for s in catalogue(seed=2, per_kind=1, duration_s=60.0)}
+RULES = Detectors(
+    fire_smoke_model=None, fire_colour=FireColourSettings(), smoke_plume=SmokePlumeSettings()
+)
 
 
 def small(sc: Scenario) -> Scenario:
+    """At 320×180, with the colour and plume rules instead of the model."""
     return Scenario(
         sc.name,
         sc.label,
@@ -34,7 +41,7 @@ def small(sc: Scenario) -> Scenario:
         sc.thermal,
         sc.source,
         (320, 180),
-        sc.vision,
+        sc.vision.model_copy(update={"detectors": RULES}),
     )
 
 

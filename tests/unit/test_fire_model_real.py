@@ -17,7 +17,8 @@ from detectors.frame import Frame
 from detectors.scene import SceneAnalyzer
 from gridwatch.cli import app
 from gridwatch.events import DetectionKind
-from gridwatch.site_cameras import LearnedDetector, Vision
+from gridwatch.site_cameras import Vision
+from gridwatch.site_detectors import Detectors, FireSmokeModelSettings
 
 VAL = SHARED_SET / "val"
 pytestmark = pytest.mark.skipif(
@@ -47,7 +48,8 @@ def test_eval_images_reports_every_figure_per_class(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     sheet = tmp_path / "sheet.png"
     result = CliRunner().invoke(
-        app, ["eval", "images", str(tmp_path), "--json", str(out), "--sheet", str(sheet)]
+        app,
+        ["eval", "images", str(tmp_path), "--json", str(out), "--sheet", str(sheet), "--tiles"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -56,6 +58,11 @@ def test_eval_images_reports_every_figure_per_class(tmp_path: Path) -> None:
         assert keys <= report[name].keys()
         assert report[name]["negatives"] == f"none/ ({PER_CLASS})"
     assert report["cost_ms_per_image"]["mean"] > 0
+    tiles = report["tiles"]
+    for name in ("fire", "smoke"):
+        assert tiles[name]["images"] == PER_CLASS
+        assert tiles[name]["recall_view_or_tile"] >= tiles[name]["recall_view"]
+    assert tiles["none"]["images"] == PER_CLASS and "fire_fpr_any_tile" in tiles["none"]
     assert read(sheet).shape[1] > 0
 
 
@@ -74,8 +81,22 @@ def _frames(path: Path, count: int) -> list[Frame]:
 
 
 def test_the_scene_analyzer_confirms_real_fire_with_the_learned_model() -> None:
-    vision = Vision(learned=LearnedDetector(confirm_n=3, confirm_m=4))
+    model = FireSmokeModelSettings(confirm_n=3, confirm_m=4)
+    vision = Vision(detectors=Detectors(fire_smoke_model=model))
     fire = max(_few("fire"), key=lambda p: FireSmokeModel().score([read(p)])[0].fire)
     analyzer = SceneAnalyzer(vision)
     hits = [h for f in _frames(fire, 5) for h in analyzer.analyse(f).hits]
     assert [h.kind for h in hits if h.state == "confirmed"][:1] == [DetectionKind.FIRE]
+
+
+def test_a_real_fire_video_is_published_with_score_box_and_snapshot(tmp_path: Path) -> None:
+    from benchmarks.eval_detectors import eval_camera, file_frames, run_worker
+
+    video = SHARED_SET / "videos" / "fire_and_smoke" / "spacewalk01_car_fire.mp4"
+    found = run_worker(eval_camera(Vision(), "car"), file_frames(video), tmp_path, thermal=False)
+    fires = [d for d in found if d.kind is DetectionKind.FIRE and not d.cleared]
+    assert fires, [d.rule for d in found]
+    fire = fires[0]
+    assert 0.5 <= fire.confidence <= 1.0  # the model's probability, at or over its threshold
+    assert fire.bbox is not None and fire.bbox[2] > 0 and fire.bbox[3] > 0
+    assert fire.snapshot is not None and Path(fire.snapshot).is_file()

@@ -16,7 +16,8 @@ from detectors.scene import SceneAnalyzer
 from detectors.traffic import TrafficWatch
 from detectors.zones import ZoneMap
 from gridwatch.events import DetectionKind
-from gridwatch.site_cameras import ImageZone, TrafficDetector, Vision
+from gridwatch.site_cameras import ImageZone, Vision
+from gridwatch.site_detectors import Detectors, TrafficDetector
 from simulators.road_scenes import LANES, RoadScenario, render, road_vision
 
 STALL_S = 30.0
@@ -43,8 +44,8 @@ def scene(element: str, seed: int = 3, **changes: object) -> RoadScenario:
 def play(sc: RoadScenario) -> list[tuple[float, DetectionKind, str]]:
     """(time, kind, state) of every change the detector reports, sampled at 1 fps."""
     road = ZoneMap(sc.vision.zones, (sc.size[1], sc.size[0])).mask("road")
-    assert road is not None and sc.vision.traffic is not None
-    watch = TrafficWatch(sc.vision.traffic, road)
+    assert road is not None and sc.vision.detectors.traffic is not None
+    watch = TrafficWatch(sc.vision.detectors.traffic, road)
     return [(t, c.kind, c.state) for t, image in render(sc) for c in watch.observe(image, t)]
 
 
@@ -96,7 +97,10 @@ def test_only_road_zones_are_watched() -> None:
     """The car stops in the near lane; the camera's road zone is the far lane only."""
     top, bottom = LANES[0]
     far_lane = ImageZone(kind="road", polygon=((0, top), (1, top), (1, bottom), (0, bottom)))
-    vision = Vision(zones=(far_lane,), traffic=TrafficDetector(stall_s=STALL_S))
+    vision = Vision(
+        zones=(far_lane,),
+        detectors=Detectors(fire_smoke_model=None, traffic=TrafficDetector(stall_s=STALL_S)),
+    )
     assert play(scene("stalled_car", vision=vision)) == []
 
 
@@ -117,5 +121,5 @@ def test_the_scene_analyser_reports_the_obstruction_in_frame_pixels_on_the_road(
 
 
 def test_a_traffic_block_without_a_road_zone_is_refused() -> None:
-    with pytest.raises(ValidationError, match="traffic needs a zone of kind road"):
-        Vision(traffic=TrafficDetector())
+    with pytest.raises(ValidationError, match="traffic detector needs a zone of kind road"):
+        Vision(detectors=Detectors(traffic=TrafficDetector()))
