@@ -12,8 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from alerts.roles import run_engine
 from benchmarks.pipeline import BackgroundLoop
@@ -60,21 +58,17 @@ def _camera(camera_id: str) -> Camera:
 
 
 def test_a_stalled_car_opens_a_traffic_safety_incident_for_the_traffic_police(
-    tiny_site: Site, database_url: str, kafka_bootstrap: str, tmp_path: Path
+    tiny_site: Site, fresh_database_url: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     site = _site(tiny_site)
     run = uuid.uuid4().hex[:8]
-    name = f"t_{run}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(database_url, dbname=name)
+    url = fresh_database_url
     with psycopg.connect(url) as conn:
         ensure_schema(conn)
     loop = BackgroundLoop()
     producer = kafka.producer(kafka_bootstrap)
     stop = asyncio.Event()
     with contextlib.ExitStack() as cleanup:  # every step runs, even after one failed
-        cleanup.callback(_drop, database_url, name)
         cleanup.callback(producer.close)
         cleanup.callback(loop.close)
         writer = Writer(loop, url, kafka_bootstrap, topics.ALL)
@@ -135,8 +129,3 @@ def test_a_stalled_car_opens_a_traffic_safety_incident_for_the_traffic_police(
         assert level == "orange"
         assert {"role": "department", "id": "traffic_police"} in targets
         assert not engine.done(), "the alert engine stopped"
-
-
-def _drop(database_url: str, name: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -45,6 +45,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "alerts-engine": ("alerts", "engine"),
     "alerts-relay": ("alerts", "relay"),
     "store-writer": ("store", "writer"),
+    "console": ("console",),
     "simulator": ("simulate", "sensors"),
     "db-init": ("store", "grant-reader"),
 }
@@ -54,6 +55,7 @@ EXPECTED_COMMANDS = {
     ("alerts", "engine"),
     ("alerts", "relay"),
     ("store", "writer"),
+    ("console",),
     ("simulate", "sensors"),
     ("store", "grant-reader"),
 }
@@ -75,6 +77,7 @@ SECRET_HOLDERS: dict[str, set[str]] = {
         "GRIDWATCH_CAP_SIGNING_CERT",
         "GRIDWATCH_CALLBACK_HOST",
     },
+    "console": {"GRIDWATCH_CONSOLE_HOST", "GRIDWATCH_CONSOLE_URL"},
 }
 DATASOURCE_UID = "gridwatch-db"
 DASHBOARDS_IN_GRAFANA = "/var/lib/grafana/dashboards"
@@ -357,7 +360,8 @@ def test_the_common_role_settings_come_from_one_anchor() -> None:
             f"{name}.environment drops settings of x-gridwatch"
         )
         # Secrets belong to the role that uses them alone: the sink keys, CAP signing and the
-        # callback address to the relay, the Grafana reader's password to db-init.
+        # callback address to the relay, the Grafana reader's password to db-init, and the
+        # console's own addresses to the console.
         assert name in SECRET_HOLDERS or environment == anchor["environment"], name
         assert set(environment) - set(anchor["environment"]) <= SECRET_HOLDERS.get(name, set())
 
@@ -550,8 +554,12 @@ def _stand_in_cli() -> typer.Typer:
     app = typer.Typer()
     app.command("demo")(noop)
     groups: dict[str, typer.Typer] = {}
-    for group, command in sorted(EXPECTED_COMMANDS):
-        groups.setdefault(group, typer.Typer()).command(command)(noop)
+    for group, *command in sorted(EXPECTED_COMMANDS):
+        sub = groups.setdefault(group, typer.Typer(invoke_without_command=not command))
+        if command:
+            sub.command(command[0])(noop)
+        else:
+            sub.callback()(noop)
     for group, sub in groups.items():
         app.add_typer(sub, name=group)
     return app
