@@ -368,7 +368,9 @@ class _Run:
     def _sample(self, urls: ServiceUrls) -> None:
         while not self._sampling.wait(0.5):
             try:
-                with psycopg.connect(urls.database_url, connect_timeout=2) as conn:
+                # autocommit: a transaction held open for the whole run would keep a role that
+                # restarts waiting behind it for its schema's locks
+                with psycopg.connect(urls.database_url, connect_timeout=2, autocommit=True) as conn:
                     while not self._sampling.wait(0.5):
                         (stored,) = conn.execute(STORED_SQL).fetchone() or (0,)
                         pending = closed_loop_counts(conn)["outbox_pending"]

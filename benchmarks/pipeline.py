@@ -60,6 +60,7 @@ CHECK_S = 0.2  # how often the supervisor looks at the roles
 # What Python prints when an exception ends a thread other than the main one; the traceback
 # ends with the exception's (dotted) name and its message, where a log line starts otherwise.
 THREAD_DIED = "Exception in thread"
+TRACEBACK = "Traceback (most recent call last):"
 EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(:|$)")
 
 
@@ -124,11 +125,13 @@ class Role:
         self._read = 0  # the log's bytes read so far
         self._last = ""  # the last non-blank line since the start
         self._thread_died = False
+        self._traceback = False  # its traceback has begun: the exception line comes after it
         self._thread_error = ""  # the exception that ended the thread, once it is written
 
     def start(self, env: Mapping[str, str], cwd: Path) -> None:
         self._read = self.log.stat().st_size if self.log.exists() else 0
-        self._last, self._thread_died, self._thread_error = "", False, ""
+        self._last, self._thread_error = "", ""
+        self._thread_died = self._traceback = False
         self.process = ServiceProcess(self.name, self.argv, self.log, cwd=cwd, env=env)
 
     def died(self) -> str | None:
@@ -157,9 +160,13 @@ class Role:
         for line in data.decode(errors="replace").splitlines():
             if line.strip():
                 self._last = line.strip()
+            # other threads' lines may interleave with the dying thread's: only the first
+            # unindented line after its traceback began is the exception
             if line.startswith(THREAD_DIED):
                 self._thread_died = True
-            elif self._thread_died and not self._thread_error and EXCEPTION_LINE.match(line):
+            elif self._thread_died and line.startswith(TRACEBACK):
+                self._traceback = True
+            elif self._traceback and not self._thread_error and EXCEPTION_LINE.match(line):
                 self._thread_error = line.strip()
 
     def stop(self, grace: float) -> None:
