@@ -1,18 +1,22 @@
 """Schema creation (DESIGN.md §7): TimescaleDB when the extension is available, else PostgreSQL.
 
 Both backends expose the same tables and views, so writers, dashboards and tests do not care.
-Every statement is idempotent: ``ensure_schema`` runs at each role's start.
+Every statement is idempotent: ``ensure_schema`` runs at each role's start. It runs them only
+when the schema differs from this code's (a fingerprint of the DDL in ``schema_info``): an
+``ALTER TABLE`` waits for every open transaction on its table, so a role restarting while an
+operator's session holds one would otherwise wait with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from enum import StrEnum
 
 import psycopg
 from psycopg import sql
 
-from gridwatch.store.rollups import DEVICE_STATUS_DDL, ensure_rollups
+from gridwatch.store.rollups import DEVICE_STATUS_DDL, POSTGRES_DDL, TIMESCALE_DDL, ensure_rollups
 
 log = logging.getLogger(__name__)
 
@@ -320,9 +324,16 @@ def timescaledb_available(conn: psycopg.Connection) -> bool:
 def ensure_schema(conn: psycopg.Connection) -> Backend:
     """Create what is missing and return the backend in use. Commits."""
     backend = Backend.TIMESCALEDB if timescaledb_available(conn) else Backend.POSTGRESQL
+    fingerprint = _fingerprint(backend)
+    with conn.transaction():
+        current = _stored_fingerprint(conn) == fingerprint
+    if current:
+        return backend
     with conn.transaction():
         # Concurrent role start-ups race on CREATE ... IF NOT EXISTS; serialise them.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('gridwatch.schema'))")
+        if _stored_fingerprint(conn) == fingerprint:  # another role has just made it
+            return backend
         if backend is Backend.TIMESCALEDB:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         conn.execute(TABLES_DDL)
@@ -347,9 +358,37 @@ def ensure_schema(conn: psycopg.Connection) -> Backend:
                 )
         ensure_rollups(conn, timescale=backend is Backend.TIMESCALEDB)
         conn.execute(
-            "INSERT INTO schema_info (key, value) VALUES ('backend', %s)"
+            "INSERT INTO schema_info (key, value) VALUES ('backend', %s), (%s, %s)"
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            (backend.value,),
+            (backend.value, _FINGERPRINT, fingerprint),
         )
     log.info("schema ready on %s", backend.value)
     return backend
+
+
+_FINGERPRINT = "ddl_sha256"
+
+
+def _fingerprint(backend: Backend) -> str:
+    """What this code's schema is: every DDL text, the event tables and the backend."""
+    parts = (
+        TABLES_DDL,
+        CLOSED_LOOP_DDL,
+        FEEDBACK_DDL,
+        CONSOLE_DDL,
+        DEVICE_STATUS_DDL,
+        TIMESCALE_DDL,
+        POSTGRES_DDL,
+        repr(EVENT_TABLES),
+        backend.value,
+    )
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _stored_fingerprint(conn: psycopg.Connection) -> str | None:
+    """The fingerprint of the schema in the database; None before the first start-up."""
+    row = conn.execute("SELECT to_regclass('schema_info') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return None
+    found = conn.execute("SELECT value FROM schema_info WHERE key = %s", (_FINGERPRINT,)).fetchone()
+    return None if found is None else str(found[0])

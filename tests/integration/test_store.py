@@ -57,6 +57,34 @@ def test_schema_falls_back_to_postgresql_and_is_idempotent(fresh_database_url: s
             assert {f"{t}_{c}_brin" for t, c in EVENT_TABLES} <= brin
 
 
+def test_a_current_schema_starts_without_waiting_for_open_transactions(
+    fresh_database_url: str,
+) -> None:
+    with psycopg.connect(fresh_database_url) as conn:
+        backend = ensure_schema(conn)
+    # An operator's idle session inside a transaction that has read the cases.
+    with psycopg.connect(fresh_database_url) as idle, psycopg.connect(fresh_database_url) as role:
+        idle.execute("SELECT count(*) FROM cases").fetchone()
+        role.execute("SET lock_timeout = '2s'")  # DDL here would wait for the idle session
+        assert ensure_schema(role) is backend
+
+
+def test_a_schema_of_other_code_is_brought_up_to_date(fresh_database_url: str) -> None:
+    with psycopg.connect(fresh_database_url) as conn:
+        ensure_schema(conn)
+        with conn.transaction():
+            conn.execute("UPDATE schema_info SET value = 'older' WHERE key = 'ddl_sha256'")
+            conn.execute("ALTER TABLE cases DROP COLUMN resolution")
+        ensure_schema(conn)
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'cases'"
+            )
+        }
+        assert "resolution" in columns
+
+
 def test_copy_writer_is_idempotent_across_redelivery(fresh_database_url: str) -> None:
     batch = readings(500)
     with psycopg.connect(fresh_database_url) as conn:
