@@ -366,6 +366,20 @@ def bench_sensors(
     console.print(report(result, json_path))
 
 
+@bench_app.command("sensor-cpu")
+def bench_sensor_cpu(
+    devices: Annotated[int, typer.Option(min=1, help="bench devices")] = 5000,
+    steps: Annotated[int, typer.Option(min=1, help="reports per device")] = 10,
+    metrics: Annotated[int, typer.Option(min=1, max=4, help="metrics per report")] = 4,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """CPU microseconds per data point of the bridge's, rules' and writer's own code, in process."""
+    from benchmarks.sensor_cpu import report, run
+
+    result = run(site_or_fail(Settings()), devices, steps, metrics)
+    console.print(report(result, json_path))
+
+
 @bench_app.command("failover")
 def bench_failover(
     devices: Annotated[int, typer.Option(help="simulated devices, one report a second")] = 1000,
