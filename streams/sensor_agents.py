@@ -165,7 +165,7 @@ def judge_events(
 class _Cached:
     stored: bytes  # the table's value this state was decoded from or encoded to
     state: DeviceState  # advanced in place by the readings since
-    decisive: tuple[object, ...] | None  # ``decisive`` of the stored value
+    decisive: int | None  # ``decisive`` of the stored value
     last_seen: datetime | None  # ``last_seen`` of the stored value
 
 
