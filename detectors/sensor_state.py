@@ -179,7 +179,9 @@ def _admit(
     reading: Sample,
     lateness_s: float,
 ) -> list[Detection]:
-    ts, newest, pending = reading.ts, metric.newest, metric.pending
+    ts, pending, history = reading.ts, metric.pending, metric.history
+    # ``metric.newest``, inline: this runs for every reading.
+    newest = pending[-1].ts if pending else history[-1].ts if history else None
     if newest is None or ts > newest:  # in order: the common case, neither late nor repeated
         if not lateness_s and not pending:  # judged at once, without a stay in ``pending``
             return _judge_one(sensor, name, metric, reading)
@@ -229,13 +231,14 @@ def _judge_one(sensor: Sensor, name: str, metric: MetricState, reading: Sample) 
     """Judge the reading that comes next in time order."""
     history = metric.history
     history.append(reading)
-    window, keep = sensor.lookback(name)
+    rules, window, keep = sensor.judging(name)
     if window or len(history) > keep:
         _trim(history, window, keep)
-    rules = sensor.rules_for(name)
     levels = metric.levels
     if len(levels) != len(rules):
         levels[:] = [None] * len(rules)
+    if not rules:  # a metric only kept (battery, signal): nothing to judge
+        return []
     detections = []
     for i, rule in enumerate(rules):
         level = rule_level(rule, history, levels[i])

@@ -288,6 +288,7 @@ class _Round:
         # Times in the standard library's UTC compare several times faster than in the time
         # zone objects pydantic parses them with (one per message), and each is compared often.
         received_at = batch.received_at.astimezone(UTC)
+        batch_id = batch.id
         for report in batch.reports:
             ts = report.ts.astimezone(UTC)
             try:
@@ -298,14 +299,18 @@ class _Round:
                     raise
                 failed += [(reading.to_bytes(), err) for reading in batch.readings_of(report)]
                 continue
+            seq = report.seq
             for metric, (value, unit) in report.values.items():
-                sample = Sample(ts, value, unit, report.seq, batch.id, received_at)
+                sample = Sample(ts, value, unit, seq, batch_id, received_at)
                 try:
-                    self._found(sensor, on_sample(sensor, state, metric, sample, lateness))
+                    detections = on_sample(sensor, state, metric, sample, lateness)
                 except Exception as err:
                     if is_outage(err):
                         raise
                     failed.append((sample.reading(report.device_id, metric).to_bytes(), err))
+                    continue
+                if detections:
+                    self._found(sensor, detections)
         return failed
 
     def _found(self, sensor: Sensor, detections: list[Detection]) -> None:

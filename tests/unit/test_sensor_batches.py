@@ -8,7 +8,7 @@ from detectors.sensor_state import DeviceState, decode, on_reading
 from gridwatch.events import Reading, ReadingBatch, Report
 from gridwatch.site import Site
 from gridwatch.store.writer import SPECS
-from streams.sensor_agents import _Round, StateCache
+from streams.sensor_agents import StateCache, _Round
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 
