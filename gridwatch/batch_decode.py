@@ -24,7 +24,7 @@ from gridwatch.events import ReadingBatch, Report, decode
 
 _Id = Annotated[str, Meta(min_length=1, max_length=64)]
 # JSON numbers beyond the largest float are refused as out of range, as NaN and Infinity are.
-_Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 _Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 _Aware = Annotated[datetime, Meta(tz=True)]
 # What msgspec would read otherwise than pydantic goes to pydantic. JSON can only write NUL as
@@ -42,7 +42,7 @@ def _pydantic_only(data: bytes) -> bool:
 class _Report(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     device_id: _Id
     ts: _Aware
-    values: Annotated[dict[str, tuple[_Finite, str]], Meta(min_length=1)]
+    values: Annotated[dict[str, tuple[Finite, str]], Meta(min_length=1)]
     seq: _Int64 | None = None
 
 
