@@ -6,7 +6,8 @@ batching into records, the rules' decode and judging of those records (the state
 dict), and the writer's decode of them into ``readings`` rows. Each stage is timed with
 ``time.thread_time`` (this thread's CPU, not the machine's load) and reported in microseconds
 per data point, best of ``repeat`` rounds; the same messages go through each stage in turn, so
-a stage sees what the one before made. The garbage collector is tuned as in the roles.
+a stage sees what the one before made. ``gridwatch bench sensor-cpu`` tunes the garbage
+collector first, as every role does (``steady_memory``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 
 from benchmarks.sensors import bench_site, gateway_messages
 from gridwatch import topics
-from gridwatch.cli.common import steady_memory
 from gridwatch.events import utcnow
 from gridwatch.site import Site
 from gridwatch.store.writer import SPECS
@@ -60,7 +60,6 @@ def run(
     base: Site, devices: int = 5000, steps: int = 10, metrics: int = 4, repeat: int = 3
 ) -> Result:
     site = bench_site(base, devices, metrics)
-    steady_memory()  # as every role does once it has loaded its site
     start_ms = int((datetime.now(UTC) - timedelta(seconds=steps + 5)).timestamp() * 1000)
     messages = [m for step in range(steps) for m in gateway_messages(site, step, start_ms)]
     points = steps * devices * metrics

@@ -165,7 +165,10 @@ def _checkpoint(database_url: str) -> None:
     and dirty pages of the one before it (a checkpoint the ceiling's million rows set off
     fell in the writer's run)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # a server of someone else's (the tests' external TimescaleDB): measured as is
 
 
 def _postgres_cpu() -> float:

@@ -23,6 +23,7 @@ from gridwatch.cli.common import (
     eval_app,
     fail,
     site_or_fail,
+    steady_memory,
     store_app,
     train_app,
 )
@@ -376,7 +377,9 @@ def bench_sensor_cpu(
     """CPU microseconds per data point of the bridge's, rules' and writer's own code, in process."""
     from benchmarks.sensor_cpu import report, run
 
-    result = run(site_or_fail(Settings()), devices, steps, metrics)
+    site = site_or_fail(Settings())
+    steady_memory()
+    result = run(site, devices, steps, metrics)
     console.print(report(result, json_path))
 
 
