@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from pydantic import BeforeValidator, TypeAdapter
+from pydantic import BeforeValidator, Field, TypeAdapter
 
 from detectors.sensor_rules import Sample, evidence, rule_level
 from gridwatch.events import (
@@ -68,6 +68,8 @@ class DeviceState:
     last_seen: datetime | None = None  # newest reading time
     online: bool = True
     since: datetime | None = None  # when ``online`` last changed
+    # Counts changes to what a replay could not rebuild (see ``decisive``); not stored.
+    changes: Annotated[int, Field(exclude=True)] = field(default=0, compare=False, repr=False)
 
 
 _STATE = TypeAdapter(DeviceState)
@@ -84,22 +86,21 @@ def decode(stored: str | bytes) -> DeviceState:
     return _STATE.validate_json(stored)
 
 
-def decisive(sensor: Sensor, state: DeviceState, lateness_s: float) -> tuple[object, ...] | None:
-    """What of the state a replay of the device's later readings could not rebuild, or None
-    when that is all of it.
+def decisive(sensor: Sensor, state: DeviceState, lateness_s: float) -> int | None:
+    """A mark of what of the state a replay of the device's later readings could not rebuild,
+    which differs whenever that did since; or None when a replay could rebuild none of it.
 
     Rules that judge a reading by its value and their current level alone (no window, no count,
     no lateness buffer) reach the same levels from a stored state however many readings it has
     not seen, since each of those left the levels as they were. For such a device the stored
-    state need change only with this tuple (levels, liveness, late count); its ``last_seen`` is
-    refreshed every ``LAST_SEEN_SLACK`` of a heartbeat, so a restart cannot make it look silent.
-    Any other device's state is stored after every reading."""
+    state need change only with its levels, liveness and late and conflict counts, which
+    ``DeviceState.changes`` counts as they change (a counter, not a copy of them made per
+    batch); its ``last_seen`` is refreshed every ``LAST_SEEN_SLACK`` of a heartbeat, so a
+    restart cannot make it look silent. Any other device's state is stored after every reading.
+    """
     if lateness_s or any(r.window_s or r.samples > 1 for r in sensor.rules):
         return None
-    metrics = tuple(
-        (name, tuple(m.levels), m.late, m.conflicts) for name, m in state.metrics.items()
-    )
-    return state.online, state.since, metrics
+    return state.changes
 
 
 def on_reading(
@@ -116,13 +117,15 @@ def on_sample(
     metric = state.metrics.get(name)
     if metric is None:
         metric = state.metrics[name] = MetricState()
-    detections = _admit(sensor, name, metric, sample, lateness_s)
+    detections = _admit(sensor, state, name, metric, sample, lateness_s)
     ts = sample.ts
     if state.last_seen is None or ts > state.last_seen:
         state.last_seen = ts
     if not state.online and (state.since is None or ts > state.since):
         state.online, state.since = True, ts
         detections.append(_offline(sensor, ts, "reading", cleared=True))
+    if detections:  # a level or the liveness changed
+        state.changes += 1
     return detections
 
 
@@ -133,12 +136,15 @@ def on_status(
     judged even when no newer reading comes; going offline judges every buffered reading."""
     horizon = status.ts - timedelta(seconds=lateness_s)
     if status.online == state.online or (state.since is not None and status.ts <= state.since):
-        return _judge_until(sensor, state, horizon)
-    if not status.online:
-        horizon = datetime.max.replace(tzinfo=status.ts.tzinfo)
-    detections = _judge_until(sensor, state, horizon)
-    detections.append(_offline(sensor, status.ts, status.cause, cleared=status.online))
-    state.online, state.since = status.online, status.ts
+        detections = _judge_until(sensor, state, horizon)
+    else:
+        if not status.online:
+            horizon = datetime.max.replace(tzinfo=status.ts.tzinfo)
+        detections = _judge_until(sensor, state, horizon)
+        detections.append(_offline(sensor, status.ts, status.cause, cleared=status.online))
+        state.online, state.since = status.online, status.ts
+    if detections:  # a level or the liveness changed
+        state.changes += 1
     return detections
 
 
@@ -166,9 +172,16 @@ def overdue(state: DeviceState, heartbeat_s: float, now: datetime) -> bool:
 
 
 def _admit(
-    sensor: Sensor, name: str, metric: MetricState, reading: Sample, lateness_s: float
+    sensor: Sensor,
+    state: DeviceState,
+    name: str,
+    metric: MetricState,
+    reading: Sample,
+    lateness_s: float,
 ) -> list[Detection]:
-    ts, newest, pending = reading.ts, metric.newest, metric.pending
+    ts, pending, history = reading.ts, metric.pending, metric.history
+    # ``metric.newest``, inline: this runs for every reading.
+    newest = pending[-1].ts if pending else history[-1].ts if history else None
     if newest is None or ts > newest:  # in order: the common case, neither late nor repeated
         if not lateness_s and not pending:  # judged at once, without a stay in ``pending``
             return _judge_one(sensor, name, metric, reading)
@@ -178,6 +191,7 @@ def _admit(
         if same is not None:
             if same.value != reading.value:
                 metric.conflicts += 1
+                state.changes += 1
                 log.warning(
                     "device %s %s at %s: second value %s ignored, %s stands",
                     sensor.id,
@@ -191,6 +205,7 @@ def _admit(
         lateness = timedelta(seconds=lateness_s)
         if (judged is not None and ts < judged) or ts < newest - lateness:
             metric.late += 1
+            state.changes += 1
             return []
         bisect.insort(pending, reading, key=_time)
     if not lateness_s:
@@ -216,13 +231,14 @@ def _judge_one(sensor: Sensor, name: str, metric: MetricState, reading: Sample) 
     """Judge the reading that comes next in time order."""
     history = metric.history
     history.append(reading)
-    window, keep = sensor.lookback(name)
+    rules, window, keep = sensor.judging(name)
     if window or len(history) > keep:
         _trim(history, window, keep)
-    rules = sensor.rules_for(name)
     levels = metric.levels
     if len(levels) != len(rules):
         levels[:] = [None] * len(rules)
+    if not rules:  # a metric only kept (battery, signal): nothing to judge
+        return []
     detections = []
     for i, rule in enumerate(rules):
         level = rule_level(rule, history, levels[i])

@@ -237,6 +237,18 @@ class ReadingBatch(Event):
     received_at: AwareDatetime = Field(default_factory=utcnow)
     reports: tuple[Report, ...] = Field(min_length=1)
 
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        id: UUID,  # noqa: A002 - the field's name
+        received_at: datetime,
+        reports: tuple[Report, ...],
+    ) -> ReadingBatch:
+        """A batch from fields validated already (by ``gridwatch.batch_decode``)."""
+        return _trusted(cls, {"id": id, "schema_": "gw.reading-batch/1",
+                              "received_at": received_at, "reports": reports})  # fmt: skip
+
     @property
     def key(self) -> bytes:
         return self.reports[0].device_id.encode()

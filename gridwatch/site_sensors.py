@@ -249,3 +249,11 @@ class Sensor(Model):
         """How far back the rules on ``metric`` look: their longest window in seconds, and
         their largest count of newest values."""
         return self._lookback.get(metric, (0.0, 1))
+
+    @cached_property
+    def _judging(self) -> dict[str, tuple[tuple[SensorRule, ...], float, int]]:
+        return {m: (rules, *self.lookback(m)) for m, rules in self._by_metric.items()}
+
+    def judging(self, metric: str) -> tuple[tuple[SensorRule, ...], float, int]:
+        """``rules_for`` and ``lookback`` of ``metric`` in one look-up, made once per reading."""
+        return self._judging.get(metric, ((), 0.0, 1))

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,7 +27,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import TypeAdapter, ValidationError
 
 from gridwatch import kafka, topics
-from gridwatch.events import DeadLetter, Event, decode, reason_of
+from gridwatch.batch_decode import decode_reading_batch, decode_reading_batches
+from gridwatch.events import DeadLetter, Event, ReadingBatch, decode, reason_of
 from gridwatch.liveness import Heartbeat
 from gridwatch.outages import is_outage
 from gridwatch.settings import ConsumerGroups
@@ -73,13 +75,25 @@ class Decoded:
         return [self.events[s.index] for s in spans]
 
 
+def _decode_array(model: type[Event], raws: list[bytes]) -> list[Event]:
+    """The messages of one topic as one JSON array (one call into the decoder, not one per
+    message), or as many as decoded if any does not."""
+    if model is ReadingBatch:
+        return list(decode_reading_batches(raws) or ())
+    try:
+        return _array_of(model).validate_json(b"[" + b",".join(raws) + b"]")
+    except ValidationError:
+        return []
+
+
 def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
     """Events to store; a message that does not decode is stored as a dead letter instead.
 
-    Each topic's messages are decoded as one JSON array, a single call into pydantic instead of
-    one per message; a batch holding a bad message is decoded again one message at a time to
-    find it, so the dead letter carries that message's bytes and reason. A batch of readings
-    is one event, which the writer stores as its readings' rows.
+    Each topic's messages are decoded as one JSON array, a single call into the decoder instead
+    of one per message (msgspec for readings, ``gridwatch.batch_decode``); a batch holding a bad
+    message is decoded again one message at a time to find it, so the dead letter carries that
+    message's bytes and reason. A batch of readings is one event, which the writer stores as its
+    readings' rows.
     """
     by_topic: dict[str, list[bytes]] = {}
     for topic, raw in records:
@@ -89,15 +103,13 @@ def decode_batch(records: Sequence[tuple[str, bytes]]) -> Decoded:
     bad = 0
     for topic, raws in by_topic.items():
         model = topics.MODELS[topic]
-        try:
-            decoded: list[Event] = _array_of(model).validate_json(b"[" + b",".join(raws) + b"]")
-        except ValidationError:
-            decoded = []
+        decoded: list[Event] = _decode_array(model, raws)
         if len(decoded) != len(raws):
+            one = decode_reading_batch if model is ReadingBatch else partial(decode, model)
             decoded = []
             for raw in raws:
                 try:
-                    decoded.append(decode(model, raw))
+                    decoded.append(one(raw))
                 except Exception as err:  # noqa: BLE001 - any failure is this message's reason
                     bad += 1
                     decoded.append(DeadLetter.of_error(f"kafka:{topic}", raw, err))

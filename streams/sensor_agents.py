@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 import faust
 
@@ -38,6 +38,7 @@ from detectors.sensor_state import (
 from detectors.sensor_state import decode as decode_state
 from detectors.sensor_state import encode as encode_state
 from gridwatch import topics
+from gridwatch.batch_decode import decode_reading_batch
 from gridwatch.errors import PayloadError
 from gridwatch.events import (
     Detection,
@@ -80,38 +81,25 @@ def register_sensor_rules(
         topics.READINGS, topics.DEVICE_STATUS, key_serializer="raw", value_serializer="raw"
     )
 
-    cache = _StateCache(site)
-    ahead = timedelta(seconds=site.telemetry.max_ahead_s)
+    cache = StateCache(site)
 
     @ctx.app.agent(source, concurrency=1, supervisor_strategy=AGENT_SUPERVISOR)
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
         # Events are judged one by one, in order, but in small batches: a device's state is
         # written to the table (and its changelog) at most once per batch, and only when the
-        # table would otherwise lose something (``_StateCache.changed``). The states are
+        # table would otherwise lose something (``StateCache.changed``). The states are
         # written before the batch's detections are sent, so a crash can replay readings into
         # a state that has seen them but not repeat a detection.
         batches = cast("faust.Stream[bytes]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
         async for events in batches:
-            now = clock()
-            judging = _Round(site, states, cache, now, now + ahead)
-            for event in events:
-                raw: bytes = event.value
-                topic: str = event.message.topic
-                try:
-                    message = _message(topic, raw)
-                except Exception as err:
-                    if is_outage(err):
-                        raise
-                    await ctx.dead(topic, raw, reason_of(err))
-                    continue
-                for failed, why in judging.take(message):
-                    if not isinstance(why, PayloadError):
-                        log.error("sensor rules failed on a %s message", topic, exc_info=why)
-                    await ctx.dead(topic, failed, reason_of(why))
-            for sensor, state in judging.touched.values():
-                if cache.changed(sensor, state):
-                    states[sensor.id.encode()] = cache.store(sensor.id, state)
-            for key, detection in judging.found:
+            judged = judge_events(
+                site, states, cache, [(e.message.topic, e.value) for e in events], clock()
+            )
+            for topic, raw, reason in judged.dead:
+                await ctx.dead(topic, raw, reason)
+            for key, stored in judged.writes.items():
+                states[key] = stored
+            for key, detection in judged.found:
                 await detections.send(key=key, value=detection.to_bytes())
 
     lateness = site.telemetry.allowed_lateness_s
@@ -133,14 +121,55 @@ def register_sensor_rules(
 
 
 @dataclass
+class Judged:
+    """What a batch of events came to: dead letters (topic, bytes, reason), the device states
+    to write to the table (those it would otherwise lose something of), and the detections."""
+
+    dead: list[tuple[str, bytes, str]]
+    writes: dict[bytes, bytes]
+    found: list[tuple[bytes, Detection]]
+
+
+def judge_events(
+    site: Site,
+    states: Mapping[bytes, bytes],
+    cache: StateCache,
+    events: Sequence[tuple[str, bytes]],
+    now: datetime,
+) -> Judged:
+    """Judge a batch of (topic, raw) events one by one, in order, each inside its guard; only
+    an outage (``is_outage``) is raised. ``states`` is the table, read only."""
+    judging = _Round(site, states, cache, now, now + timedelta(seconds=site.telemetry.max_ahead_s))
+    dead: list[tuple[str, bytes, str]] = []
+    for topic, raw in events:
+        try:
+            message = _message(topic, raw)
+        except Exception as err:
+            if is_outage(err):
+                raise
+            dead.append((topic, raw, reason_of(err)))
+            continue
+        for failed, why in judging.take(message):
+            if not isinstance(why, PayloadError):
+                log.error("sensor rules failed on a %s message", topic, exc_info=why)
+            dead.append((topic, failed, reason_of(why)))
+    writes = {
+        sensor.id.encode(): cache.store(sensor.id, state)
+        for sensor, state in judging.touched.values()
+        if cache.changed(sensor, state)
+    }
+    return Judged(dead=dead, writes=writes, found=judging.found)
+
+
+@dataclass
 class _Cached:
     stored: bytes  # the table's value this state was decoded from or encoded to
     state: DeviceState  # advanced in place by the readings since
-    decisive: tuple[object, ...] | None  # ``decisive`` of the stored value
+    decisive: int | None  # ``decisive`` of the stored value
     last_seen: datetime | None  # ``last_seen`` of the stored value
 
 
-class _StateCache:
+class StateCache:
     """The decoded form of each device's stored state, so a reading costs no decode of it, and
     what was stored, so a state is written only when the table would otherwise lose something.
 
@@ -187,7 +216,7 @@ class _StateCache:
 
 
 def _status_due(
-    site: Site, cache: _StateCache, key: bytes, stored: bytes, lateness: float, now: datetime
+    site: Site, cache: StateCache, key: bytes, stored: bytes, lateness: float, now: datetime
 ) -> DeviceStatus | None:
     """The status the heartbeat owes a device now: offline when silent too long, a watermark
     when buffered readings have waited out the allowed lateness; else None."""
@@ -217,7 +246,7 @@ def _in_time(ts: datetime, now: datetime, horizon: datetime) -> None:
 
 def _message(topic: str, raw: bytes) -> ReadingBatch | DeviceStatus:
     if topic == topics.READINGS:
-        return decode(ReadingBatch, raw)
+        return decode_reading_batch(raw)
     return decode(DeviceStatus, raw)
 
 
@@ -234,8 +263,8 @@ class _Round:
     reading's evidence or its dead letter."""
 
     site: Site
-    states: Any  # the Faust table
-    cache: _StateCache
+    states: Mapping[bytes, bytes]  # the Faust table
+    cache: StateCache
     now: datetime
     horizon: datetime  # the latest time a reading or status may have
     touched: dict[str, tuple[Sensor, DeviceState]] = field(default_factory=dict)
@@ -259,6 +288,7 @@ class _Round:
         # Times in the standard library's UTC compare several times faster than in the time
         # zone objects pydantic parses them with (one per message), and each is compared often.
         received_at = batch.received_at.astimezone(UTC)
+        batch_id = batch.id
         for report in batch.reports:
             ts = report.ts.astimezone(UTC)
             try:
@@ -269,14 +299,18 @@ class _Round:
                     raise
                 failed += [(reading.to_bytes(), err) for reading in batch.readings_of(report)]
                 continue
+            seq = report.seq
             for metric, (value, unit) in report.values.items():
-                sample = Sample(ts, value, unit, report.seq, batch.id, received_at)
+                sample = Sample(ts, value, unit, seq, batch_id, received_at)
                 try:
-                    self._found(sensor, on_sample(sensor, state, metric, sample, lateness))
+                    detections = on_sample(sensor, state, metric, sample, lateness)
                 except Exception as err:
                     if is_outage(err):
                         raise
                     failed.append((sample.reading(report.device_id, metric).to_bytes(), err))
+                    continue
+                if detections:
+                    self._found(sensor, detections)
         return failed
 
     def _found(self, sensor: Sensor, detections: list[Detection]) -> None:

@@ -23,6 +23,7 @@ from gridwatch.cli.common import (
     eval_app,
     fail,
     site_or_fail,
+    steady_memory,
     store_app,
     train_app,
 )
@@ -363,6 +364,22 @@ def bench_sensors(
 
     result = run(site_or_fail(Settings()), devices, duration, metrics, partitions=partitions,
                  workers=workers, writers=writers)  # fmt: skip
+    console.print(report(result, json_path))
+
+
+@bench_app.command("sensor-cpu")
+def bench_sensor_cpu(
+    devices: Annotated[int, typer.Option(min=1, help="bench devices")] = 5000,
+    steps: Annotated[int, typer.Option(min=1, help="reports per device")] = 10,
+    metrics: Annotated[int, typer.Option(min=1, max=4, help="metrics per report")] = 4,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """CPU microseconds per data point of the bridge's, rules' and writer's own code, in process."""
+    from benchmarks.sensor_cpu import report, run
+
+    site = site_or_fail(Settings())
+    steady_memory()
+    result = run(site, devices, steps, metrics)
     console.print(report(result, json_path))
 
 

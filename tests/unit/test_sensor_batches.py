@@ -8,7 +8,7 @@ from detectors.sensor_state import DeviceState, decode, on_reading
 from gridwatch.events import Reading, ReadingBatch, Report
 from gridwatch.site import Site
 from gridwatch.store.writer import SPECS
-from streams.sensor_agents import _Round, _StateCache
+from streams.sensor_agents import StateCache, _Round
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 
@@ -33,7 +33,7 @@ def test_a_batch_is_judged_as_its_readings_one_by_one(tiny_site: Site) -> None:
     steps = [[("WL-1", 2.0), ("WL-2", 2.6)], [("WL-1", 3.6), ("WL-2", 2.6)],
              [("WL-1", 1.0), ("WL-2", 3.1)]]  # fmt: skip
     table: dict[bytes, bytes] = {}
-    cache = _StateCache(tiny_site)
+    cache = StateCache(tiny_site)
     alone: dict[str, DeviceState] = {"WL-1": DeviceState(), "WL-2": DeviceState()}
     for step, values in enumerate(steps):
         judging = _Round(tiny_site, _Table(table), cache, T0, T0 + timedelta(seconds=300))
@@ -53,7 +53,7 @@ def test_a_batch_is_judged_as_its_readings_one_by_one(tiny_site: Site) -> None:
 
 
 def test_a_reading_that_fails_comes_back_alone_as_the_reading_it_is(tiny_site: Site) -> None:
-    judging = _Round(tiny_site, _Table({}), _StateCache(tiny_site), T0, T0 + timedelta(seconds=1))
+    judging = _Round(tiny_site, _Table({}), StateCache(tiny_site), T0, T0 + timedelta(seconds=1))
     message = batch([("WL-1", 2.0), ("GHOST", 1.0)], 0)
     ahead = batch([("WL-2", 2.0)], 0, ahead_s=60)
     failed = judging.take(message) + judging.take(ahead)

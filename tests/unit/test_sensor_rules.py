@@ -192,6 +192,46 @@ def test_a_state_stored_only_when_decisive_changes_replays_to_the_same_detection
         assert found == (emitted[i] if i > crash else [])
 
 
+def _kept(state: DeviceState) -> tuple[object, ...]:
+    """What a replay could not rebuild of a threshold gauge's state: levels, liveness, counts
+    (a metric with no level raised and nothing counted is what a replay makes of it anyway)."""
+    metrics = tuple(
+        (n, tuple(m.levels), m.late, m.conflicts)
+        for n, m in state.metrics.items()
+        if any(m.levels) or m.late or m.conflicts
+    )
+    return state.online, state.since, metrics
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    events=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from([1.0, 2.6, 3.1, 3.6]), st.integers(0, 30)),
+            st.tuples(st.booleans(), st.integers(0, 30)),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_decisive_moves_whenever_what_a_replay_cannot_rebuild_changes(
+    events: list[tuple[float | bool, int]],
+) -> None:
+    """Readings in and out of order, repeated and corrected, and statuses: ``decisive`` (a
+    counter) changes at least whenever the levels, liveness or counts did."""
+    sensor = gauge(THRESHOLD)
+    state = DeviceState()
+    for value, t in events:
+        before, mark = _kept(state), decisive(sensor, state, 0.0)
+        if isinstance(value, bool):
+            ts = T0 + timedelta(seconds=t)
+            on_status(sensor, state, DeviceStatus(device_id=sensor.id, online=value, ts=ts))
+        else:
+            on_reading(sensor, state, reading(value, t))
+        if _kept(state) != before:
+            assert decisive(sensor, state, 0.0) != mark
+
+
 def test_only_memoryless_rules_without_lateness_store_the_state_sparingly() -> None:
     assert decisive(gauge(THRESHOLD), DeviceState(), 0.0) is not None
     assert decisive(gauge(THRESHOLD), DeviceState(), 1.0) is None
