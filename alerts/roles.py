@@ -34,6 +34,7 @@ from gridwatch.errors import PayloadError
 from gridwatch.events import Alert, CaseEvent, DeadLetter, Incident, decode, reason_of, utcnow
 from gridwatch.liveness import Heartbeat
 from gridwatch.outages import is_outage
+from gridwatch.settings import ConsumerGroups
 from gridwatch.site import Site
 from gridwatch.xml_signature import XmlSigner
 
@@ -70,6 +71,7 @@ async def run_engine(
     database_url: str | None = None,
     clock: Clock = utcnow,
     group_id: str = "gridwatch-alerts",
+    groups: ConsumerGroups | None = None,
     ready: asyncio.Event | None = None,
     heartbeat: Heartbeat | None = None,
 ) -> None:
@@ -79,7 +81,7 @@ async def run_engine(
         log.info("alert %s %s %s (due at restart)", alert.fingerprint, alert.level, alert.state)
         producer.send(topics.ALERTS, key=alert.fingerprint.encode(), value=alert.to_bytes())
     await asyncio.to_thread(producer.flush)
-    consumer = kafka.consumer(bootstrap, group_id, topics.INCIDENTS)
+    consumer = kafka.consumer(bootstrap, group_id, topics.INCIDENTS, groups=groups)
     await consumer.start()
     silences_at = 0.0
     try:
@@ -151,12 +153,13 @@ async def run_closed_loop(
     *,
     clock: Clock = utcnow,
     group_id: str = "gridwatch-cases",
+    groups: ConsumerGroups | None = None,
     ready: asyncio.Event | None = None,
     heartbeat: Heartbeat | None = None,
 ) -> None:
     """Alerts open cases, callbacks move them, the timers escalate them."""
     loop = ClosedLoop(site, clock)
-    consumer = kafka.consumer(bootstrap, group_id, topics.ALERTS, topics.CASE_EVENTS)
+    consumer = kafka.consumer(bootstrap, group_id, topics.ALERTS, topics.CASE_EVENTS, groups=groups)
     await consumer.start()
     timers_at = 0.0
     try:

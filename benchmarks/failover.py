@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.pipeline import embedded_pipeline, replica_names, sensor_roles
+from benchmarks.pipeline import ASSIGNMENT, embedded_pipeline, replica_names, sensor_roles
 from benchmarks.sensors import bench_site, publish_for
 from gridwatch.settings import Settings
 from gridwatch.site import Site
@@ -45,9 +45,6 @@ DETECTIONS_SQL = """
 SELECT kind, source_id, coalesce(level, ''), cleared, ts, stored_at FROM detections
 WHERE source_id LIKE 'B%'
 """
-# The consumer logs each assignment: "Setting newly assigned partitions {TopicPartition(topic=
-# 'gw.readings', partition=1), …} for group …".
-ASSIGNMENT = "Setting newly assigned partitions"
 READINGS_PARTITION = re.compile(r"TopicPartition\(topic='gw\.readings', partition=(\d+)\)")
 METRICS = 2  # water level (a threshold rule) and rainfall
 Detection = tuple[str, str, str, bool, int]

@@ -48,7 +48,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from benchmarks.pipeline import (
+    ASSIGNMENT,
     COMMANDS,
+    CONSUMERS,
     BackgroundLoop,
     Roles,
     embedded_pipeline,
@@ -295,11 +297,14 @@ class _Run:
                 stop()
 
     def _wait_alive(self, roles: Roles, liveness: Path, timeout: float) -> None:
+        """Until every role beats, the worker is ready and every consumer holds its partitions
+        (each the only member of its group)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(age_s(liveness, name) is not None for name in COMMANDS):
-                if roles.wait_logged("streams-worker", "Worker ready", 1):
-                    time.sleep(3)  # consumer groups settle
+                if roles.wait_logged("streams-worker", "Worker ready", 1) and all(
+                    roles.wait_logged(name, ASSIGNMENT, 1) for name in CONSUMERS
+                ):
                     return
             time.sleep(0.5)
         raise RuntimeError(f"the roles did not start within {timeout:.0f}s (logs: {self.work})")

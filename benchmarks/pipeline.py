@@ -54,6 +54,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "store-writer": ("store", "writer"),
 }
 SENSOR_ROLES = ("ingest-mqtt", "streams-worker", "store-writer")
+# The roles that consume in a group, and what a consumer logs on each assignment: "Setting newly
+# assigned partitions {TopicPartition(topic='gw.readings', partition=1), …} for group …".
+CONSUMERS = ("streams-worker", "alerts-engine", "alerts-relay", "store-writer")
+ASSIGNMENT = "Setting newly assigned partitions"
 RESTART_DELAY_S = 1.0
 MAX_RESTARTS = 10
 CHECK_S = 0.2  # how often the supervisor looks at the roles

@@ -33,6 +33,7 @@ from benchmarks.sensors import METRICS, PER_MESSAGE, _cpu_by_role
 from gridwatch import kafka, topics
 from gridwatch.cli.common import steady_memory
 from gridwatch.events import ReadingBatch, Report
+from gridwatch.settings import ConsumerGroups
 from gridwatch.store.writer import SPECS, Row
 from streams.persist import run_persist
 
@@ -127,14 +128,14 @@ def raw_copy(database_url: str, rows: list[Row]) -> tuple[float, float, float]:
 
 
 async def _write_all(
-    database_url: str, bootstrap: str, rows: int, prefix: str
+    database_url: str, bootstrap: str, rows: int, prefix: str, groups: ConsumerGroups | None
 ) -> tuple[datetime, float, float]:
     """Run the writer until the ``rows`` rows of devices ``prefix…`` are in ``readings``: (when
     its consumer held the partitions, CPU seconds of this process from then, PostgreSQL's)."""
     stop, ready = asyncio.Event(), asyncio.Event()
     writer = asyncio.ensure_future(
         run_persist(database_url, bootstrap, stop, group_id=f"bench-store-{uuid.uuid4().hex[:8]}",
-                    topic_names=(topics.READINGS,), ready=ready)
+                    topic_names=(topics.READINGS,), ready=ready, groups=groups)
     )  # fmt: skip
     await asyncio.wait([asyncio.ensure_future(ready.wait()), writer], timeout=120,
                        return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
@@ -186,10 +187,11 @@ def run(rows: int) -> Result:
 
 
 def measure(
-    database_url: str, bootstrap: str, made: list[ReadingBatch], prefix: str = "S"
-) -> Result:
+    database_url: str, bootstrap: str, made: list[ReadingBatch], prefix: str = "S",
+    groups: ConsumerGroups | None = None,
+) -> Result:  # fmt: skip
     """The ceiling and the writer on ``made`` (of devices ``prefix…``), through
-    ``gw.readings`` into ``readings``."""
+    ``gw.readings`` into ``readings`` (``groups``: the writer's group timeouts)."""
     records = [b.to_bytes() for b in made]
     fill(bootstrap, records)
     data = SPECS[ReadingBatch].rows(made)
@@ -201,7 +203,7 @@ def measure(
     del data
     gc.collect()
     _checkpoint(database_url)
-    started, cpu, pg = asyncio.run(_write_all(database_url, bootstrap, rows, prefix))
+    started, cpu, pg = asyncio.run(_write_all(database_url, bootstrap, rows, prefix, groups))
     with psycopg.connect(database_url) as conn:
         count, unique, last = _stored(conn, prefix)
     elapsed = (last - started).total_seconds() if last else float("inf")

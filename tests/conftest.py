@@ -26,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 from gridwatch.errors import ServiceError
 from gridwatch.services import EmbeddedServices, ServiceUrls
-from gridwatch.settings import Settings
+from gridwatch.settings import ConsumerGroups, Settings
 from gridwatch.site import Site, load_site
 
 
@@ -47,6 +47,26 @@ def run_dir() -> Iterator[Path]:
     """A fresh run directory for a test that starts its own EmbeddedServices."""
     with _run_dir() as path:
         yield path
+
+
+# Tansu answers a new group's first JoinGroup only after half the session timeout, and every
+# test joins groups of its own: on the embedded broker the tests' consumers use a short one (a
+# member lost is out within three seconds, as the failover tests want anyway). A Kafka of your
+# own keeps the defaults, which its minimum session timeout allows.
+GROUPS = (
+    ConsumerGroups(session_timeout_s=3.0, heartbeat_interval_s=0.5)
+    if Settings().kafka_bootstrap is None
+    else ConsumerGroups()
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def consumer_groups() -> Iterator[ConsumerGroups]:
+    """``GROUPS``, also for the roles the tests start as processes (they read the settings)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in GROUPS.model_dump().items():
+            env.setenv(f"GRIDWATCH_CONSUMER_GROUPS__{name.upper()}", str(value))
+        yield GROUPS
 
 
 @pytest.fixture(scope="session")

@@ -133,7 +133,8 @@ def alerts_engine() -> None:
         await stop_on_signal(stop)
         producer = kafka.producer(ctx.kafka_bootstrap)
         await run_engine(ctx.site, ctx.kafka_bootstrap, producer, stop,
-                         database_url=database_url, heartbeat=ctx.heartbeat)  # fmt: skip
+                         database_url=database_url, groups=ctx.settings.consumer_groups,
+                         heartbeat=ctx.heartbeat)  # fmt: skip
 
     asyncio.run(main())
 
@@ -183,7 +184,8 @@ def alerts_relay(
         try:
             await asyncio.gather(
                 run_closed_loop(
-                    site, urls.database_url, urls.kafka_bootstrap, producer, stop, heartbeat=beats
+                    site, urls.database_url, urls.kafka_bootstrap, producer, stop,
+                    groups=settings.consumer_groups, heartbeat=beats,
                 ),
                 run_relay(
                     site, urls.database_url, producer, keys, stop, cap_signer=cap_signer,

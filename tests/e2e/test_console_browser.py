@@ -50,6 +50,7 @@ from gridwatch.store.schema import ensure_schema
 from gridwatch.xml_signature import load_signer, make_throwaway
 from simulators.broadcast_receiver import BroadcastReceiver
 from simulators.dispatch_desk import DeskPolicy, DispatchDesk
+from tests.conftest import GROUPS
 from tests.integration.console_stack import (
     OFFICER,
     OFFICER_PASSWORD,
@@ -146,9 +147,11 @@ def stack(
     ready = [asyncio.Event(), asyncio.Event()]
     roles = [
         loop.spawn(run_engine(site, kafka_bootstrap, producer, stop, database_url=url,
-                              group_id=f"t-console-alerts-{RUN}", ready=ready[0])),
+                              group_id=f"t-console-alerts-{RUN}", groups=GROUPS,
+                              ready=ready[0])),
         loop.spawn(run_closed_loop(site, url, kafka_bootstrap, producer, stop,
-                                   group_id=f"t-console-cases-{RUN}", ready=ready[1])),
+                                   group_id=f"t-console-cases-{RUN}", groups=GROUPS,
+                                   ready=ready[1])),
         loop.spawn(run_relay(site, url, producer, keys, stop, cap_signer=signer)),
     ]  # fmt: skip
     for event in ready:

@@ -48,12 +48,13 @@ CRASHING_WORKER = """
 import sys
 from pathlib import Path
 from mode import Worker
-from gridwatch.settings import SAMPLE_SITE
+from gridwatch.settings import SAMPLE_SITE, Settings
 from gridwatch.site import load_site
 from streams.app import build_app
 
 bootstrap, app_id, datadir = sys.argv[1:]
-app = build_app(load_site(SAMPLE_SITE), bootstrap, Path(datadir), app_id=app_id)
+app = build_app(load_site(SAMPLE_SITE), bootstrap, Path(datadir), app_id=app_id,
+                groups=Settings().consumer_groups)
 probe = app.topic(f"{app_id}-probe", value_serializer="raw")
 
 @app.agent(probe)

@@ -20,6 +20,7 @@ from gridwatch.site import Site
 from gridwatch.site_sensors import Sensor
 from streams.app import build_app
 from streams.persist import PersistStats, run_persist
+from tests.conftest import GROUPS
 
 SENSOR_TOPICS = (topics.READINGS, topics.DETECTIONS, topics.DEADLETTER, topics.DEVICE_STATUS)
 
@@ -54,7 +55,7 @@ class Writer:
         self.task = loop.spawn(
             run_persist(
                 database_url, bootstrap, self.stop, self.group, topic_names, ready=ready,
-                rollup_every_s=1.0,
+                rollup_every_s=1.0, groups=GROUPS,
             )
         )  # fmt: skip
         loop.run(asyncio.wait_for(ready.wait(), 60))
@@ -75,7 +76,7 @@ class RulesWorker:
         async def start() -> Any:
             app = build_app(
                 site, bootstrap, datadir, app_id=f"t-rules-{uuid.uuid4().hex[:8]}",
-                heartbeat_check_s=0.3, quiet_check_s=0.3, offset_reset="latest",
+                heartbeat_check_s=0.3, quiet_check_s=0.3, offset_reset="latest", groups=GROUPS,
             )  # fmt: skip
             await app.start()
             while not app.consumer.assignment():

@@ -26,6 +26,7 @@ from gridwatch.services import EmbeddedServices
 from gridwatch.settings import Settings
 from gridwatch.site import Site
 from ingest.mqtt_bridge import MqttBridge
+from tests.conftest import GROUPS
 
 STREET = "520199003"
 TELEMETRY = f"gw/{STREET}/WL-1/telemetry"
@@ -48,7 +49,7 @@ def publish(host: str, port: int, items: list[tuple[str, bytes]]) -> None:
 async def collect(
     bootstrap: str, topic: str, want: int, match: Callable[[bytes], bool], wait_s: float = 60
 ) -> list[bytes]:
-    consumer = kafka.consumer(bootstrap, f"test-{uuid.uuid4().hex}", topic)
+    consumer = kafka.consumer(bootstrap, f"test-{uuid.uuid4().hex}", topic, groups=GROUPS)
     await consumer.start()
     found: list[bytes] = []
     try:

@@ -31,6 +31,7 @@ from gridwatch.services import ServiceUrls
 from gridwatch.settings import Settings
 from gridwatch.signing import sign
 from gridwatch.xml_signature import make_throwaway
+from tests.conftest import GROUPS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HOST = "127.0.0.2"  # a loopback address that is not the default: the setting is honoured
@@ -214,7 +215,9 @@ def test_a_captured_request_cannot_be_replayed_nor_moved(relay: Relay) -> None:
 
 async def _case_events(bootstrap: str, case_id: str, until: str) -> list[dict[str, object]]:
     """Every gw.case-events record of ``case_id``, read until the event ``until`` arrives."""
-    consumer = kafka.consumer(bootstrap, f"test-{uuid.uuid4().hex}", topics.CASE_EVENTS)
+    consumer = kafka.consumer(
+        bootstrap, f"test-{uuid.uuid4().hex}", topics.CASE_EVENTS, groups=GROUPS
+    )
     await consumer.start()
     found: list[dict[str, object]] = []
     try:

@@ -21,6 +21,7 @@ from ingest.camera_worker import CameraWorker, kafka_publish
 from simulators.camera_feeds import CameraSimulator, Feed
 from simulators.camera_rtsp import unavailable
 from simulators.camera_scenes import HORIZON, Scenario
+from tests.conftest import GROUPS
 
 NO_RTSP = unavailable()
 
@@ -40,7 +41,9 @@ def complete(found: list[Detection]) -> bool:
 
 
 async def collect(bootstrap: str, source_id: str) -> list[Detection]:
-    consumer = kafka.consumer(bootstrap, f"test-{uuid.uuid4().hex}", topics.DETECTIONS)
+    consumer = kafka.consumer(
+        bootstrap, f"test-{uuid.uuid4().hex}", topics.DETECTIONS, groups=GROUPS
+    )
     await consumer.start()
     found: list[Detection] = []
     try:

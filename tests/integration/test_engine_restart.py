@@ -27,6 +27,7 @@ from gridwatch.events import (
     utcnow,
 )
 from gridwatch.site import Site
+from tests.conftest import GROUPS
 from tests.integration.sensor_pipeline import produce
 
 GROUP_WAIT_S = 8.0  # yellow's: long enough to stop the engine inside it
@@ -81,7 +82,7 @@ def test_a_restart_mid_group_loses_and_repeats_nothing(
     def start(group: str) -> tuple[asyncio.Event, Future[Any]]:
         stop, ready = asyncio.Event(), asyncio.Event()
         task = loop.spawn(run_engine(site, kafka_bootstrap, producer, stop, group_id=group,
-                                     ready=ready))  # fmt: skip
+                                     groups=GROUPS, ready=ready))  # fmt: skip
         loop.run(asyncio.wait_for(ready.wait(), 60))
         return stop, task
 

@@ -38,6 +38,7 @@ from gridwatch.settings import Settings
 from gridwatch.site import Site
 from ingest.mqtt_bridge import MqttBridge
 from simulators.sensors import Message, MqttPublisher
+from tests.conftest import GROUPS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 MOSQUITTO, MOSQUITTO_PASSWD = shutil.which("mosquitto"), shutil.which("mosquitto_passwd")
@@ -263,7 +264,9 @@ def test_the_bridge_connects_over_mqtts_and_forwards_a_reading(
         ).wait_for_publish(10)
 
         async def forwarded() -> bool:
-            consumer = kafka.consumer(kafka_bootstrap, f"test-{uuid.uuid4().hex}", topics.READINGS)
+            consumer = kafka.consumer(
+                kafka_bootstrap, f"test-{uuid.uuid4().hex}", topics.READINGS, groups=GROUPS
+            )
             await consumer.start()
             try:
                 deadline = time.monotonic() + 30

@@ -21,6 +21,7 @@ from gridwatch.events import Alert, IncidentKind, Level, Point, Target, new_id, 
 from gridwatch.site import Site
 from gridwatch.store.schema import ensure_schema
 from simulators.dispatch_desk import DeskPolicy, DispatchDesk
+from tests.conftest import GROUPS
 from tests.integration.sensor_pipeline import produce, wait_for
 
 KEYS = {DISPATCH: b"d" * 32, BROADCAST: b"b" * 32}
@@ -46,7 +47,7 @@ def test_a_returned_case_is_dispatched_to_the_next_department_and_closed(
     stop, ready = asyncio.Event(), asyncio.Event()
     cases = loop.spawn(
         run_closed_loop(site, fresh_database_url, kafka_bootstrap, producer, stop,
-                        group_id=f"t-cases-{uuid.uuid4().hex[:8]}", ready=ready)
+                        group_id=f"t-cases-{uuid.uuid4().hex[:8]}", groups=GROUPS, ready=ready)
     )  # fmt: skip
     relay = loop.spawn(run_relay(site, fresh_database_url, producer, KEYS, stop))
     flood = Alert(

@@ -34,6 +34,7 @@ from gridwatch.events import (
 )
 from gridwatch.site import Site
 from gridwatch.store.schema import ensure_schema
+from tests.conftest import GROUPS
 from tests.integration.sensor_pipeline import (
     BackgroundLoop,
     RulesWorker,
@@ -96,11 +97,11 @@ def roles(
     ready = [asyncio.Event(), asyncio.Event()]
     engine = loop.spawn(
         run_engine(site, kafka_bootstrap, producer, stop, database_url=url,
-                   group_id=f"t-alerts-{RUN}", ready=ready[0])
+                   group_id=f"t-alerts-{RUN}", groups=GROUPS, ready=ready[0])
     )  # fmt: skip
     cases = loop.spawn(
         run_closed_loop(site, url, kafka_bootstrap, producer, stop,
-                        group_id=f"t-cases-{RUN}", ready=ready[1])
+                        group_id=f"t-cases-{RUN}", groups=GROUPS, ready=ready[1])
     )  # fmt: skip
     for event in ready:
         loop.run(asyncio.wait_for(event.wait(), 60))

@@ -24,6 +24,7 @@ from ingest.camera_evidence import EvidenceStore
 from ingest.camera_source import Captured
 from ingest.camera_worker import CameraWorker, kafka_publish
 from simulators.road_scenes import RoadScenario, render, road_vision
+from tests.conftest import GROUPS
 from tests.integration.sensor_pipeline import RulesWorker, Writer, wait_for
 
 STALL_S = 20.0
@@ -78,7 +79,7 @@ def test_a_stalled_car_opens_a_traffic_safety_incident_for_the_traffic_police(
         ready = asyncio.Event()
         engine = loop.spawn(
             run_engine(site, kafka_bootstrap, producer, stop, database_url=url,
-                       group_id=f"t-alerts-{run}", ready=ready)
+                       group_id=f"t-alerts-{run}", groups=GROUPS, ready=ready)
         )  # fmt: skip
         cleanup.callback(engine.result, 30)
         cleanup.callback(loop.loop.call_soon_threadsafe, stop.set)
