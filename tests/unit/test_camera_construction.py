@@ -4,7 +4,7 @@ disk) becomes the preset's baseline. Registration falls back to ORB+RANSAC when 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import cv2
@@ -16,7 +16,8 @@ from detectors.construction import ConstructionWatch
 from gridwatch.cli import app
 from gridwatch.events import Detection, DetectionKind, Point
 from gridwatch.site_cameras import ImageZone, Preset, Vision, Watchtower
-from gridwatch.site_detectors import ConstructionChangeSettings, Detectors
+from gridwatch.site_detectors import REAL_DAY_S, ConstructionChangeSettings, Detectors
+from ingest.camera_construction import day_of
 from ingest.camera_evidence import BaselineStore, EvidenceStore
 from ingest.camera_source import Captured
 from ingest.camera_worker import CameraWorker
@@ -28,7 +29,7 @@ DAY0 = datetime(2025, 4, 1, 10, tzinfo=UTC)
 SIZE = (320, 180)
 
 
-def _tower(site: tuple[float, float, float, float]) -> Watchtower:
+def _tower(site: tuple[float, float, float, float], day_s: float = REAL_DAY_S) -> Watchtower:
     x, y, w, h = site
     ring = ((x - 0.05, y - 0.05), (x + w + 0.05, y - 0.05), (x + w + 0.05, y + h + 0.05))
     ring += ((x - 0.05, y + h + 0.05),)
@@ -46,18 +47,24 @@ def _tower(site: tuple[float, float, float, float]) -> Watchtower:
         dwell_s=6.0,
         vision=Vision(
             zones=(ImageZone(kind="construction_watch", polygon=ring, preset=1, name="plot"),),
-            detectors=Detectors(construction_change=ConstructionChangeSettings(days=3)),
+            detectors=Detectors(
+                construction_change=ConstructionChangeSettings(days=3, day_s=day_s)
+            ),
         ),
     )
 
 
 def _patrol_days(
-    worker: CameraWorker, ptz: SimulatedPtz, days: list[np.ndarray], first_day: int = 0
+    worker: CameraWorker,
+    ptz: SimulatedPtz,
+    days: list[np.ndarray],
+    first_day: int = 0,
+    day: timedelta = timedelta(days=1),
 ) -> None:
     """Each day, two patrol rounds at 2 fps; preset 1 shows that day's view of the site."""
     for n, image in enumerate(days, start=first_day):
         ptz.show(1, image)
-        start = DAY0 + timedelta(days=n)
+        start = DAY0 + n * day
         for i in range(32):
             worker.handle(Captured(ptz.capture(), start + timedelta(seconds=i / 2)))
 
@@ -65,14 +72,16 @@ def _patrol_days(
 _sink: list[Detection] = []  # what the worker under test published
 
 
-def _setup(tmp_path: Path, builds: bool) -> tuple[CameraWorker, SimulatedPtz, list[np.ndarray]]:
+def _setup(
+    tmp_path: Path, builds: bool, day_s: float = REAL_DAY_S
+) -> tuple[CameraWorker, SimulatedPtz, list[np.ndarray]]:
     sc = SiteScenario("site", seed=9, builds=builds, days=8, size=SIZE)
     days = [image for _, image in render_days(sc)]
     other = [image for _, image in render_days(SiteScenario("o", seed=4, builds=False, days=1))]
     ptz = SimulatedPtz({0: cv2.resize(other[0], SIZE), 1: days[0]}, seed=1)
     _sink.clear()
     worker = CameraWorker.for_watchtower(
-        _tower(sc.site), _sink.append, EvidenceStore(tmp_path), ptz=ptz
+        _tower(sc.site, day_s), _sink.append, EvidenceStore(tmp_path), ptz=ptz
     )
     return worker, ptz, days
 
@@ -101,6 +110,30 @@ def test_patrol_reports_a_lasting_building_once_and_ack_moves_the_baseline(
     assert record.version == 2 and record.origin == "acknowledged" and record.by == "li"
     _patrol_days(worker, ptz, days[6:], first_day=6)
     assert len(_changes()) == 1  # the accepted building is the new baseline
+
+
+def test_compressed_days_pass_in_seconds_and_confirm_after_the_days(tmp_path: Path) -> None:
+    """With 16-second days, six days of patrol take 96 s of one calendar date: the building
+    (from compressed day 2) is confirmed once, on day 4, its third observed day."""
+    worker, ptz, days = _setup(tmp_path, builds=True, day_s=16.0)
+    _patrol_days(worker, ptz, days[:6], day=timedelta(seconds=16))
+    changes = _changes()
+    assert len(changes) == 1, [d.rule for d in _sink]
+    elapsed = (changes[0].ts - DAY0).total_seconds()
+    assert 4 * 16 <= elapsed < 5 * 16
+    assert changes[0].ts.date() == DAY0.date()  # the calendar day never turned
+    record = BaselineStore(tmp_path).record("WT-C", 1)
+    assert record is not None and record.day == DAY0.date()
+
+
+def test_day_of_counts_calendar_days_in_the_frame_zone_or_compressed_days() -> None:
+    local = timezone(timedelta(hours=8))
+    late = datetime(2025, 4, 1, 23, 59, tzinfo=local)
+    assert day_of(late) == date(2025, 4, 1).toordinal() - date(1970, 1, 1).toordinal()
+    assert day_of(late + timedelta(minutes=2)) == day_of(late) + 1
+    # DAY0 starts a 10-second day: it lasts to 9.9 s, the next one begins at 10 s
+    assert day_of(DAY0, 10.0) == day_of(DAY0 + timedelta(seconds=9.9), 10.0)
+    assert day_of(DAY0, 10.0) + 1 == day_of(DAY0 + timedelta(seconds=10), 10.0)
 
 
 def test_quiet_site_raises_no_change(tmp_path: Path) -> None:
