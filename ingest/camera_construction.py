@@ -10,6 +10,11 @@ days is reported once, and again only after an operator has acknowledged a new b
 A day is ``construction_change.day_s`` long, counted in the frame's own time zone: one real day
 on a site, a few seconds in a simulated run (compressed time), where the patrol's log speaks of
 compressed days. The store keeps the calendar date a frame was taken either way.
+
+A fixed camera places a change on the ground through its optics; a watchtower's bearing alone
+fixes no range, so the patrol places it where the bearing first crosses one of the site's
+``construction_watch`` map zones (``ground``), preferring the map zone the preset's image zone
+is named for (``gridwatch.geo.ray_through``: the middle of the crossing).
 """
 
 from __future__ import annotations
@@ -19,10 +24,15 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import shapely
+
 from detectors.construction import ChangeReport, ConstructionWatch
 from detectors.frame import Box, Frame, Image, Mask, scale_box, to_work
 from detectors.zones import ZoneMap
-from gridwatch.site_cameras import Vision
+from gridwatch.events import Point
+from gridwatch.geo import ray_through
+from gridwatch.site import Zone
+from gridwatch.site_cameras import ImageZone, Vision
 from gridwatch.site_detectors import REAL_DAY_S, ConstructionChangeSettings
 from ingest.camera_evidence import BaselineStore
 
@@ -60,16 +70,43 @@ class ConstructionPatrol:
     source_id: str
     vision: Vision
     store: BaselineStore
+    ground: tuple[Zone, ...] = ()  # the site's construction_watch map zones
     _views: dict[int | None, _ViewState] = field(default_factory=dict)
     _seen: dict[int | None, int] = field(default_factory=dict)
 
     def watches(self, preset: int | None) -> bool:
         if self.vision.detectors.construction_change is None:
             return False
-        return any(
-            z.kind == WATCH_KIND and (z.preset is None or z.preset == preset)
-            for z in self.vision.zones
+        return bool(self._image_zones(preset))
+
+    def place(self, origin: Point, bearing_deg: float, preset: int | None) -> Point | None:
+        """Where a change seen at ``bearing_deg`` from ``origin`` lies: the middle of the
+        nearest crossing of a watched map zone, those the preset's image zones are named for
+        first; None when the bearing crosses none."""
+        names = {z.name for z in self._image_zones(preset)}
+        named = [z for z in self.ground if z.name in names]
+        for zones in (named, [z for z in self.ground if z not in named]):
+            crossings = [
+                hit
+                for z in zones
+                if (hit := ray_through(origin, bearing_deg, shapely.Polygon(z.polygon)))
+            ]
+            if crossings:
+                return min(crossings, key=lambda hit: hit[1])[0]
+        log.warning(
+            "camera %s preset %s: bearing %.1f° crosses no construction-watch zone of the site",
+            self.source_id,
+            preset,
+            bearing_deg,
         )
+        return None
+
+    def _image_zones(self, preset: int | None) -> list[ImageZone]:
+        return [
+            z
+            for z in self.vision.zones
+            if z.kind == WATCH_KIND and (z.preset is None or z.preset == preset)
+        ]
 
     def due(self, frame: Frame) -> bool:
         """This view watches for construction and has not been observed today."""

@@ -10,11 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import shapely
 from typer.testing import CliRunner
 
 from detectors.construction import ConstructionWatch
 from gridwatch.cli import app
 from gridwatch.events import Detection, DetectionKind, Point
+from gridwatch.site import Zone
 from gridwatch.site_cameras import ImageZone, Preset, Vision, Watchtower
 from gridwatch.site_detectors import REAL_DAY_S, ConstructionChangeSettings, Detectors
 from ingest.camera_construction import day_of
@@ -72,6 +74,19 @@ def _patrol_days(
 _sink: list[Detection] = []  # what the worker under test published
 
 
+def _square(name: str, east_m: float, half_m: float) -> Zone:
+    """A construction-watch map zone centred ``east_m`` east of the tower."""
+    lon = AT.lon + east_m / 99_520  # metres per degree of longitude at 26.6° N
+    dlon, dlat = half_m / 99_520, half_m / 110_700
+    ring = ((lon - dlon, AT.lat - dlat), (lon + dlon, AT.lat - dlat))
+    ring += ((lon + dlon, AT.lat + dlat), (lon - dlon, AT.lat + dlat))
+    return Zone(name=name, kind="construction_watch", polygon=ring)
+
+
+# The preset's image zone is named "plot": its change is placed there, not on the nearer lot.
+PLOT, LOT = _square("plot", 800, 150), _square("lot", 300, 100)
+
+
 def _setup(
     tmp_path: Path, builds: bool, day_s: float = REAL_DAY_S
 ) -> tuple[CameraWorker, SimulatedPtz, list[np.ndarray]]:
@@ -81,7 +96,7 @@ def _setup(
     ptz = SimulatedPtz({0: cv2.resize(other[0], SIZE), 1: days[0]}, seed=1)
     _sink.clear()
     worker = CameraWorker.for_watchtower(
-        _tower(sc.site, day_s), _sink.append, EvidenceStore(tmp_path), ptz=ptz
+        _tower(sc.site, day_s), _sink.append, EvidenceStore(tmp_path), ptz=ptz, zones=(LOT, PLOT)
     )
     return worker, ptz, days
 
@@ -122,6 +137,9 @@ def test_compressed_days_pass_in_seconds_and_confirm_after_the_days(tmp_path: Pa
     elapsed = (changes[0].ts - DAY0).total_seconds()
     assert 4 * 16 <= elapsed < 5 * 16
     assert changes[0].ts.date() == DAY0.date()  # the calendar day never turned
+    where = changes[0].location
+    assert where is not None, "a tower's change is placed on its watched map zone"
+    assert shapely.Polygon(PLOT.polygon).contains(shapely.Point(where.lon, where.lat))
     record = BaselineStore(tmp_path).record("WT-C", 1)
     assert record is not None and record.day == DAY0.date()
 
@@ -174,3 +192,20 @@ def test_orb_ransac_registers_when_ecc_fails() -> None:
     noise = np.random.default_rng(0).integers(0, 255, (*SIZE[::-1], 3)).astype(np.uint8)
     unrelated = watch.observe(noise, date(2025, 4, 3))
     assert not unrelated.registered and unrelated.method == "none"  # too few inliers
+
+
+def test_a_tower_bearing_is_placed_on_the_watched_zone_it_crosses(tmp_path: Path) -> None:
+    worker, _, _ = _setup(tmp_path, builds=False)
+    patrol = worker.construction
+    assert patrol is not None
+    named = patrol.place(AT, 90.0, 1)
+    assert named is not None and shapely.Polygon(PLOT.polygon).contains(
+        shapely.Point(named.lon, named.lat)
+    )
+    assert abs(named.lon - (AT.lon + 800 / 99_520)) < 2e-5  # the middle of the crossing
+    patrol.ground = (LOT,)  # the named zone is not in the site: any watched zone crossed
+    other = patrol.place(AT, 90.0, 1)
+    assert other is not None and shapely.Polygon(LOT.polygon).contains(
+        shapely.Point(other.lon, other.lat)
+    )
+    assert patrol.place(AT, 270.0, 1) is None  # looking away from both
