@@ -6,8 +6,9 @@ a watchtower. Each clip is rendered once, kept as JPEG frames for HTTP MJPEG and
 H.264 for the RTSP server, and loops. A watchtower's head (``SimulatedPtz``) is moved through
 ``GET /ptz/<device>/preset/<n>`` on the HTTP port; its visible and thermal streams then show
 that preset's clip on both protocols. A scene that changes the view for good (a building over
-compressed days, a car that stalls and stays: ``camera_scenes.CHANGES``) plays on the
-simulator's clock instead, whatever the head did meanwhile, once and then looping its part
+compressed days, a car that stalls and stays: ``camera_scenes.CHANGES``) plays on the stream's
+clock instead, which starts with its first client (so a worker that connects late still sees
+the view before the change), whatever the head did meanwhile, once and then looping its part
 after the change. ``CameraSimulator`` is the API the CLI and the demo use::
 
     with CameraSimulator(feeds_for_site(site, {"CAM-004": "farm_fire"}), work_dir) as sim:
@@ -63,16 +64,19 @@ class ClipChannel:
     key: str
     drops: int = 0
     clocked: Mapping[str, int] = field(default_factory=dict)  # key → frame its loop starts at
-    started: float = 0.0  # the simulator's clock (time.monotonic) at the clips' frame 0
+    started: float | None = None  # time.monotonic() of the first client: clocked frame 0
 
     def jpegs(self) -> Iterator[bytes]:
+        if self.started is None:
+            self.started = time.monotonic()
+        started = self.started
         drops, key, i = self.drops, self.key, 0
         while drops == self.drops:
             if key != self.key:
                 key, i = self.key, 0
             frames = self.clips[key]
             if key in self.clocked:
-                at = (time.monotonic() - self.started) * self.fps
+                at = (time.monotonic() - started) * self.fps
                 yield frames[clock_frame(at, len(frames), self.clocked[key])]
             else:
                 yield frames[i % len(frames)]
@@ -248,7 +252,6 @@ class CameraSimulator:
         self._http_port = http_port
         self.rtsp: RtspServer | None = None
         self.http: MjpegServer | None = None
-        self.started = 0.0
 
     def start(self) -> None:
         mounts: dict[str, Mount] = {}
@@ -272,13 +275,10 @@ class CameraSimulator:
                 head.preset = int(feed.start)
                 self.heads[feed.device] = head
         ptz = {device: self._goto_of(device) for device in self.heads}
-        self.started = time.monotonic()  # clocked clips start now, on both protocols
-        for channel in self.channels.values():
-            channel.started = self.started
         self.http = MjpegServer(self.channels, ptz=ptz, port=self._http_port)
         self.http.__enter__()
         if self._rtsp_wanted:
-            self.rtsp = RtspServer(mounts, port=self._rtsp_port, started=self.started)
+            self.rtsp = RtspServer(mounts, port=self._rtsp_port)
             try:
                 self.rtsp.start()
             except Exception:
