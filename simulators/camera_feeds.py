@@ -205,9 +205,9 @@ def _road_obstruction(sc: Scenario, camera: Camera, onset_s: float) -> Scenario:
 def _construction(sc: Scenario, tower: Watchtower, preset: int) -> Scenario:
     """A building on the preset's watched plot over the tower's compressed days.
 
-    The plot is empty until the patrol has seen it once more than the first visit (its
-    baseline), a day later at least; it then stands for the ``days`` a change needs and two
-    more, which loop."""
+    The plot is empty through the patrol's first visit to the preset (the view's baseline)
+    and a day more, counted from the stream's first client; the building then stands for the
+    ``days`` a change needs and two more, which loop."""
     watch = tower.vision.detectors.construction_change
     if watch is None or watch.day_s >= REAL_DAY_S:
         raise ValueError(
