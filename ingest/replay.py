@@ -223,7 +223,12 @@ def camera_workers(
             worker = CameraWorker.for_camera(cameras[device], publish, evidence)
         elif device in towers:
             worker = CameraWorker.for_watchtower(
-                towers[device], publish, evidence, thermal=stream == "thermal", ptz=RecordedHead()
+                towers[device],
+                publish,
+                evidence,
+                thermal=stream == "thermal",
+                ptz=RecordedHead(),
+                zones=site.zones,
             )
         else:
             raise ConfigError(f"the recording has frames of {device!r}, which the site lacks")

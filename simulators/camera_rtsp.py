@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -105,11 +105,15 @@ def _write(out: IO[bytes], packets: Iterable[av.Packet[Any]]) -> None:
 
 @dataclass(frozen=True)
 class Mount:
-    """One RTSP path: its frame rate, clip files by key, and the clip it starts with."""
+    """One RTSP path: its frame rate, clip files by key, and the clip it starts with.
+
+    A ``clocked`` clip plays on the mount's clock, which starts with its first client, once
+    and then looping from the given frame, however often the mount switched away from it."""
 
     fps: float
     clips: Mapping[str, Path]
     start: str
+    clocked: Mapping[str, int] = field(default_factory=dict)
 
 
 class RtspServer:
@@ -137,6 +141,7 @@ class RtspServer:
                     "fps": m.fps,
                     "clips": {k: str(p) for k, p in m.clips.items()},
                     "start": m.start,
+                    "clocked": dict(m.clocked),
                 }
                 for path, m in self.mounts.items()
             },
