@@ -293,6 +293,28 @@ def train_detector(
     console.print(card)
 
 
+@train_app.command("footage")
+def train_footage(
+    data: Annotated[Path | None, typer.Option(help="default: ../shared/data/fire-smoke")] = None,
+    fires: Annotated[int, typer.Option(min=1, help="fires (and plumes) kept")] = 8,
+    frames: Annotated[int, typer.Option(min=1, help="frames of each fire's video kept")] = 4,
+) -> None:
+    """Rank the training crops by the model's score pasted into a generated scene and keep the
+    best in simulators/footage_picks.tsv, the real fire and smoke the simulated cameras show."""
+    from benchmarks.footage_picks import rank
+    from benchmarks.image_set import SHARED_SET
+    from detectors.fire_model import DEFAULT_MODEL, FireSmokeModel
+    from simulators.camera_footage import PICKS, write_picks
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    train = (data or SHARED_SET) / "train"
+    if not (train / "labels").is_dir():
+        raise fail(f"no labelled training images in {train}")
+    picks = rank(train, FireSmokeModel(DEFAULT_MODEL), fires, frames)
+    write_picks(picks, PICKS)
+    console.print(f"{len(picks)} crops of {train} kept in {PICKS}")
+
+
 def feedback_negatives(settings: Settings, train: Path, folder: Path) -> tuple[LabelledImage, ...]:
     """The operators' false alarms exported under ``folder`` as negatives, with a report line."""
     from benchmarks.hard_negatives import export_hard_negatives
