@@ -117,7 +117,8 @@ def candidates(root: Path = FIRE_SMOKE / "train") -> Iterator[Pick]:
             if len(fields) == 5 and fields[0] in CLASSES:
                 _, _, w, h = (float(v) for v in fields[1:])
                 if w * h >= MIN_AREA:
-                    yield Pick(CLASSES[fields[0]], group, order, label.stem, line_no)
+                    kind = CLASSES[fields[0]]
+                    yield Pick(kind=kind, group=group, order=order, stem=label.stem, box=line_no)
 
 
 def _image_of(root: Path, stem: str) -> Path | None:
@@ -142,12 +143,12 @@ def crop(root: Path, pick: Pick) -> Canvas | None:
     return out.astype(np.float32) if min(out.shape[:2]) >= 16 else None
 
 
-def _window(shape: tuple[int, ...], inset: float, blur: float) -> Canvas:
+def _ellipse(shape: tuple[int, ...], axes: float, blur: float) -> Canvas:
+    """A feathered ellipse filling ``axes`` of the crop: no straight edge of the crop shows."""
     h, w = shape[:2]
-    window = np.zeros((h, w), np.float32)
-    cv2.rectangle(window, (round(w * inset), round(h * inset)),
-                  (round(w * (1 - inset)), round(h * (1 - inset))), 1.0, -1)  # fmt: skip
-    return np.asarray(cv2.GaussianBlur(window, (0, 0), max(h, w) * blur), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    cv2.ellipse(alpha, (w // 2, h // 2), (round(w * axes), round(h * axes)), 0, 0, 360, 1.0, -1)
+    return np.asarray(cv2.GaussianBlur(alpha, (0, 0), max(w, h) * blur), np.float32)
 
 
 def fire_alpha(image: Canvas) -> Canvas:
@@ -161,22 +162,27 @@ def fire_alpha(image: Canvas) -> Canvas:
     size = max(image.shape[:2])
     key = cv2.dilate(key, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     key = cv2.GaussianBlur(key, (0, 0), size / 40)
-    return np.asarray(np.clip(key * 1.3, 0, 1) * _window(image.shape, 0.1, 1 / 15), np.float32)
+    return np.asarray(np.clip(key * 1.3, 0, 1) * _ellipse(image.shape, 0.45, 1 / 15), np.float32)
 
 
 def smoke_alpha(image: Canvas) -> Canvas:
     """A feathered ellipse: smoke has no colour to key on."""
-    h, w = image.shape[:2]
-    alpha = np.zeros((h, w), np.float32)
-    cv2.ellipse(alpha, (w // 2, h // 2), (w * 2 // 5, h * 2 // 5), 0, 0, 360, 1.0, -1)
-    return np.asarray(cv2.GaussianBlur(alpha, (0, 0), max(w, h) / 12), np.float32)
+    return _ellipse(image.shape, 0.4, 1 / 12)
+
+
+def smoke_image(image: Canvas) -> Canvas:
+    """Mostly grey: what else the crop shows (walls, sky, signs) fades into the plume's haze."""
+    grey = image.mean(axis=2, keepdims=True)
+    return np.asarray(grey + (image - grey) * 0.35, np.float32)
 
 
 def cutout(root: Path, pick: Pick) -> Cutout | None:
     image = crop(root, pick)
     if image is None:
         return None
-    return Cutout(image, fire_alpha(image) if pick.kind == "fire" else smoke_alpha(image))
+    if pick.kind == "fire":
+        return Cutout(image, fire_alpha(image))
+    return Cutout(smoke_image(image), smoke_alpha(image))
 
 
 def read_picks(path: Path = PICKS) -> list[Pick]:

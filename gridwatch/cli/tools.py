@@ -176,6 +176,10 @@ def eval_detectors(
     grids: Annotated[
         str | None, typer.Option(help="the model's tile grids, e.g. 2,3; 'none': whole view")
     ] = None,
+    footage: Annotated[
+        bool,
+        typer.Option(help="generated scenes with real fire and smoke from the training images"),
+    ] = False,
     traffic: Annotated[
         bool,
         typer.Option(
@@ -188,6 +192,8 @@ def eval_detectors(
     from benchmarks.eval_detectors import detector_set, evaluate
     from benchmarks.eval_traffic import evaluate as evaluate_traffic
 
+    if footage and (media is not None or traffic):
+        raise fail("--footage composites generated scenes: not with --media or --traffic")
     if traffic:
         report = evaluate_traffic(per_kind, media)
     else:
@@ -198,7 +204,7 @@ def eval_detectors(
             detectors = detector_set(fire_smoke, tiles)
         except (ValueError, pydantic.ValidationError) as err:
             raise fail(str(err)) from err
-        report = evaluate(per_kind, media, fps, detectors)
+        report = evaluate(per_kind, media, fps, detectors, footage)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
