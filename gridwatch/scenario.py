@@ -59,7 +59,7 @@ class CameraSighting(Model):
 class SensorRise(Model):
     """A sensor's metric rises from its baseline at ``start_s`` to just past red at ``peak_s``
     (a smoke metric falls back as fast as it rose); the ``cameras`` see the fire that raises it
-    burn at ``fire`` (default: at the sensor), each from its time on."""
+    burn at the sensor, each from its time on."""
 
     kind: Literal["sensor_rise"]
     name: str
@@ -67,7 +67,6 @@ class SensorRise(Model):
     metric: str
     start_s: Seconds
     peak_s: Seconds
-    fire: Place | None = None
     cameras: tuple[CameraSighting, ...] = ()
     expect: Expect
 
@@ -83,8 +82,7 @@ class SensorRise(Model):
 
     @property
     def place(self) -> Place:
-        """Where the event is: its fire, or else its sensor."""
-        return self.fire or Place(device=self.sensor)
+        return Place(device=self.sensor)
 
 
 class TowerSighting(Model):
@@ -187,8 +185,6 @@ class Scenario(Model):
         for i, event in enumerate(self.events):
             where = f"events[{i}] ({event.name})"
             named = [event.place.device]
-            if isinstance(event, SensorRise):
-                named.append(event.sensor)
             if isinstance(event, ForestFire):
                 named.append(event.smoke_sensor)
                 for seen in event.towers:

@@ -132,6 +132,11 @@ class LiveCameras:
             log.exception("camera worker %s died", worker_name(worker))
             self.failures.append(err)
 
+    def reported(self) -> bool:
+        """Whether every device a cue names has published: its fire seen, its stream lost."""
+        published = {w.source.id for w in self.workers if w.stats.published}
+        return {c.device for c in self.cues} <= published
+
     def play(self) -> None:
         """Start the cues' clocks: the scenario's time 0 is now."""
         self.sim.schedule(self.cues)

@@ -192,6 +192,7 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
             )
             caught_up = (
                 player.done()
+                and (cameras is None or cameras.reported())
                 and now["readings_stored"] >= truth.readings_sent
                 and now["deadletters"] >= truth.bad_sent
                 and loop_now["cases"] > 0
