@@ -68,7 +68,7 @@ class ConstructionWatch:
     min_correlation: float = 0.35  # ECC score below which the view is not the same place
     min_inliers: int = 30  # ORB+RANSAC matches consistent with one motion, for the fallback
     _streak: npt.NDArray[np.int32] = field(init=False)
-    _last_day: date | None = field(default=None, init=False)
+    _last_day: date | int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._set_baseline(self.baseline)
@@ -146,8 +146,9 @@ class ConstructionWatch:
             return None, share, "orb"
         return np.asarray(warp, np.float32), share, "orb"
 
-    def observe(self, image: Image, day: date) -> ChangeReport:
-        """Compare one day's frame (same view, any time of day) with the baseline."""
+    def observe(self, image: Image, day: date | int) -> ChangeReport:
+        """Compare one day's frame (same view, any time of day) with the baseline; ``day`` is
+        a date or a day count (compressed time), only ever compared with the previous one."""
         warped, alignment, method = self._register(image)
         if warped is None:
             return ChangeReport(False, alignment, 0, (), method)

@@ -206,3 +206,24 @@ def triangulate_bearings(
         ranges_m=(t, s),
         crossing_deg=crossing,
     )
+
+
+def ray_through(
+    origin: Point, bearing_deg: float, polygon: Geometry, reach_m: float = 20_000.0
+) -> tuple[Point, float] | None:
+    """Where a ray from ``origin`` at ``bearing_deg`` (clockwise from north) runs through the
+    lon/lat ``polygon``: the middle of the first stretch inside it and that middle's range in
+    metres, or None when the ray misses it within ``reach_m``.
+
+    A single watchtower's bearing fixes no range; where it crosses a zone the tower watches,
+    the middle of the crossing is the best guess, off by at most half the stretch."""
+    projection = LocalProjection(origin)  # centred on the observer: its bearings are exact
+    heading = math.radians(bearing_deg)
+    ray = shapely.LineString([(0, 0), (reach_m * math.sin(heading), reach_m * math.cos(heading))])
+    inside = ray.intersection(projection.project(polygon))
+    pieces = [p for p in shapely.get_parts(inside) if p.geom_type == "LineString" and p.length]
+    if not pieces:
+        return None
+    first = min(pieces, key=lambda p: ray.project(p.interpolate(0.5, normalized=True)))
+    middle = first.interpolate(0.5, normalized=True)
+    return projection.point(middle.x, middle.y), float(math.hypot(middle.x, middle.y))

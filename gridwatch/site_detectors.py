@@ -22,6 +22,7 @@ from pydantic import Field
 from gridwatch.events import Model
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
+REAL_DAY_S = 86400.0
 
 
 class Confirmation(Model):
@@ -94,9 +95,15 @@ class ThermalHotspotSettings(Confirmation):
 
 class ConstructionChangeSettings(Model):
     """Lasting change inside ``construction_watch`` zones against a per-view baseline, from one
-    registered frame a day (run by the construction patrol, not on every sample)."""
+    registered frame a day (run by the construction patrol, not on every sample).
+
+    ``day_s`` is the length of an observed day: a real day on a site; a simulated run compresses
+    time so that days pass in seconds (the patrol then logs compressed days, never dates)."""
 
     days: int = Field(default=3, ge=1, description="days a change must persist")
+    day_s: float = Field(
+        default=REAL_DAY_S, gt=0, description="length of an observed day, s; less: compressed time"
+    )
 
 
 class TrafficDetector(Model):

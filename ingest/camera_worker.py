@@ -28,7 +28,7 @@ from gridwatch.camera_geometry import bearing_deg, ground_point
 from gridwatch.errors import ConfigError
 from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType, ZoneKind
 from gridwatch.liveness import Heartbeat
-from gridwatch.site import Site
+from gridwatch.site import Site, Zone
 from gridwatch.site_cameras import Camera, Vision, Watchtower
 from ingest.camera_construction import ConstructionPatrol
 from ingest.camera_evidence import BaselineStore, EvidenceStore
@@ -173,7 +173,10 @@ class CameraWorker:
         *,
         thermal: bool = False,
         ptz: PtzHead | None = None,
+        zones: tuple[Zone, ...] = (),
     ) -> CameraWorker:
+        """``zones`` are the site's map zones: a construction change is placed on the
+        ``construction_watch`` one its bearing crosses (``ConstructionPatrol.place``)."""
         v: Vision = tower.vision
         views = [
             View(p.id, p.pan_deg, p.fov_deg, p.tilt_deg, SceneAnalyzer(v, p.id))
@@ -195,7 +198,7 @@ class CameraWorker:
             settle_s=tower.settle_s,
             dwell_s=tower.dwell_s,
             thermal=thermal,
-            construction=None if thermal else _construction(tower.id, v, evidence),
+            construction=None if thermal else _construction(tower.id, v, evidence, zones),
         )
 
     def run(
@@ -264,7 +267,11 @@ class CameraWorker:
             0,
             ("construction_watch",),
         )
-        self._publish(self._detection(hit, frame, view), frame, hit.box)
+        detection = self._detection(hit, frame, view)
+        if detection.location is None and detection.bearing_deg is not None:
+            place = self.construction.place(self.location, detection.bearing_deg, view.preset)
+            detection = detection.model_copy(update={"location": place})
+        self._publish(detection, frame, hit.box)
 
     def _patrol(self, frame: Frame, ts: float) -> bool:
         """Move between presets; True when this frame is settled and should be analysed."""
@@ -361,12 +368,15 @@ def worker_for(
     if tower is None:
         raise ConfigError(f"the site has no camera or watchtower {device!r}")
     return CameraWorker.for_watchtower(
-        tower, publish, evidence, thermal=stream == "thermal", ptz=ptz
+        tower, publish, evidence, thermal=stream == "thermal", ptz=ptz, zones=site.zones
     )
 
 
-def _construction(source_id: str, vision: Vision, evidence: EvidenceStore) -> ConstructionPatrol:
-    return ConstructionPatrol(source_id, vision, BaselineStore(evidence.root))
+def _construction(
+    source_id: str, vision: Vision, evidence: EvidenceStore, zones: tuple[Zone, ...] = ()
+) -> ConstructionPatrol:
+    watched = tuple(z for z in zones if z.kind is ZoneKind.CONSTRUCTION_WATCH)
+    return ConstructionPatrol(source_id, vision, BaselineStore(evidence.root), watched)
 
 
 def _gate_grey(frame: Frame) -> Image:

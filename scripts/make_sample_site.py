@@ -473,7 +473,7 @@ def devices_and_zones(
     sides = [shapely.LineString([box[i], box[i + 1]]) for i in range(4)]
     long_side = max(sides, key=lambda s: s.length)
     opposite = sides[(sides.index(long_side) + 2) % 4]
-    towers = []
+    towers, spots = [], []
     for i, t in enumerate((0.25, 0.75), start=1):
         ends = (
             long_side.interpolate(t, normalized=True),
@@ -489,6 +489,7 @@ def devices_and_zones(
             for k, p in enumerate(pans)
         ]
         presets.append(FlowMap(id=6, pan_deg=start, tilt_deg=-5.0, zoom=4.0, fov_deg=16.0))
+        spots.append((spot, pans))
         towers.append(
             {
                 "id": f"WT-0{i}",
@@ -502,12 +503,60 @@ def devices_and_zones(
             }
         )
 
+    # The first tower's third preset watches a plot in the forest for illegal building: the
+    # image zone names the map zone, which lies where that preset's bearing meets it.
+    spot, pans = spots[0]
+    plot_name = "团结林区违建监控点"
+    aim = math.radians(pans[WATCH_PRESET])
+    plot = rectangle(
+        spot.x + WATCH_RANGE_M * math.sin(aim), spot.y + WATCH_RANGE_M * math.cos(aim), 300, 300, 0
+    )
+    zones.append((plot_name, "construction_watch", plot))
+    towers[0]["vision"] = {
+        "zones": [
+            FlowMap(kind="construction_watch", preset=WATCH_PRESET, name=plot_name,
+                    polygon=Flow(Flow(p) for p in WATCH_IMAGE_ZONE))
+        ],
+        "detectors": {"construction_change": FlowMap(days=3)},
+    }  # fmt: skip
+
+    # A road camera at the town's ramp, beside the rain gauge: a stalled car or water in a lane
+    # is a traffic-safety case, the gauge corroborates water.
+    ramp = shapely.Point(town.x + 250, town.y + 150)
+    cameras.append(
+        {
+            "id": "CAM-006",
+            "name": "雪亮工程·正舟路苏家坝段匝道口",
+            "url": f"{RTSP}/cam-006",
+            "location": at(proj, ramp.x, ramp.y),
+            "height_m": 10.0,
+            "heading_deg": 60.0,
+            "fov_deg": 60.0,
+            "tilt_deg": -15.0,
+            "vision": {
+                "zones": [
+                    FlowMap(kind="road", name="正舟路车道",
+                            polygon=Flow(Flow(p) for p in ROAD_IMAGE_ZONE))
+                ],
+                "detectors": {"fire_smoke_model": None, "traffic": FlowMap(stall_s=60.0)},
+            },
+        }
+    )  # fmt: skip
+
     return {
         "sensors": sensors,
         "cameras": cameras,
         "watchtowers": towers,
         "zones": [FlowMap(name=n, kind=k, polygon=ring(proj, p)) for n, k, p in zones],
     }
+
+
+WATCH_PRESET = 2  # of the first tower
+WATCH_RANGE_M = 900.0
+# Where the plot lies in that preset's image (simulators.camera_sites draws it there), and the
+# lanes of the road camera (simulators.road_scenes.road_zone), in fractions of width and height.
+WATCH_IMAGE_ZONE = ((0.3, 0.4), (0.7, 0.4), (0.7, 0.85), (0.3, 0.85))
+ROAD_IMAGE_ZONE = ((0.0, 0.55), (1.0, 0.55), (1.0, 0.85), (0.0, 0.85))
 
 
 # -- checks --------------------------------------------------------------------------------------

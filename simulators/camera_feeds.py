@@ -5,10 +5,13 @@ its path and its clips by key, scenes of a fixed camera ("quiet", "farm_fire", â
 a watchtower. Each clip is rendered once, kept as JPEG frames for HTTP MJPEG and encoded to
 H.264 for the RTSP server, and loops. A watchtower's head (``SimulatedPtz``) is moved through
 ``GET /ptz/<device>/preset/<n>`` on the HTTP port; its visible and thermal streams then show
-that preset's clip on both protocols. A scenario's events are ``Cue``s: from its time on a
-camera shows a fire at a given image point, or a watchtower's preset does (and its thermal stream
-the fire's hotspot), or a camera's stream goes down; ``CameraSimulator.schedule`` plays them.
-``CameraSimulator`` is the API the CLI and the demo use::
+that preset's clip on both protocols. A scene that changes the view for good (a building over
+compressed days, a car that stalls and stays: ``camera_scenes.CHANGES``) plays on the
+simulator's clock instead, whatever the head did meanwhile, once and then looping its part
+after the change. A scenario's events are ``Cue``s: from its time on a camera shows a fire at a
+given image point, or a watchtower's preset does (and its thermal stream the fire's hotspot),
+or a camera's stream goes down; ``CameraSimulator.schedule`` plays them. ``CameraSimulator`` is
+the API the CLI and the demo use::
 
     with CameraSimulator(feeds_for_site(site, {"CAM-004": "farm_fire"}), work_dir) as sim:
         sim.rtsp_url("cam-004"), sim.mjpeg_url("cam-004"), sim.ptz_url("WT-01")
@@ -17,20 +20,27 @@ the fire's hotspot), or a camera's stream goes down; ``CameraSimulator.schedule`
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from gridwatch.site import Site
+from gridwatch.site_cameras import Camera, Watchtower
+from gridwatch.site_detectors import REAL_DAY_S
 from simulators.camera_ptz import SimulatedPtz
 from simulators.camera_rtsp import Mount, RtspServer, encode_clip
-from simulators.camera_scenes import ELEMENTS, POSITIVES, Image, Scenario
+from simulators.camera_scenes import CHANGES, ELEMENTS, POSITIVES, Image, Scenario
 from simulators.camera_server import MjpegServer, frames_of, jpeg_of
 
 log = logging.getLogger(__name__)
 QUIET = "quiet"  # what a camera sees when nothing happens
+ROAD_ONSET_S = 20.0  # empty road before the car stops: the traffic detector learns the lanes
+# (its warm-up is 15 samples, at a road camera's 1 fps)
+ROAD_AFTER_S = 30.0  # the stalled car's clip runs this long past the stall time, then loops
 LOST = "lost"  # a cue that takes a camera's stream down
 
 
@@ -85,6 +95,8 @@ class ClipChannel:
     key: str
     drops: int = 0
     down: bool = False  # a connection then gets no frame at all
+    clocked: Mapping[str, int] = field(default_factory=dict)  # key â†’ frame its loop starts at
+    started: float = 0.0  # the simulator's clock (time.monotonic) at the clips' frame 0
 
     def jpegs(self) -> Iterator[bytes]:
         drops, key, i = self.drops, self.key, 0
@@ -92,8 +104,19 @@ class ClipChannel:
             if key != self.key:
                 key, i = self.key, 0
             frames = self.clips[key]
-            yield frames[i % len(frames)]
+            if key in self.clocked:
+                at = (time.monotonic() - self.started) * self.fps
+                yield frames[clock_frame(at, len(frames), self.clocked[key])]
+            else:
+                yield frames[i % len(frames)]
             i += 1
+
+
+def clock_frame(at: float, frames: int, loop_from: int) -> int:
+    """The frame a clocked clip shows ``at`` frames after it started: played once, then looped
+    from ``loop_from``."""
+    n = max(int(at), 0)
+    return n if n < frames else loop_from + (n - loop_from) % (frames - loop_from)
 
 
 def stream_path(url: str | None, fallback: str) -> str:
@@ -124,6 +147,7 @@ def feeds_for_site(
     footage: bool = True,
     cues: Iterable[Cue] = (),
     fire_age_s: float = 0.0,
+    road_onset_s: float = ROAD_ONSET_S,
 ) -> list[Feed]:
     """Every camera and watchtower of ``site``, quiet unless ``scenes`` says otherwise.
 
@@ -134,7 +158,8 @@ def feeds_for_site(
     scene plays from its time on (``CameraSimulator.schedule``), its fire ``fire_age_s`` old
     when it comes into view (a loop restarts it at that age). With ``footage`` the flames
     and smoke are real ones from the training images where those are present
-    (``camera_footage``).
+    (``camera_footage``). A ``road_obstruction`` road is empty for ``road_onset_s``; a
+    ``construction`` preset needs its tower's compressed day (``construction_change.day_s``).
     """
     scenes = dict(scenes or {})
     cues = [c for c in cues if c.scene != LOST]
@@ -155,7 +180,7 @@ def feeds_for_site(
     ) -> Scenario:
         return Scenario(
             name=name,
-            label=POSITIVES.get(element, "none"),
+            label=POSITIVES.get(element) or CHANGES.get(element, "none"),
             element=element,
             seed=seed * 1000 + n,
             duration_s=seconds,
@@ -167,13 +192,19 @@ def feeds_for_site(
             footage=footage,
         )
 
+    def event(camera: Camera, name: str, element: str, n: int) -> Scenario:
+        sc = scenario(name, element, n)
+        if element == "road_obstruction":
+            return _road_obstruction(sc, camera, road_onset_s)
+        return sc
+
     feeds: list[Feed] = []
     n = 0
     for camera in site.cameras:
         path = stream_path(camera.url, camera.id.lower())
         clips = {"quiet": scenario(f"{path}-quiet", QUIET, n)}
         if camera.id in scenes:
-            clips[scenes[camera.id]] = scenario(f"{path}-event", scenes[camera.id], n)
+            clips[scenes[camera.id]] = event(camera, f"{path}-event", scenes[camera.id], n)
         for cue in (c for c in cues if c.device == camera.id):
             clips[cue.key] = scenario(
                 f"{path}-{cue.scene}", cue.scene, n, source=cue.source, onset_s=-fire_age_s
@@ -185,6 +216,8 @@ def feeds_for_site(
         for p in tower.presets:
             element = scenes.get(f"{tower.id}:{p.id}", QUIET)
             visible[str(p.id)] = scenario(f"{tower.id}-{p.id}", element, n)
+            if element == "construction":
+                visible[str(p.id)] = _construction(visible[str(p.id)], tower, p.id)
             hot = "hotspot" if POSITIVES.get(element) in ("fire", "fire_and_smoke") else None
             thermal[str(p.id)] = scenario(
                 f"{tower.id}-{p.id}-ir", hot or "thermal_quiet", n, thermal=True
@@ -209,6 +242,46 @@ def feeds_for_site(
             Feed(tower.id, stream_path(tower.thermal_url, f"{base}/thermal"), thermal, first, True)
         )
     return feeds
+
+
+def _road_obstruction(sc: Scenario, camera: Camera, onset_s: float) -> Scenario:
+    """The camera's road, empty for ``onset_s``, then a car that stops and stays: the clip
+    runs past the camera's stall time and loops after the stop."""
+    traffic = camera.vision.detectors.traffic
+    if traffic is None:
+        raise ValueError(f"{camera.id}: road_obstruction needs the camera's traffic detector")
+    return replace(
+        sc,
+        onset_s=onset_s,
+        duration_s=onset_s + traffic.stall_s + ROAD_AFTER_S,
+        loop_from_s=onset_s + 1.0,
+        vision=camera.vision,
+    )
+
+
+def _construction(sc: Scenario, tower: Watchtower, preset: int) -> Scenario:
+    """A building on the preset's watched plot over the tower's compressed days.
+
+    The plot is empty until the patrol has seen it once more than the first visit (its
+    baseline), a day later at least; it then stands for the ``days`` a change needs and two
+    more, which loop."""
+    watch = tower.vision.detectors.construction_change
+    if watch is None or watch.day_s >= REAL_DAY_S:
+        raise ValueError(
+            f"{tower.id}:{preset}: a construction scene needs compressed days"
+            " (vision.detectors.construction_change.day_s)"
+        )
+    visit = tower.settle_s + tower.dwell_s
+    index = next(i for i, p in enumerate(tower.presets) if p.id == preset)
+    seen = (index + 1) * visit + watch.day_s  # the first visit is over, and a day more
+    start = math.ceil(seen / watch.day_s) * watch.day_s
+    return replace(
+        sc,
+        onset_s=start,
+        day_s=watch.day_s,
+        duration_s=start + (watch.days + 2) * watch.day_s,
+        loop_from_s=start,
+    )
 
 
 class CameraSimulator:
@@ -238,6 +311,7 @@ class CameraSimulator:
         self._http_port = http_port
         self.rtsp: RtspServer | None = None
         self.http: MjpegServer | None = None
+        self.started = 0.0
 
     def start(self) -> None:
         mounts: dict[str, Mount] = {}
@@ -247,18 +321,27 @@ class CameraSimulator:
             for key, sc in feed.clips.items():
                 target = self.work_dir / "clips" / f"{path.replace('/', '-')}-{key}.gwh264"
                 jpegs[key], files[key] = self._render(sc, target)
-            self.channels[path] = ClipChannel(feed.clips[feed.start].fps, jpegs, feed.start)
-            mounts[path] = Mount(feed.clips[feed.start].fps, files, feed.start)
+            clocked = {
+                key: round(sc.loop_from_s * sc.fps)
+                for key, sc in feed.clips.items()
+                if sc.loop_from_s is not None
+            }
+            fps = feed.clips[feed.start].fps
+            self.channels[path] = ClipChannel(fps, jpegs, feed.start, clocked=clocked)
+            mounts[path] = Mount(fps, files, feed.start, clocked)
             if feed.ptz and feed.device not in self.heads:
                 first = {int(k): _first_frame(s) for k, s in feed.clips.items() if k.isdigit()}
                 head = SimulatedPtz(first, stuck=feed.device in self._stuck)
                 head.preset = int(feed.start)
                 self.heads[feed.device] = head
         ptz = {device: self._goto_of(device) for device in self.heads}
+        self.started = time.monotonic()  # clocked clips start now, on both protocols
+        for channel in self.channels.values():
+            channel.started = self.started
         self.http = MjpegServer(self.channels, ptz=ptz, port=self._http_port)
         self.http.__enter__()
         if self._rtsp_wanted:
-            self.rtsp = RtspServer(mounts, port=self._rtsp_port)
+            self.rtsp = RtspServer(mounts, port=self._rtsp_port, started=self.started)
             try:
                 self.rtsp.start()
             except Exception:

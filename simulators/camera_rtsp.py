@@ -13,8 +13,9 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -105,21 +106,28 @@ def _write(out: IO[bytes], packets: Iterable[av.Packet[Any]]) -> None:
 
 @dataclass(frozen=True)
 class Mount:
-    """One RTSP path: its frame rate, clip files by key, and the clip it starts with."""
+    """One RTSP path: its frame rate, clip files by key, and the clip it starts with.
+
+    A ``clocked`` clip plays on the server's clock (``RtspServer.started``), once and then
+    looping from the given frame, however often the mount switched away from it."""
 
     fps: float
     clips: Mapping[str, Path]
     start: str
+    clocked: Mapping[str, int] = field(default_factory=dict)
 
 
 class RtspServer:
     """GStreamer's RTSP server on 127.0.0.1 as a child process; use as a context manager."""
 
-    def __init__(self, mounts: Mapping[str, Mount], *, port: int = 0) -> None:
+    def __init__(
+        self, mounts: Mapping[str, Mount], *, port: int = 0, started: float | None = None
+    ) -> None:
         if not mounts:
             raise ValueError("an RTSP server needs at least one mount")
         self.mounts = {"/" + path.strip("/"): mount for path, mount in mounts.items()}
         self.requested_port = port
+        self.started = time.monotonic() if started is None else started  # clocked clips' 0
         self.port = 0
         self._child: subprocess.Popen[str] | None = None
 
@@ -132,11 +140,13 @@ class RtspServer:
             raise RuntimeError(reason)
         config = {
             "port": self.requested_port,
+            "started": self.started,
             "mounts": {
                 path: {
                     "fps": m.fps,
                     "clips": {k: str(p) for k, p in m.clips.items()},
                     "start": m.start,
+                    "clocked": dict(m.clocked),
                 }
                 for path, m in self.mounts.items()
             },

@@ -7,6 +7,14 @@ glare, night traffic, swaying trees, steam from a configured chimney, moving clo
 car, an IR switch, a frozen stream, a stuck PTZ head whose every preset shows the same drifting
 clouds). The scenario carries the camera's vision settings (horizon,
 masks, zones), as a site file would.
+
+Two elements are drawn by their own generators: ``construction`` is a watched plot over
+compressed days of ``day_s`` seconds (``simulators.camera_sites``: each day another hour's
+shadows, a little more or less light and a slightly different aim; a building stands from the
+first day after
+``onset_s``), and ``road_obstruction`` a road where a car stops in a lane at ``onset_s`` and
+stays (``simulators.road_scenes``). Such a scene changes for good: with ``loop_from_s`` it plays
+on the simulator's clock and loops only its part after the change (``camera_feeds``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import numpy.typing as npt
 
 from gridwatch.site_cameras import ImageZone, Vision
 from gridwatch.site_detectors import ThermalHotspotSettings
-from simulators import camera_footage
+from simulators import camera_footage, road_scenes
+from simulators.camera_sites import SiteScenario, render_days
 
 Image = npt.NDArray[np.uint8]
 Canvas = npt.NDArray[np.float32]
@@ -31,7 +40,7 @@ HORIZON = 0.32
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    label: str  # "fire", "smoke", "fire_and_smoke" or "none"
+    label: str  # "fire", "smoke", "fire_and_smoke", a CHANGES detection or "none"
     element: str  # what is drawn: see ELEMENTS
     seed: int
     duration_s: float = 90.0
@@ -43,6 +52,8 @@ class Scenario:
     size: tuple[int, int] = (640, 360)
     vision: Vision = field(default_factory=lambda: Vision(horizon=HORIZON))
     footage: bool = False  # real flames and smoke from the training images (camera_footage)
+    day_s: float | None = None  # construction: a compressed day, seconds
+    loop_from_s: float | None = None  # None: loops whole; else played once, looped from here
 
     @property
     def frames(self) -> int:
@@ -142,11 +153,19 @@ ELEMENTS = (
     "frozen",
     "thermal_quiet",
     "stuck_ptz",
+    "construction",
+    "road_obstruction",
 )
 
 
 def render(sc: Scenario) -> Iterator[tuple[float, Image]]:
     """(scenario seconds, BGR frame) for every frame; deterministic from ``sc.seed``."""
+    if sc.element == "construction":
+        yield from _construction(sc)
+        return
+    if sc.element == "road_obstruction":
+        yield from _road_obstruction(sc)
+        return
     rng = np.random.default_rng(sc.seed)
     w, h = sc.size
     k = w / 640.0
@@ -267,6 +286,46 @@ def render(sc: Scenario) -> Iterator[tuple[float, Image]]:
         yield t, frame
 
 
+def _construction(sc: Scenario) -> Iterator[tuple[float, Image]]:
+    """The watched plot, one view a compressed day with fresh sensor noise on every frame; the
+    building stands in full from the first whole day after ``onset_s``."""
+    if sc.day_s is None:
+        raise ValueError(f"scene {sc.name}: construction needs day_s, the compressed day")
+    days = max(math.ceil(sc.duration_s / sc.day_s), 1)
+    start = math.ceil(sc.onset_s / sc.day_s) if sc.onset_s is not None else days
+    # mild light from day to day: a patrol coming back to the preset must not see the whole
+    # view change (a global change, which suspends analysis), only another hour's shadows
+    site = SiteScenario(
+        sc.name, sc.seed, builds=start < days, days=days, start_day=start, rise_days=1,
+        size=sc.size, light=(0.95, 1.05),
+    )  # fmt: skip
+    views = [image.astype(np.float32) for _, image in render_days(site)]
+    rng = np.random.default_rng(sc.seed + 1)
+    for i in range(sc.frames):
+        t = i / sc.fps
+        view = views[min(int(t // sc.day_s), days - 1)]
+        out = np.clip(view + rng.normal(0, 2.0, view.shape).astype(np.float32), 0, 255)
+        yield t, out.astype(np.uint8)
+
+
+def _road_obstruction(sc: Scenario) -> Iterator[tuple[float, Image]]:
+    """A road camera's view where a car stops in the near lane at ``onset_s`` and stays."""
+    onset = sc.onset_s if sc.onset_s is not None else math.inf
+    road = road_scenes.RoadScenario(
+        name=sc.name,
+        label="traffic_obstruction",
+        element="stalled_car",
+        seed=sc.seed,
+        duration_s=sc.duration_s,
+        fps=sc.fps,
+        onset_s=onset,
+        stop_s=math.inf,
+        size=sc.size,
+        vision=sc.vision,
+    )
+    yield from road_scenes.render(road)
+
+
 def render_thermal(sc: Scenario) -> Iterator[tuple[float, Image]]:
     """A thermal view as grey levels over the temperature range of the vision's hotspot
     detector (its default when the scenario switched it off)."""
@@ -308,6 +367,8 @@ POSITIVES = {
     "farm_fire": "fire_and_smoke",
     "hotspot": "fire",
 }
+CHANGES = {"construction": "construction_change", "road_obstruction": "traffic_obstruction"}
+"""Scenes of the simulator whose event changes the view for good, and what a worker detects."""
 NEGATIVES = {
     "clouds": None,
     "fog": "low_visibility",

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
-from simulators.camera_scenes import Image
+Image = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class SiteScenario:
     builds: bool
     days: int = 8
     start_day: int = 2
+    rise_days: int = 3  # days the building takes to reach its full height
+    light: tuple[float, float] = (0.7, 1.2)  # range of the day's overall brightness
     size: tuple[int, int] = (640, 360)
     site: tuple[float, float, float, float] = (0.35, 0.45, 0.3, 0.35)  # x, y, w, h fractions
 
@@ -57,7 +60,7 @@ def render_days(sc: SiteScenario) -> Iterator[tuple[int, Image]]:
         autumn = np.array([50, 130, 160], np.float32)  # crops ripen from green to straw
         img = np.where(green, img * (1 - season) + autumn * season, img)
         if sc.builds and day >= sc.start_day:
-            grown = min((day - sc.start_day + 1) / 3, 1.0)
+            grown = min((day - sc.start_day + 1) / sc.rise_days, 1.0)
             top = sy + round(sh * (1 - grown))
             cv2.rectangle(img, (sx, top), (sx + sw, sy + sh), (150, 150, 155), -1)
             for wx in range(sx + 6, sx + sw - 8, 14):
@@ -68,7 +71,7 @@ def render_days(sc: SiteScenario) -> Iterator[tuple[int, Image]]:
         shade = np.ones((h, w), np.float32)
         for x, y in houses:
             cv2.rectangle(shade, (x + dx, y + 12), (x + 14 + dx, y + 22), 0.55, -1)
-        img *= shade[..., None] * float(rng.uniform(0.7, 1.2))
+        img *= shade[..., None] * float(rng.uniform(*sc.light))
         shift = np.array([[1, 0, rng.normal(0, 3)], [0, 1, rng.normal(0, 2)]], np.float32)
         img = np.asarray(
             cv2.warpAffine(img, shift, (w, h), borderMode=cv2.BORDER_REFLECT), np.float32

@@ -8,9 +8,13 @@ from its stdout and then sends one command a line:
 - ``select MOUNT KEY``: the mount plays clip KEY from its next frame (a PTZ move, a scene change);
 - ``drop MOUNT``: the clients of MOUNT lose their connection, as on a failing uplink.
 
-Configuration: ``{"port": 0, "mounts": {"/cam-001": {"fps": 25, "clips": {KEY: PATH},
-"start": KEY}}}``. A clip file is ``GWH264`` then, per access unit, a little-endian uint32
-length, one key-frame byte and the Annex B bytes. Every client gets its own pipeline fed by an
+Configuration: ``{"port": 0, "started": MONOTONIC, "mounts": {"/cam-001": {"fps": 25,
+"clips": {KEY: PATH}, "start": KEY, "clocked": {KEY: FRAME}}}}``. A clocked clip plays on the
+clock (``time.monotonic``, shared with the parent) from ``started``, once and then looping from
+FRAME; a client joining or switching to it starts at the key frame before the clock's frame.
+
+A clip file is ``GWH264`` then, per access unit, a little-endian uint32 length, one key-frame
+byte and the Annex B bytes. Every client gets its own pipeline fed by an
 ``appsrc`` with the mount's current clip, time-stamped continuously across loops and clip
 switches; the server's sinks pace it in real time. The server exits when its stdin closes.
 """
@@ -21,6 +25,7 @@ import json
 import struct
 import sys
 import threading
+import time
 from typing import Any
 
 import gi
@@ -55,11 +60,38 @@ def read_clip(path: str) -> list[tuple[bytes, bool]]:
 
 
 class Mount:
-    def __init__(self, fps: float, clips: dict[str, list[tuple[bytes, bool]]], start: str) -> None:
+    def __init__(
+        self,
+        fps: float,
+        clips: dict[str, list[tuple[bytes, bool]]],
+        start: str,
+        clocked: dict[str, int],
+        started: float,
+    ) -> None:
+        self.fps = fps
         self.duration = int(Gst.SECOND / fps)
         self.clips = clips
         self.key = start
+        self.clocked = clocked
+        self.started = started
         self.medias: list[Any] = []
+
+    def entry(self, key: str) -> int:
+        """Where a client starts playing ``key``: its first frame, or for a clocked clip the
+        key frame at or before the clock's frame (played once, then looped from its FRAME)."""
+        if key not in self.clocked:
+            return 0
+        units, loop_from = self.clips[key], self.clocked[key]
+        n = max(int((time.monotonic() - self.started) * self.fps), 0)
+        if n >= len(units):
+            n = loop_from + (n - loop_from) % (len(units) - loop_from)
+        return next(i for i in range(n, -1, -1) if units[i][1])
+
+    def wrap(self, key: str) -> int:
+        """Where ``key`` continues after its last frame."""
+        loop_from = self.clocked.get(key, 0)
+        units = self.clips[key]
+        return next(i for i in range(loop_from, -1, -1) if units[i][1])
 
 
 class Feeder:
@@ -67,16 +99,19 @@ class Feeder:
 
     def __init__(self, mount: Mount) -> None:
         self.mount = mount
-        self.key = mount.key
+        self.key: str | None = None
         self.index = 0
         self.pts = 0
 
     def need_data(self, src: Any, _length: int) -> None:
-        if self.key != self.mount.key:  # switch at once: every clip starts with a key frame
-            self.key, self.index = self.mount.key, 0
+        if self.key != self.mount.key:  # switch at once, on a key frame
+            self.key = self.mount.key
+            self.index = self.mount.entry(self.key)
         units = self.mount.clips[self.key]
         data, key = units[self.index]
-        self.index = (self.index + 1) % len(units)
+        self.index += 1
+        if self.index >= len(units):
+            self.index = self.mount.wrap(self.key)
         buffer = Gst.Buffer.new_wrapped(data)
         buffer.pts = buffer.dts = self.pts
         buffer.duration = self.mount.duration
@@ -95,7 +130,9 @@ def main() -> None:
     mounts: dict[str, Mount] = {}
     for path, spec in config["mounts"].items():
         clips = {key: read_clip(clip) for key, clip in spec["clips"].items()}
-        mount = Mount(float(spec["fps"]), clips, str(spec["start"]))
+        clocked = {str(k): int(v) for k, v in spec.get("clocked", {}).items()}
+        started = float(config.get("started", time.monotonic()))
+        mount = Mount(float(spec["fps"]), clips, str(spec["start"]), clocked, started)
         mounts[path] = mount
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(LAUNCH)

@@ -348,7 +348,9 @@ def ingest_camera(
         url = cameras[device].url
     else:
         tower = towers[device]
-        worker = CameraWorker.for_watchtower(tower, publish, evidence, thermal=thermal)
+        worker = CameraWorker.for_watchtower(
+            tower, publish, evidence, thermal=thermal, zones=site.zones
+        )
         url = (tower.thermal_url if thermal else None) or tower.visible_url
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
