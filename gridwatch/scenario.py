@@ -131,7 +131,24 @@ class StreamLost(Model):
         return Place(device=self.camera)
 
 
-ScenarioEvent = Annotated[SensorRise | ForestFire | StreamLost, Field(discriminator="kind")]
+class RoadObstruction(Model):
+    """A car stalls in a lane of ``camera``'s road zone and stays, at ``place``, once the
+    camera's traffic detector has learned the empty road (the simulator's road onset)."""
+
+    kind: Literal["road_obstruction"]
+    name: str
+    camera: str
+    place: Place
+    expect: Expect
+
+    @property
+    def start(self) -> float:
+        return 0.0  # the car stops on the simulator's clock, from before the run plays
+
+
+ScenarioEvent = Annotated[
+    SensorRise | ForestFire | StreamLost | RoadObstruction, Field(discriminator="kind")
+]
 
 
 class Scenario(Model):
@@ -156,8 +173,8 @@ class Scenario(Model):
         return next((e for e in self.events if isinstance(e, ForestFire)), None)
 
     @property
-    def streams_lost(self) -> tuple[StreamLost, ...]:
-        return tuple(e for e in self.events if isinstance(e, StreamLost))
+    def road_obstructions(self) -> tuple[RoadObstruction, ...]:
+        return tuple(e for e in self.events if isinstance(e, RoadObstruction))
 
     @property
     def expected_deadletters(self) -> int:
@@ -195,7 +212,7 @@ class Scenario(Model):
                             f"{where}: watchtower {seen.tower} has no preset {seen.preset}"
                         )
             watched = [c.camera for c in getattr(event, "cameras", ())]
-            if isinstance(event, StreamLost):
+            if isinstance(event, StreamLost | RoadObstruction):
                 watched.append(event.camera)
             for camera in watched:
                 if camera not in cameras:

@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -42,6 +43,7 @@ ROAD_ONSET_S = 20.0  # empty road before the car stops: the traffic detector lea
 # (its warm-up is 15 samples, at a road camera's 1 fps)
 ROAD_AFTER_S = 30.0  # the stalled car's clip runs this long past the stall time, then loops
 LOST = "lost"  # a cue that takes a camera's stream down
+RENDER_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -315,12 +317,25 @@ class CameraSimulator:
 
     def start(self) -> None:
         mounts: dict[str, Mount] = {}
+        clips = [
+            (path, key, sc) for path, feed in self.feeds.items() for key, sc in feed.clips.items()
+        ]
+        # Rendering is most of the start-up, and OpenCV and NumPy let go of the GIL: two at once.
+
+        def render(clip: tuple[str, str, Scenario]) -> tuple[list[bytes], Path]:
+            path, key, sc = clip
+            return self._render(
+                sc, self.work_dir / "clips" / f"{path.replace('/', '-')}-{key}.gwh264"
+            )
+
+        with ThreadPoolExecutor(RENDER_THREADS) as pool:
+            done = pool.map(render, clips)
+            rendered = dict(zip([(path, key) for path, key, _ in clips], done, strict=True))
         for path, feed in self.feeds.items():
             jpegs: dict[str, list[bytes]] = {}
             files: dict[str, Path] = {}
-            for key, sc in feed.clips.items():
-                target = self.work_dir / "clips" / f"{path.replace('/', '-')}-{key}.gwh264"
-                jpegs[key], files[key] = self._render(sc, target)
+            for key in feed.clips:
+                jpegs[key], files[key] = rendered[path, key]
             clocked = {
                 key: round(sc.loop_from_s * sc.fps)
                 for key, sc in feed.clips.items()

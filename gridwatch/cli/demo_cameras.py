@@ -29,11 +29,25 @@ def demo_cues(site: Site, spec: Scenario) -> list[Any]:
     return scenario_cues(site, spec, CLIP_SIZE)
 
 
-def watched_site(site: Site, cues: Sequence[Any]) -> Site:
-    """``site`` with only the cameras and towers the cues name, each tower patrolling only the
-    presets a cue shows a fire at: a round of seven presets (2 s to settle, 30 s of dwell each)
-    takes nearly four minutes, longer than the whole demo."""
-    cameras = {c.device for c in cues if c.preset is None}
+# A stalled car is confirmed after the road camera's stall time (a minute on the street): in
+# the demo, after 10 s, sampled twice a second, once the road has been empty for 10 s (the
+# traffic detector's 15-sample warm-up).
+ROAD_STALL_S = 10.0
+ROAD_SAMPLE_FPS = 2.0
+ROAD_ONSET_S = 10.0
+
+
+def road_scenes(spec: Scenario) -> dict[str, str]:
+    """The scenes the simulator plays on its own clock, by camera: the stalled cars."""
+    return {e.camera: "road_obstruction" for e in spec.road_obstructions}
+
+
+def watched_site(site: Site, cues: Sequence[Any], scenes: dict[str, str]) -> Site:
+    """``site`` with only the cameras and towers the cues and scenes name, each tower patrolling
+    only the presets a cue shows a fire at (a round of seven presets, 2 s to settle and 30 s of
+    dwell each, takes nearly four minutes, longer than the whole demo), each road camera with
+    the demo's stall time."""
+    cameras = {c.device for c in cues if c.preset is None} | set(scenes)
     presets: dict[str, set[int]] = {}
     for cue in cues:
         if cue.preset is not None:
@@ -44,8 +58,22 @@ def watched_site(site: Site, cues: Sequence[Any]) -> Site:
         if t.id in presets
     )
     return site.model_copy(
-        update={"cameras": tuple(c for c in site.cameras if c.id in cameras), "watchtowers": towers}
+        update={
+            "cameras": tuple(_demo_road(c) for c in site.cameras if c.id in cameras),
+            "watchtowers": towers,
+        }
     )
+
+
+def _demo_road(camera: Any) -> Any:
+    traffic = camera.vision.detectors.traffic
+    if traffic is None:
+        return camera
+    detectors = camera.vision.detectors.model_copy(
+        update={"traffic": traffic.model_copy(update={"stall_s": ROAD_STALL_S})}
+    )
+    vision = camera.vision.model_copy(update={"detectors": detectors})
+    return camera.model_copy(update={"vision": vision, "sample_fps": ROAD_SAMPLE_FPS})
 
 
 def worker_name(worker: Any) -> str:
@@ -60,14 +88,24 @@ class LiveCameras:
     """The watched devices served as HTTP MJPEG streams (RTSP is left to its own tests: a fresh
     clone has no GStreamer), one worker thread per stream, the cues played on ``play``."""
 
-    def __init__(self, site: Site, cues: Sequence[Any], run_dir: Path, publish: Any) -> None:
+    def __init__(
+        self,
+        site: Site,
+        cues: Sequence[Any],
+        scenes: dict[str, str],
+        run_dir: Path,
+        publish: Any,
+    ) -> None:
         from ingest.camera_evidence import EvidenceStore
         from simulators.camera_feeds import CameraSimulator, feeds_for_site
 
         self.site, self.cues, self.publish = site, list(cues), publish
+        self.expected = {c.device for c in self.cues} | set(scenes)
         self.evidence = EvidenceStore(run_dir / "evidence")
         feeds = feeds_for_site(
             site,
+            scenes,
+            road_onset_s=ROAD_ONSET_S,
             fps=CLIP_FPS,
             seconds=CLIP_SECONDS,
             size=CLIP_SIZE,
@@ -133,9 +171,10 @@ class LiveCameras:
             self.failures.append(err)
 
     def reported(self) -> bool:
-        """Whether every device a cue names has published: its fire seen, its stream lost."""
+        """Whether every device of a camera event has published: its fire seen, its stream
+        lost, its stalled car."""
         published = {w.source.id for w in self.workers if w.stats.published}
-        return {c.device for c in self.cues} <= published
+        return self.expected <= published
 
     def play(self) -> None:
         """Start the cues' clocks: the scenario's time 0 is now."""

@@ -16,7 +16,13 @@ from typing import Any, Protocol
 
 import psycopg
 
-from gridwatch.cli.demo_cameras import LiveCameras, demo_cues, watched_site, worker_name
+from gridwatch.cli.demo_cameras import (
+    LiveCameras,
+    demo_cues,
+    road_scenes,
+    watched_site,
+    worker_name,
+)
 from gridwatch.cli.demo_summary import DemoSummary
 from gridwatch.cli.recordings import demo_recorder, demo_replay
 from gridwatch.scenario import Scenario as ScenarioFile
@@ -118,16 +124,20 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
     bridge = MqttBridge(site, producer, urls.mqtt_host, urls.mqtt_port)
     faust_app = build_app(site, urls.kafka_bootstrap, run_dir / "faust")
     db = urls.database_url
-    cues = demo_cues(site, spec)
-    watched = watched_site(site, cues)
+    cues, scenes = demo_cues(site, spec), road_scenes(spec)
+    watched = watched_site(site, cues, scenes)
     cameras = None
     if feeds.replay is None:
-        cameras = LiveCameras(watched, cues, run_dir, kafka_publish(producer))
+        cameras = LiveCameras(watched, cues, scenes, run_dir, kafka_publish(producer))
         with view.starting(f"simulated cameras and {len(cues)} camera events"):
             await asyncio.to_thread(cameras.start)
         view.note(
             f"[bold]camera workers[/bold] {', '.join(worker_name(w) for w in cameras.workers)}"
         )
+    # Recording from the moment the streams are served: a road camera learns its empty road
+    # before the car stops, and so must the replay's.
+    streams = [] if cameras is None else site_streams(cameras.served)
+    recorder = demo_recorder(site, urls, feeds.record, streams)
     with view.starting("roles (MQTT bridge, streams, alerts, closed loop, writer)"):
         await asyncio.to_thread(bridge.start)
         await faust_app.start()
@@ -159,8 +169,6 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
     scenario = sensor_scenario(spec)
     truth, fire = Truth(), place_point(site, spec.fire.place)
     messages = sensor_messages(site, scenario, truth, spec.fire)
-    streams = [] if cameras is None else site_streams(cameras.served)
-    recorder = demo_recorder(site, urls, feeds.record, streams)
     started, started_at = time.monotonic(), datetime.now(UTC)
     player: asyncio.Task[Any]
     if cameras is not None:

@@ -20,7 +20,7 @@ def test_demo_thin_path(demo_run: DemoRun) -> None:
 def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRun) -> None:
     s = demo_run.summary
     score = s["score"]
-    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 4
+    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 5
     assert all(e["detected"] and e["level_ok"] and e["sources_ok"] for e in score["per_event"])
     assert score["missed"] == score["false_incidents"] == 0 and score["passed"] is True
     # Each incident names the sources that raised it, per kind: every camera incident from
@@ -31,6 +31,7 @@ def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRu
         "forest_fire": ["sensor SM-001", "watchtower WT-01", "watchtower WT-02"],
         "straw_burning": ["camera CAM-004", "sensor PM-001"],
         "device_fault": ["camera CAM-002"],
+        "traffic_safety": ["camera CAM-006"],
     }
     assert "incidents by kind" in demo_run.stdout and "watchtower WT-02" in demo_run.stdout
 
@@ -41,6 +42,7 @@ def test_demo_cameras_are_analysed_by_their_workers_with_snapshots(demo_run: Dem
     assert sorted(workers) == [
         "camera CAM-002",
         "camera CAM-004",
+        "camera CAM-006",
         "watchtower WT-01 thermal",
         "watchtower WT-01 visible",
         "watchtower WT-02 thermal",
@@ -50,7 +52,7 @@ def test_demo_cameras_are_analysed_by_their_workers_with_snapshots(demo_run: Dem
     assert s["camera_frames_analysed"] == sum(workers.values())
     assert "camera frames analysed" in demo_run.stdout
     # Every detection that saw something left its snapshot under the run's evidence.
-    for device in ("CAM-004", "WT-01", "WT-02"):
+    for device in ("CAM-004", "CAM-006", "WT-01", "WT-02"):
         assert list((demo_run.run_dir / "evidence" / device).rglob("*-crop.jpg")), device
 
 
@@ -58,10 +60,10 @@ def test_demo_fire_flood_plume_and_fault_close_the_loop(demo_run: DemoRun) -> No
     s = demo_run.summary
     # The scenario: a gauge rising through all three colours, straw burning seen by a camera
     # and a PM2.5 plume rising likewise, a forest fire seen by two towers, then by the forest
-    # smoke sensor, and a camera whose stream goes down.
+    # smoke sensor, a camera whose stream goes down and a car stalled on the ramp camera's lane.
     kinds = sorted(i["kind"] for i in s["incident_list"])
-    assert kinds == ["device_fault", "flood", "forest_fire", "straw_burning"]
-    assert s["incidents"] == 4
+    assert kinds == ["device_fault", "flood", "forest_fire", "straw_burning", "traffic_safety"]
+    assert s["incidents"] == 5
     fire = next(i for i in s["incident_list"] if i["kind"] == "forest_fire")
     assert fire["level"] == "red" and fire["sources"] == 3  # two towers and the smoke sensor
     # Triangulated from the bearings the towers' thermal hotspots gave.
@@ -70,17 +72,17 @@ def test_demo_fire_flood_plume_and_fault_close_the_loop(demo_run: DemoRun) -> No
         abs(fire["lon"] - s["fire"]["lon"]) < 0.002 and abs(fire["lat"] - s["fire"]["lat"]) < 0.002
     )
     # The fire is red at once (two towers and the forest zone), its yellow and orange
-    # inhibited; the fault stays yellow; gauge and plume notify red, and yellow and orange
-    # unless alert grouping (on the wall clock) folded one colour into the next.
+    # inhibited; the fault and the stalled car stay yellow; gauge and plume notify red, and
+    # yellow and orange unless alert grouping (on the wall clock) folded one into the next.
     by_level = s["alerts_by_level"]
-    assert by_level["red"] == 3 and by_level["yellow"] == 3 and 1 <= by_level["orange"] <= 2
+    assert by_level["red"] == 3 and by_level["yellow"] == 4 and 1 <= by_level["orange"] <= 2
     # Every case is dispatched, worked by the desk (the flood once reworked) and closed.
-    assert s["cases_by_state"] == {"closed": 4}
+    assert s["cases_by_state"] == {"closed": 5}
     k = s["kpis"]
-    assert (k["due"], k["closed"], k["closed_on_time"]) == (4, 4, 4)
-    assert (k["closure_rate"], k["on_time_rate"], k["rework_rate"]) == (100.0, 100.0, 25.0)
-    # Red cases are held by the street command center; the camera's fault by the community.
-    assert k["community_share"] == 25.0
+    assert (k["due"], k["closed"], k["closed_on_time"]) == (5, 5, 5)
+    assert (k["closure_rate"], k["on_time_rate"], k["rework_rate"]) == (100.0, 100.0, 20.0)
+    # Red cases are held by the street command center, the yellow ones by the community.
+    assert k["community_share"] == 40.0
     # Dispatch: one per case, plus a regrade per later colour notified.
     regrades = sum(by_level.values()) - s["incidents"]
     assert s["dispatch_messages_received"] == s["cases"] + regrades

@@ -56,7 +56,13 @@ def test_a_replayed_demo_opens_the_incidents_the_demo_opened(
     incidents = {i["kind"]: i for i in live["incident_list"]}
     again = {i["kind"]: i for i in replayed["incident_list"]}
     assert sorted(again) == sorted(incidents)
-    assert sorted(again) == ["device_fault", "flood", "forest_fire", "straw_burning"]
+    assert sorted(again) == [
+        "device_fault",
+        "flood",
+        "forest_fire",
+        "straw_burning",
+        "traffic_safety",
+    ]
     for kind, first in incidents.items():
         second = again[kind]
         assert (second["level"], second["grid_code"], sorted(second["raised_by"])) == (
@@ -80,7 +86,7 @@ def test_a_replayed_demo_opens_the_incidents_the_demo_opened(
     assert from_db["per_event"] == scores[1]["per_event"] == replayed["score"]["per_event"]
     keys = ("events", "detected", "missed", "false_incidents", "passed")
     assert {k: scores[0][k] for k in keys} == {k: scores[1][k] for k in keys}
-    assert scores[0]["passed"] and scores[0]["detected"] == 4
+    assert scores[0]["passed"] and scores[0]["detected"] == 5
     for first, second in zip(scores[0]["per_event"], scores[1]["per_event"], strict=True):
         assert first["level"] == second["level"] and first["sources"] == second["sources"]
         assert abs(first["location_error_m"] - second["location_error_m"]) < PLACE_TOLERANCE_M

@@ -14,6 +14,7 @@ from gridwatch.geo import LocalProjection
 from gridwatch.scenario import (
     DEMO_SCENARIO,
     ForestFire,
+    RoadObstruction,
     SensorRise,
     StreamLost,
     load_scenario,
@@ -73,12 +74,13 @@ def test_the_demo_fire_is_where_and_when_it_was(site: Site) -> None:
 def test_stretching_scales_every_event_time(site: Site) -> None:
     spec = load_scenario().stretched(10.0)
     assert spec.duration_s == 10.0
-    flood, straw, _, lost = spec.events
+    flood, straw, _, lost, car = spec.events
     assert (flood.start, getattr(flood, "peak_s", None)) == (2.0, 7.0)
     assert spec.fire is not None and spec.fire.smoke_rise_s == (2.0, 3.5)
     assert [t.at_s for t in spec.fire.towers] == [0.5, 0.75]
     assert isinstance(straw, SensorRise) and straw.cameras[0].at_s == 3.5 and straw.start == 2.0
     assert isinstance(lost, StreamLost) and lost.at_s == 3.0
+    assert isinstance(car, RoadObstruction) and car.start == 0.0  # on the simulator's clock
 
 
 @pytest.mark.parametrize(
@@ -109,6 +111,7 @@ def test_a_bad_scenario_file_names_the_path(
         ("sensor: WL-001", "sensor: WL-999", "flood rise.*WL-999"),
         ("camera: CAM-004", "camera: CAM-999", "PM2.5 plume.*no camera 'CAM-999'"),
         ("camera: CAM-002", "camera: WT-01", "uplink lost.*no camera 'WT-01'"),
+        ("camera: CAM-006", "camera: CAM-009", "stalled car.*no camera 'CAM-009'"),
         ("tower: WT-02, at_s: 1.5", "tower: WT-02, at_s: 1.5, preset: 9", "WT-02 has no preset 9"),
         ("tower: WT-02", "tower: SM-001", "forest fire.*no watchtower 'SM-001'"),
     ],
@@ -142,7 +145,7 @@ def test_a_run_is_scored_by_event_with_its_false_incidents(site: Site) -> None:
         {"kind": "flood", "level": "yellow", "lon": far_lon, "lat": far_lat, "sources": 1},
     ]  # fmt: skip
     result = score(spec, site, run_incidents(listed))
-    flood, plume, fire, lost = result.events
+    flood, plume, fire, lost, car = result.events
     assert flood.detected and flood.location_error_m == pytest.approx(30.0, abs=0.5)
     assert flood.level is Level.ORANGE and not flood.level_ok  # the gauge went red
     assert flood.time_to_first_alert_s == pytest.approx(2.5)  # started at 4 s
@@ -151,8 +154,9 @@ def test_a_run_is_scored_by_event_with_its_false_incidents(site: Site) -> None:
     assert fire.location_error_m == pytest.approx(50.0, abs=0.5)
     assert fire.time_to_first_alert_s == pytest.approx(0.7)
     assert not lost.detected and lost.expected is IncidentKind.DEVICE_FAULT
+    assert not car.detected and car.expected is IncidentKind.TRAFFIC_SAFETY
     assert [i.kind for i in result.false_incidents] == [IncidentKind.FLOOD]  # 400 m off
-    assert (result.detected, result.missed, result.passed) == (2, 2, False)
+    assert (result.detected, result.missed, result.passed) == (2, 3, False)
     report = result.report()
     assert report["false_incidents"] == 1 and report["per_event"][1]["detected"] is False
 
@@ -172,4 +176,4 @@ def test_a_perfect_run_passes(site: Site) -> None:
             )
         )
     result = score(spec, site, incidents)
-    assert result.passed and result.detected == 4 and not result.false_incidents
+    assert result.passed and result.detected == 5 and not result.false_incidents
