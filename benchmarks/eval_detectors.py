@@ -3,7 +3,9 @@
 Sequence level, as Pyronear scores: a positive sequence counts as found when a confirmed
 detection of its kind arrives at or after onset; a negative sequence is a false positive when
 any fire or smoke detection is published. False alarms per camera-day extrapolate the
-negatives' false detections over their total duration. ``--media DIR`` scores real footage the
+negatives' false detections over their total duration. With ``footage`` the positives'
+flames and smoke are real ones from the training images (``simulators.camera_footage``), as
+the simulated cameras serve them. ``--media DIR`` scores real footage the
 same way: DIR/<fire|smoke|fire_and_smoke|none>/ holding videos or folders of ordered frames.
 Patrol scenarios (a stuck PTZ) play through a watchtower worker; every scenario that expects a
 camera-health issue is also scored on whether that issue was raised.
@@ -143,11 +145,13 @@ def _sequence_frames(folder: Path, fps: float) -> Iterator[Captured]:
             yield Captured(np.asarray(image, np.uint8), START + timedelta(seconds=i / fps))
 
 
-def simulated(per_kind: int, work: Path, detectors: Detectors) -> list[Outcome]:
+def simulated(
+    per_kind: int, work: Path, detectors: Detectors, footage: bool = False
+) -> list[Outcome]:
     out: list[Outcome] = []
     for generated in catalogue(per_kind=per_kind):
         vision = generated.vision.model_copy(update={"detectors": detectors})
-        sc = replace(generated, vision=vision)
+        sc = replace(generated, vision=vision, footage=footage)
         video = write_video(sc, work / "video")
         if sc.element in PATROL:
             found = run_patrol(sc, file_frames(video), work / "ev")
@@ -299,6 +303,7 @@ def evaluate(
     media_dir: Path | None = None,
     fps: float = 5.0,
     detectors: Detectors | None = None,
+    footage: bool = False,
 ) -> dict[str, Any]:
     detectors = detectors or Detectors()
     config = detectors.model_dump(mode="json")
@@ -312,9 +317,10 @@ def evaluate(
                 **score(found),
                 "per_sequence": sequences(found),
             }
-        outcomes = simulated(per_kind, work, detectors)
+        outcomes = simulated(per_kind, work, detectors, footage)
     return {
         "scenarios": len(outcomes),
+        "footage": footage,
         "detectors": config,
         **score(outcomes),
         "construction": construction(per_kind),

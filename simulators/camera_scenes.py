@@ -184,25 +184,29 @@ def render(sc: Scenario) -> Iterator[tuple[float, Image]]:
     last: Image | None = None
     burns = sc.element in ("fire", "smoke", "fire_and_smoke", "farm_fire")
     real = camera_footage.load() if sc.footage and burns else None
+    flames = real.fire[sc.seed % len(real.fire)] if real is not None else ()
+    smoke = real.smoke[sc.seed % len(real.smoke)] if real is not None else ()
     for i in range(sc.frames):
         t = i / sc.fps
         dt = 1 / sc.fps
         img = scene.base.copy()
         since = t - onset
         e = sc.element
-        cut = (i * 2 // max(round(sc.fps), 1)) if real is not None else 0  # a new one each 0.5 s
-        if e in ("smoke", "fire_and_smoke", "farm_fire") and since >= 0 and real is not None:
-            smoke = real.smoke[cut % len(real.smoke)]
-            smoke.paste(img, sx + since * 0.5 * k, sy, (30 + min(since, 60) * 2) * k, 0.85)
+        if e in ("smoke", "fire_and_smoke", "farm_fire") and since >= 0 and smoke:
+            # a plume stands on its fire's flames, or on the ground where it smoulders
+            lift = camera_footage.FIRE.at(since) * w / 2 if e != "smoke" else 0.0
+            frame_of = smoke[int(since / camera_footage.FRAME_S) % len(smoke)]
+            width = camera_footage.SMOKE.at(since) * w
+            frame_of.paste(img, sx, sy - lift, width, camera_footage.SMOKE_OPACITY)
         elif e in ("smoke", "fire_and_smoke", "farm_fire", "steam") and since >= 0:
             plume.step(rng, dt, emit=3.0, scale=k)
             plume.draw(img)
         if e in ("fire", "fire_and_smoke", "farm_fire") and since >= 0:
-            size = (6 + min(since, 60) * 0.25) * k
-            if real is not None:
-                real.fire[cut % len(real.fire)].paste(img, sx, sy + size / 2, size * 2.5, 1.0)
+            if flames:
+                frame_of = flames[int(since / camera_footage.FRAME_S) % len(flames)]
+                frame_of.paste(img, sx, sy, camera_footage.FIRE.at(since) * w, 1.0)
             else:
-                _fire(img, rng, sx, sy, size)
+                _fire(img, rng, sx, sy, (6 + min(since, 60) * 0.25) * k)
         if e in ("clouds", "stuck_ptz"):
             for c in clouds:
                 c[0] = (c[0] + wind * k * dt) % (w + 80 * k)

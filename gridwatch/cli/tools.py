@@ -176,6 +176,10 @@ def eval_detectors(
     grids: Annotated[
         str | None, typer.Option(help="the model's tile grids, e.g. 2,3; 'none': whole view")
     ] = None,
+    footage: Annotated[
+        bool,
+        typer.Option(help="generated scenes with real fire and smoke from the training images"),
+    ] = False,
     traffic: Annotated[
         bool,
         typer.Option(
@@ -188,6 +192,8 @@ def eval_detectors(
     from benchmarks.eval_detectors import detector_set, evaluate
     from benchmarks.eval_traffic import evaluate as evaluate_traffic
 
+    if footage and (media is not None or traffic):
+        raise fail("--footage composites generated scenes: not with --media or --traffic")
     if traffic:
         report = evaluate_traffic(per_kind, media)
     else:
@@ -198,7 +204,7 @@ def eval_detectors(
             detectors = detector_set(fire_smoke, tiles)
         except (ValueError, pydantic.ValidationError) as err:
             raise fail(str(err)) from err
-        report = evaluate(per_kind, media, fps, detectors)
+        report = evaluate(per_kind, media, fps, detectors, footage)
     text = json.dumps(report, indent=2, ensure_ascii=False)
     console.print_json(text)
     if json_path is not None:
@@ -291,6 +297,28 @@ def train_detector(
     card = model_card(trained, recipe, source, dict(counts), report, command)
     (out / "fire_smoke.md").write_text(card)
     console.print(card)
+
+
+@train_app.command("footage")
+def train_footage(
+    data: Annotated[Path | None, typer.Option(help="default: ../shared/data/fire-smoke")] = None,
+    fires: Annotated[int, typer.Option(min=1, help="fires (and plumes) kept")] = 8,
+    frames: Annotated[int, typer.Option(min=1, help="frames of each fire's video kept")] = 4,
+) -> None:
+    """Rank the training crops by the model's score pasted into a generated scene and keep the
+    best in simulators/footage_picks.tsv, the real fire and smoke the simulated cameras show."""
+    from benchmarks.footage_picks import rank
+    from benchmarks.image_set import SHARED_SET
+    from detectors.fire_model import DEFAULT_MODEL, FireSmokeModel
+    from simulators.camera_footage import PICKS, write_picks
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    train = (data or SHARED_SET) / "train"
+    if not (train / "labels").is_dir():
+        raise fail(f"no labelled training images in {train}")
+    picks = rank(train, FireSmokeModel(DEFAULT_MODEL), fires, frames)
+    write_picks(picks, PICKS)
+    console.print(f"{len(picks)} crops of {train} kept in {PICKS}")
 
 
 def feedback_negatives(settings: Settings, train: Path, folder: Path) -> tuple[LabelledImage, ...]:
