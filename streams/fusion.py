@@ -138,7 +138,7 @@ def fuse(
             fix = _pair(pending, det, ctx)
             if fix is None:
                 if not det.cleared:
-                    pending = [p for p in pending if p.source != det.source] + [det]
+                    pending = _pend(pending, det)
                 return _state(tracked, pending, corroborators), None
             partner, point, error = fix
             pending.remove(partner)
@@ -415,15 +415,32 @@ def _join(
     )
 
 
+def _width(det: Detection) -> int | None:
+    return det.bbox[2] if det.bbox is not None else None
+
+
+def _coarser(width: int | None, kept: int | None) -> bool:
+    """Whether a bearing from a box ``width`` wide is coarser than one from a ``kept`` wide."""
+    return kept is not None and (width is None or width > kept)
+
+
+def _pend(pending: list[Detection], det: Detection) -> list[Detection]:
+    """``det`` waiting for another tower's bearing, in place of its tower's earlier one unless
+    that came from a narrower box."""
+    earlier = next((p for p in pending if p.source == det.source), None)
+    if earlier is not None and _coarser(_width(det), _width(earlier)):
+        return pending
+    return [p for p in pending if p.source != det.source] + [det]
+
+
 def _bearing_of(t: Tracked, det: Detection) -> Tracked:
     """``t`` with ``det``'s bearing as its tower's, unless that tower's is from a narrower box
     (``t`` itself then, as when ``det`` has no bearing)."""
     if det.bearing_deg is None:
         return t
     tower = det.source.id
-    width = det.bbox[2] if det.bbox is not None else None
-    kept = t.bearing_widths.get(tower)
-    if tower in t.bearings and kept is not None and (width is None or width > kept):
+    width = _width(det)
+    if tower in t.bearings and _coarser(width, t.bearing_widths.get(tower)):
         return t
     widths = dict(t.bearing_widths)
     if width is None:

@@ -152,6 +152,16 @@ def test_a_towers_coarse_bearing_never_replaces_its_sharp_one(ctx: FusionContext
     # A sharper bearing still moves the fix (the fire itself moved 3° as seen from WT-A).
     state, sharper = fuse(state, seen("WT-A", 1, 2, off_deg=3.0), ctx)
     assert sharper is not None and ctx.projection.distance_m(sharper.location, fire) > 50
+    # Waiting for a second tower, a tower's sharp bearing is kept over its later coarse one.
+    state, _ = fuse(FusionState(), seen("WT-A", 0, 4), ctx)
+    state, none = fuse(state, seen("WT-A", 0.2, 213, off_deg=6.0), ctx)
+    assert none is None and [_width_of(p) for p in state.pending] == [4]
+    state, paired = fuse(state, seen("WT-B", 0.4, 4), ctx)
+    assert paired is not None and ctx.projection.distance_m(paired.location, fire) < 5
+
+
+def _width_of(det: Detection) -> int | None:
+    return det.bbox[2] if det.bbox is not None else None
 
 
 def test_a_clear_with_nothing_open_emits_nothing(ctx: FusionContext) -> None:
