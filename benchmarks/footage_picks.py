@@ -29,6 +29,7 @@ from simulators.camera_scenes import Scenario, render
 log = logging.getLogger(__name__)
 SIZE = (640, 360)
 GROUND = 0.7  # where the fire stands, as a share of the frame's height
+RANKED_AT_S = 1.0  # crops are scored at their size this long after onset: a fire is seen small
 
 
 def _landscape() -> np.ndarray:
@@ -56,7 +57,7 @@ def score(
         if kind == "fire"
         else (camera_footage.SMOKE, camera_footage.SMOKE_OPACITY)
     )
-    width = growth.at(camera_footage.RANKED_AT_S) * w
+    width = growth.at(RANKED_AT_S) * w
     image = landscape.copy()
     cut.paste(image, x, y, width, opacity)
     middle = y - width * cut.alpha.shape[0] / cut.alpha.shape[1] / 2

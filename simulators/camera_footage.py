@@ -57,9 +57,6 @@ class Growth:
 
 FIRE = Growth(start=0.07, full=0.12, seconds=5.0)
 SMOKE = Growth(start=0.15, full=0.3, seconds=10.0)
-RANKED_AT_S = 1.0
-"""Crops are ranked by their score at this size (seconds after onset): a fire must be seen
-small, just after it starts."""
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,9 @@ def test_a_pasted_fire_is_confirmed_within_seconds_where_it_burns(
     site: Site, feeds: dict[str, Feed], path: str, key: str, preset: int | None
 ) -> None:
     feed = feeds[path]
-    device = next(d for d in (*site.cameras, *site.watchtowers) if d.id == feed.device)
+    visions = {d.id: d.vision for d in site.cameras} | {t.id: t.vision for t in site.watchtowers}
     frames = _each_second(feed, key)
-    found = _first_hit(frames, device.vision, preset)
+    found = _first_hit(frames, visions[feed.device], preset)
     assert found is not None, f"{path} {key}: nothing confirmed in {SECONDS} s"
     second, hit = found
     assert second <= WITHIN_S and hit.kind in (DetectionKind.FIRE, DetectionKind.SMOKE)
