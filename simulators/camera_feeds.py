@@ -6,8 +6,9 @@ a watchtower. Each clip is rendered once, kept as JPEG frames for HTTP MJPEG and
 H.264 for the RTSP server, and loops. A watchtower's head (``SimulatedPtz``) is moved through
 ``GET /ptz/<device>/preset/<n>`` on the HTTP port; its visible and thermal streams then show
 that preset's clip on both protocols. A scene that changes the view for good (a building over
-compressed days, a car that stalls and stays: ``camera_scenes.CHANGES``) plays on the
-simulator's clock instead, whatever the head did meanwhile, once and then looping its part
+compressed days, a car that stalls and stays: ``camera_scenes.CHANGES``) plays on the stream's
+clock instead, which starts with its first client (so a worker that connects late still sees
+the view before the change), whatever the head did meanwhile, once and then looping its part
 after the change. A scenario's events are ``Cue``s: from its time on a camera shows a fire at a
 given image point, or a watchtower's preset does (and its thermal stream the fire's hotspot),
 or a camera's stream goes down; ``CameraSimulator.schedule`` plays them. ``CameraSimulator`` is
@@ -98,16 +99,19 @@ class ClipChannel:
     drops: int = 0
     down: bool = False  # a connection then gets no frame at all
     clocked: Mapping[str, int] = field(default_factory=dict)  # key → frame its loop starts at
-    started: float = 0.0  # the simulator's clock (time.monotonic) at the clips' frame 0
+    started: float | None = None  # time.monotonic() of the first client: clocked frame 0
 
     def jpegs(self) -> Iterator[bytes]:
+        if self.started is None:
+            self.started = time.monotonic()
+        started = self.started
         drops, key, i = self.drops, self.key, 0
         while drops == self.drops and not self.down:
             if key != self.key:
                 key, i = self.key, 0
             frames = self.clips[key]
             if key in self.clocked:
-                at = (time.monotonic() - self.started) * self.fps
+                at = (time.monotonic() - started) * self.fps
                 yield frames[clock_frame(at, len(frames), self.clocked[key])]
             else:
                 yield frames[i % len(frames)]
@@ -264,9 +268,9 @@ def _road_obstruction(sc: Scenario, camera: Camera, onset_s: float) -> Scenario:
 def _construction(sc: Scenario, tower: Watchtower, preset: int) -> Scenario:
     """A building on the preset's watched plot over the tower's compressed days.
 
-    The plot is empty until the patrol has seen it once more than the first visit (its
-    baseline), a day later at least; it then stands for the ``days`` a change needs and two
-    more, which loop."""
+    The plot is empty through the patrol's first visit to the preset (the view's baseline)
+    and a day more, counted from the stream's first client; the building then stands for the
+    ``days`` a change needs and two more, which loop."""
     watch = tower.vision.detectors.construction_change
     if watch is None or watch.day_s >= REAL_DAY_S:
         raise ValueError(
@@ -313,7 +317,6 @@ class CameraSimulator:
         self._http_port = http_port
         self.rtsp: RtspServer | None = None
         self.http: MjpegServer | None = None
-        self.started = 0.0
 
     def start(self) -> None:
         mounts: dict[str, Mount] = {}
@@ -350,13 +353,10 @@ class CameraSimulator:
                 head.preset = int(feed.start)
                 self.heads[feed.device] = head
         ptz = {device: self._goto_of(device) for device in self.heads}
-        self.started = time.monotonic()  # clocked clips start now, on both protocols
-        for channel in self.channels.values():
-            channel.started = self.started
         self.http = MjpegServer(self.channels, ptz=ptz, port=self._http_port)
         self.http.__enter__()
         if self._rtsp_wanted:
-            self.rtsp = RtspServer(mounts, port=self._rtsp_port, started=self.started)
+            self.rtsp = RtspServer(mounts, port=self._rtsp_port)
             try:
                 self.rtsp.start()
             except Exception:

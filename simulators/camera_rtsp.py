@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -108,8 +107,8 @@ def _write(out: IO[bytes], packets: Iterable[av.Packet[Any]]) -> None:
 class Mount:
     """One RTSP path: its frame rate, clip files by key, and the clip it starts with.
 
-    A ``clocked`` clip plays on the server's clock (``RtspServer.started``), once and then
-    looping from the given frame, however often the mount switched away from it."""
+    A ``clocked`` clip plays on the mount's clock, which starts with its first client, once
+    and then looping from the given frame, however often the mount switched away from it."""
 
     fps: float
     clips: Mapping[str, Path]
@@ -120,14 +119,11 @@ class Mount:
 class RtspServer:
     """GStreamer's RTSP server on 127.0.0.1 as a child process; use as a context manager."""
 
-    def __init__(
-        self, mounts: Mapping[str, Mount], *, port: int = 0, started: float | None = None
-    ) -> None:
+    def __init__(self, mounts: Mapping[str, Mount], *, port: int = 0) -> None:
         if not mounts:
             raise ValueError("an RTSP server needs at least one mount")
         self.mounts = {"/" + path.strip("/"): mount for path, mount in mounts.items()}
         self.requested_port = port
-        self.started = time.monotonic() if started is None else started  # clocked clips' 0
         self.port = 0
         self._child: subprocess.Popen[str] | None = None
 
@@ -140,7 +136,6 @@ class RtspServer:
             raise RuntimeError(reason)
         config = {
             "port": self.requested_port,
-            "started": self.started,
             "mounts": {
                 path: {
                     "fps": m.fps,

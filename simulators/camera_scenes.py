@@ -14,7 +14,7 @@ shadows, a little more or less light and a slightly different aim; a building st
 first day after
 ``onset_s``), and ``road_obstruction`` a road where a car stops in a lane at ``onset_s`` and
 stays (``simulators.road_scenes``). Such a scene changes for good: with ``loop_from_s`` it plays
-on the simulator's clock and loops only its part after the change (``camera_feeds``).
+on its stream's clock and loops only its part after the change (``camera_feeds``).
 """
 
 from __future__ import annotations

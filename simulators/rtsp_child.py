@@ -8,10 +8,10 @@ from its stdout and then sends one command a line:
 - ``select MOUNT KEY``: the mount plays clip KEY from its next frame (a PTZ move, a scene change);
 - ``drop MOUNT``: the clients of MOUNT lose their connection, as on a failing uplink.
 
-Configuration: ``{"port": 0, "started": MONOTONIC, "mounts": {"/cam-001": {"fps": 25,
-"clips": {KEY: PATH}, "start": KEY, "clocked": {KEY: FRAME}}}}``. A clocked clip plays on the
-clock (``time.monotonic``, shared with the parent) from ``started``, once and then looping from
-FRAME; a client joining or switching to it starts at the key frame before the clock's frame.
+Configuration: ``{"port": 0, "mounts": {"/cam-001": {"fps": 25, "clips": {KEY: PATH},
+"start": KEY, "clocked": {KEY: FRAME}}}}``. A clocked clip plays on the mount's clock, which
+starts with its first client, once and then looping from FRAME; a client joining or switching
+to it starts at the key frame before the clock's frame.
 
 A clip file is ``GWH264`` then, per access unit, a little-endian uint32 length, one key-frame
 byte and the Annex B bytes. Every client gets its own pipeline fed by an
@@ -66,14 +66,13 @@ class Mount:
         clips: dict[str, list[tuple[bytes, bool]]],
         start: str,
         clocked: dict[str, int],
-        started: float,
     ) -> None:
         self.fps = fps
         self.duration = int(Gst.SECOND / fps)
         self.clips = clips
         self.key = start
         self.clocked = clocked
-        self.started = started
+        self.started: float | None = None  # when the first client came: clocked frame 0
         self.medias: list[Any] = []
 
     def entry(self, key: str) -> int:
@@ -82,7 +81,8 @@ class Mount:
         if key not in self.clocked:
             return 0
         units, loop_from = self.clips[key], self.clocked[key]
-        n = max(int((time.monotonic() - self.started) * self.fps), 0)
+        started = self.started if self.started is not None else time.monotonic()
+        n = max(int((time.monotonic() - started) * self.fps), 0)
         if n >= len(units):
             n = loop_from + (n - loop_from) % (len(units) - loop_from)
         return next(i for i in range(n, -1, -1) if units[i][1])
@@ -131,8 +131,7 @@ def main() -> None:
     for path, spec in config["mounts"].items():
         clips = {key: read_clip(clip) for key, clip in spec["clips"].items()}
         clocked = {str(k): int(v) for k, v in spec.get("clocked", {}).items()}
-        started = float(config.get("started", time.monotonic()))
-        mount = Mount(float(spec["fps"]), clips, str(spec["start"]), clocked, started)
+        mount = Mount(float(spec["fps"]), clips, str(spec["start"]), clocked)
         mounts[path] = mount
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(LAUNCH)
@@ -166,6 +165,8 @@ def main() -> None:
 
 def _configure(_factory: Any, media: Any, mount: Mount) -> None:
     src = media.get_element().get_child_by_name("src")
+    if mount.started is None:
+        mount.started = time.monotonic()
     src.connect("need-data", Feeder(mount).need_data)
     mount.medias.append(media)
     media.connect("unprepared", lambda m: mount.medias.remove(m) if m in mount.medias else None)
