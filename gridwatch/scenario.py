@@ -44,9 +44,22 @@ class Place(Model):
     north_m: float = 0.0
 
 
+Burning = Literal["fire", "smoke", "fire_and_smoke", "farm_fire"]
+"""The scenes of ``simulators.camera_scenes`` that show a fire."""
+
+
+class CameraSighting(Model):
+    """A fixed camera sees the event's place burn from ``at_s`` on."""
+
+    camera: str
+    at_s: Seconds
+    scene: Burning = "farm_fire"
+
+
 class SensorRise(Model):
     """A sensor's metric rises from its baseline at ``start_s`` to just past red at ``peak_s``
-    (a smoke metric falls back as fast as it rose)."""
+    (a smoke metric falls back as fast as it rose); the ``cameras`` see the fire that raises it
+    burn at the sensor, each from its time on."""
 
     kind: Literal["sensor_rise"]
     name: str
@@ -54,6 +67,7 @@ class SensorRise(Model):
     metric: str
     start_s: Seconds
     peak_s: Seconds
+    cameras: tuple[CameraSighting, ...] = ()
     expect: Expect
 
     @model_validator(mode="after")
@@ -64,7 +78,7 @@ class SensorRise(Model):
 
     @property
     def start(self) -> float:
-        return self.start_s
+        return min([self.start_s, *(c.at_s for c in self.cameras)])
 
     @property
     def place(self) -> Place:
@@ -72,20 +86,23 @@ class SensorRise(Model):
 
 
 class TowerSighting(Model):
+    """A watchtower sees the fire from ``at_s`` on, in its visible and thermal streams, at the
+    preset ``preset`` (default: the widest preset whose view holds the fire's bearing)."""
+
     tower: str
     at_s: Seconds
+    preset: int | None = None
+    scene: Burning = "fire_and_smoke"
 
 
 class ForestFire(Model):
-    """A fire at ``place``: the towers report smoke on their bearing to it at their times (a
-    little noise on each bearing), then the smoke sensor rises to ``smoke_peak`` × its red."""
+    """A fire at ``place``: the towers see it burn from their times on, at its true bearing,
+    then the smoke sensor rises to ``smoke_peak`` × its red."""
 
     kind: Literal["forest_fire"]
     name: str
     place: Place
     towers: tuple[TowerSighting, ...] = Field(min_length=1)
-    bearing_noise_deg: float = Field(default=0.1, ge=0)
-    seed: int = 5
     smoke_sensor: str
     smoke_rise_s: tuple[Seconds, Seconds]
     smoke_peak: float = Field(default=1.25, gt=1)
@@ -96,7 +113,42 @@ class ForestFire(Model):
         return min([self.smoke_rise_s[0], *(t.at_s for t in self.towers)])
 
 
-ScenarioEvent = Annotated[SensorRise | ForestFire, Field(discriminator="kind")]
+class StreamLost(Model):
+    """A camera's stream goes down at ``at_s`` and stays down: a device fault at the camera."""
+
+    kind: Literal["stream_lost"]
+    name: str
+    camera: str
+    at_s: Seconds
+    expect: Expect
+
+    @property
+    def start(self) -> float:
+        return self.at_s
+
+    @property
+    def place(self) -> Place:
+        return Place(device=self.camera)
+
+
+class RoadObstruction(Model):
+    """A car stalls in a lane of ``camera``'s road zone and stays, at ``place``, once the
+    camera's traffic detector has learned the empty road (the simulator's road onset)."""
+
+    kind: Literal["road_obstruction"]
+    name: str
+    camera: str
+    place: Place
+    expect: Expect
+
+    @property
+    def start(self) -> float:
+        return 0.0  # the car stops on the simulator's clock, from before the run plays
+
+
+ScenarioEvent = Annotated[
+    SensorRise | ForestFire | StreamLost | RoadObstruction, Field(discriminator="kind")
+]
 
 
 class Scenario(Model):
@@ -121,6 +173,10 @@ class Scenario(Model):
         return next((e for e in self.events if isinstance(e, ForestFire)), None)
 
     @property
+    def road_obstructions(self) -> tuple[RoadObstruction, ...]:
+        return tuple(e for e in self.events if isinstance(e, RoadObstruction))
+
+    @property
     def expected_deadletters(self) -> int:
         return 2 if self.bad_messages else 0
 
@@ -129,26 +185,41 @@ class Scenario(Model):
         k = duration_s / self.duration_s
         raw = self.model_dump(mode="json")
         for event in raw["events"]:
-            for key in ("start_s", "peak_s"):
+            for key in ("start_s", "peak_s", "at_s"):
                 if key in event:
                     event[key] *= k
             if "smoke_rise_s" in event:
                 event["smoke_rise_s"] = [t * k for t in event["smoke_rise_s"]]
-            for sighting in event.get("towers", []):
+            for sighting in (*event.get("towers", []), *event.get("cameras", [])):
                 sighting["at_s"] *= k
         return Scenario.model_validate({**raw, "duration_s": duration_s})
 
     def check(self, site: Site) -> None:
         """Every device an event names is in ``site``."""
-        known = {s.id for s in site.sensors} | {t.id for t in site.watchtowers}
-        known |= {c.id for c in site.cameras}
+        known = {s.id for s in site.sensors}
+        cameras = {c.id for c in site.cameras}
+        towers = {t.id: {p.id for p in t.presets} for t in site.watchtowers}
         for i, event in enumerate(self.events):
+            where = f"events[{i}] ({event.name})"
             named = [event.place.device]
             if isinstance(event, ForestFire):
-                named += [event.smoke_sensor, *(t.tower for t in event.towers)]
+                named.append(event.smoke_sensor)
+                for seen in event.towers:
+                    if seen.tower not in towers:
+                        raise ConfigError(f"{where}: the site has no watchtower {seen.tower!r}")
+                    if seen.preset is not None and seen.preset not in towers[seen.tower]:
+                        raise ConfigError(
+                            f"{where}: watchtower {seen.tower} has no preset {seen.preset}"
+                        )
+            watched = [c.camera for c in getattr(event, "cameras", ())]
+            if isinstance(event, StreamLost | RoadObstruction):
+                watched.append(event.camera)
+            for camera in watched:
+                if camera not in cameras:
+                    raise ConfigError(f"{where}: the site has no camera {camera!r}")
             for device in named:
-                if device not in known:
-                    raise ConfigError(f"events[{i}] ({event.name}): the site has no {device!r}")
+                if device not in known | cameras | set(towers):
+                    raise ConfigError(f"{where}: the site has no {device!r}")
 
 
 def place_point(site: Site, place: Place) -> Point:

@@ -24,13 +24,14 @@ from detectors.health import Issue, same_view
 from detectors.motion import GATE_WIDTH
 from detectors.scene import Analysis, Hit, SceneAnalyzer
 from gridwatch import topics
+from gridwatch.camera_geometry import bearing_deg, ground_point
+from gridwatch.errors import ConfigError
 from gridwatch.events import Detection, DetectionKind, Point, SourceRef, SourceType, ZoneKind
 from gridwatch.liveness import Heartbeat
-from gridwatch.site import Zone
+from gridwatch.site import Site, Zone
 from gridwatch.site_cameras import Camera, Vision, Watchtower
 from ingest.camera_construction import ConstructionPatrol
 from ingest.camera_evidence import BaselineStore, EvidenceStore
-from ingest.camera_geometry import bearing_deg, ground_point
 from ingest.camera_source import Captured, FrameSource, Lost, Restored, SourceEvent
 
 log = logging.getLogger(__name__)
@@ -335,6 +336,7 @@ class CameraWorker:
             source=self.source,
             ts=frame.ts if frame is not None else datetime.now(UTC),
             confidence=1.0,
+            location=self.location,  # a fault is at the device itself
             rule=f"camera_health:{issue.value}",
             cleared=not active,
         )
@@ -347,6 +349,27 @@ class CameraWorker:
             detection = detection.model_copy(update={"snapshot": snapshot})
         self.stats.published += 1
         self.publish(detection)
+
+
+def worker_for(
+    site: Site,
+    device: str,
+    stream: str,
+    publish: Publish,
+    evidence: EvidenceStore,
+    *,
+    ptz: PtzHead | None = None,
+) -> CameraWorker:
+    """The worker of one stream (``visible`` or ``thermal``) of a camera or tower of ``site``."""
+    camera = next((c for c in site.cameras if c.id == device), None)
+    if camera is not None:
+        return CameraWorker.for_camera(camera, publish, evidence)
+    tower = next((t for t in site.watchtowers if t.id == device), None)
+    if tower is None:
+        raise ConfigError(f"the site has no camera or watchtower {device!r}")
+    return CameraWorker.for_watchtower(
+        tower, publish, evidence, thermal=stream == "thermal", ptz=ptz, zones=site.zones
+    )
 
 
 def _construction(

@@ -4,7 +4,8 @@ The recorder subscribes to what the bridge subscribes to (QoS 1, a clean session
 it takes nothing from the bridge) and keeps every message's bytes, QoS, retain flag and receive
 time. Each camera or watchtower stream is read through ``VideoSource``, as a camera worker
 reads it, and sampled at the view's ``burst_fps``: the most a worker ever analyses, so a worker
-replaying the recording finds a frame wherever its own sampler wants one.
+replaying the recording finds a frame wherever its own sampler wants one; when a stream is lost
+and when it is back is recorded too.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gridwatch.errors import ServiceError
 from gridwatch.mqtt_access import MqttAccess
 from gridwatch.site import Site
-from ingest.camera_source import Captured, Lost, VideoSource
+from ingest.camera_source import Captured, Lost, Restored, VideoSource
 from ingest.camera_worker import Sampler
 from ingest.mqtt_bridge import subscriptions
-from ingest.recording import Manifest, RecordedFrame, RecordedMessage, RecordingWriter
+from ingest.recording import (
+    Manifest,
+    RecordedFrame,
+    RecordedMessage,
+    RecordedOutage,
+    RecordingWriter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +177,20 @@ class Recorder:
         source = VideoSource(stream.url, start=self.started_at, backoff_s=(0.5, 5.0))
         try:
             for event in source.frames(self._stop, wanted):
-                if isinstance(event, Lost):
-                    self.notes.append(f"{stream.device}/{stream.stream}: {event.reason}")
+                if isinstance(event, Lost | Restored):
+                    lost = isinstance(event, Lost)
+                    reason = event.reason if isinstance(event, Lost) else ""
+                    if lost:
+                        self.notes.append(f"{stream.device}/{stream.stream}: {reason}")
+                    self.writer.outage(
+                        RecordedOutage(
+                            at_s=self._at(),
+                            device=stream.device,
+                            stream=stream.stream,
+                            lost=lost,
+                            reason=reason,
+                        )
+                    )
                 if not isinstance(event, Captured):
                     continue
                 at_s = (event.ts - self.started_at).total_seconds()

@@ -1,13 +1,15 @@
 """A recording of a site's live feeds: one SQLite file, written by ``gridwatch record`` and read
 by ``gridwatch replay``.
 
-It holds three tables: ``manifest`` (one row: the site's street, when recording started and
+It holds four tables: ``manifest`` (one row: the site's street, when recording started and
 stopped, the versions that made it, per-stream notes such as a camera that could not be read),
 ``messages`` (every MQTT message the bridge subscribes to, with its payload bytes as received,
-QoS, retain flag and receive time) and ``frames`` (sampled camera frames as JPEG, with the
-device, the stream and the capture time). Times are seconds from the start of the recording, so
-the two tables play back on one timeline. SQLite makes it one compact file that a developer can
-inspect with any SQLite client, written transactionally, readable while it grows.
+QoS, retain flag and receive time), ``frames`` (sampled camera frames as JPEG, with the
+device, the stream and the capture time) and ``outages`` (when a stream was lost and when it
+came back, so a replayed camera worker reports them as the live one did). Times are seconds
+from the start of the recording, so the tables play back on one timeline. SQLite makes it one
+compact file that a developer can inspect with any SQLite client, written transactionally,
+readable while it grows.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pydantic import AwareDatetime, Field
 from gridwatch.errors import ConfigError
 from gridwatch.events import Model
 
-FORMAT = "gridwatch-recording/1"
+FORMAT = "gridwatch-recording/2"
+READABLE = (FORMAT, "gridwatch-recording/1")  # the first format had no outages
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
@@ -37,6 +40,10 @@ CREATE TABLE IF NOT EXISTS frames (
   jpeg BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS frames_by_stream ON frames (device, stream, at_s);
+CREATE TABLE IF NOT EXISTS outages (
+  seq INTEGER PRIMARY KEY, at_s REAL NOT NULL, device TEXT NOT NULL, stream TEXT NOT NULL,
+  lost INTEGER NOT NULL, reason TEXT NOT NULL
+);
 """
 
 
@@ -69,6 +76,17 @@ class RecordedFrame:
     device: str
     stream: str  # "visible" or "thermal"
     jpeg: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutage:
+    """A stream lost (``lost``) or back again at ``at_s``."""
+
+    at_s: float
+    device: str
+    stream: str
+    lost: bool
+    reason: str = ""
 
 
 class RecordingWriter:
@@ -113,6 +131,14 @@ class RecordingWriter:
             self._db.commit()
             self.frames += 1
 
+    def outage(self, outage: RecordedOutage) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO outages (at_s, device, stream, lost, reason) VALUES (?, ?, ?, ?, ?)",
+                (outage.at_s, outage.device, outage.stream, int(outage.lost), outage.reason),
+            )
+            self._db.commit()
+
     def close(self, stopped_at: datetime, notes: tuple[str, ...] = ()) -> Manifest:
         with self._lock:
             self.manifest = self.manifest.model_copy(
@@ -139,7 +165,7 @@ class Recording:
         if row is None:
             raise ConfigError(f"{path}: not a gridwatch recording (no manifest)")
         self.manifest = Manifest.model_validate_json(row[0])
-        if self.manifest.format != FORMAT:
+        if self.manifest.format not in READABLE:
             raise ConfigError(f"{path}: format {self.manifest.format!r}, expected {FORMAT!r}")
 
     def _connect(self) -> sqlite3.Connection:
@@ -176,6 +202,20 @@ class Recording:
                 yield RecordedFrame(at_s=at_s, device=device, stream=stream, jpeg=bytes(jpeg))
         finally:
             db.close()
+
+    def outages(self, device: str, stream: str) -> list[RecordedOutage]:
+        """One stream's losses and recoveries in time order."""
+        if self.manifest.format != FORMAT:
+            return []
+        rows = self._db.execute(
+            "SELECT at_s, lost, reason FROM outages WHERE device = ? AND stream = ?"
+            " ORDER BY at_s, seq",
+            (device, stream),
+        )
+        return [
+            RecordedOutage(at_s=at_s, device=device, stream=stream, lost=bool(lost), reason=why)
+            for at_s, lost, why in rows
+        ]
 
     def span_s(self) -> float:
         """Seconds from the start of the recording to its last message or frame."""

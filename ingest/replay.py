@@ -15,6 +15,7 @@ must stay within ``max_ahead_s``.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import threading
@@ -34,9 +35,9 @@ from gridwatch.errors import ConfigError, ServiceError
 from gridwatch.mqtt_access import MqttAccess
 from gridwatch.site import Site
 from ingest.camera_evidence import EvidenceStore
-from ingest.camera_source import Captured, SourceEvent, Wanted, every_frame
-from ingest.camera_worker import CameraWorker, Publish
-from ingest.recording import Recording
+from ingest.camera_source import Captured, Lost, Restored, SourceEvent, Wanted, every_frame
+from ingest.camera_worker import CameraWorker, Publish, worker_for
+from ingest.recording import RecordedFrame, RecordedOutage, Recording
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ class MqttReplayer:
 
 class RecordedSource:
     """One recorded stream as a camera source: its frames, decoded, each when due on the
-    timeline and stamped with its capture time (shifted by ``offset`` when rebased)."""
+    timeline and stamped with its capture time (shifted by ``offset`` when rebased), and its
+    recorded losses and recoveries, each when due."""
 
     def __init__(
         self,
@@ -185,9 +187,17 @@ class RecordedSource:
         self.start = recording.manifest.started_at + offset
 
     def frames(self, stop: threading.Event, wanted: Wanted = every_frame) -> Iterator[SourceEvent]:
-        for frame in self.recording.frames(self.device, self.stream):
+        played: Iterator[RecordedFrame | RecordedOutage] = heapq.merge(
+            self.recording.frames(self.device, self.stream),
+            self.recording.outages(self.device, self.stream),
+            key=lambda e: e.at_s,
+        )
+        for frame in played:
             if not self.timeline.wait(frame.at_s, stop):
                 return
+            if isinstance(frame, RecordedOutage):
+                yield Lost(frame.reason) if frame.lost else Restored()
+                continue
             ts = self.start + timedelta(seconds=frame.at_s)
             if not wanted(ts):  # as a live source does: decode only what will be looked at
                 continue
@@ -215,25 +225,19 @@ def camera_workers(
     offset: timedelta,
 ) -> list[tuple[CameraWorker, RecordedSource]]:
     """A worker and its source for every recorded stream of a camera or tower of ``site``."""
-    cameras = {c.id: c for c in site.cameras}
-    towers = {t.id: t for t in site.watchtowers}
-    out = []
-    for device, stream in recording.streams():
-        if device in cameras:
-            worker = CameraWorker.for_camera(cameras[device], publish, evidence)
-        elif device in towers:
-            worker = CameraWorker.for_watchtower(
-                towers[device],
-                publish,
-                evidence,
-                thermal=stream == "thermal",
-                ptz=RecordedHead(),
-                zones=site.zones,
-            )
-        else:
-            raise ConfigError(f"the recording has frames of {device!r}, which the site lacks")
-        out.append((worker, RecordedSource(recording, device, stream, timeline, offset)))
-    return out
+    return [
+        (
+            worker_for(site, device, stream, publish, evidence, ptz=RecordedHead()),
+            RecordedSource(recording, device, stream, timeline, offset),
+        )
+        for device, stream in recording.streams()
+    ]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    acked: int  # MQTT messages the broker acknowledged
+    workers: tuple[CameraWorker, ...]  # the camera workers that analysed the frames
 
 
 def replay(
@@ -248,9 +252,9 @@ def replay(
     evidence: EvidenceStore | None,
     access: MqttAccess | None = None,
     stop: threading.Event | None = None,
-) -> int:
+) -> Replayed:
     """Play ``recording`` into the broker (and, given ``publish``, its frames through camera
-    workers); returns the MQTT messages the broker acknowledged."""
+    workers)."""
     now = datetime.now(UTC)
     problem = replay_window(recording, site, speed, rebase=rebase, now=now)
     if problem is not None:
@@ -274,8 +278,10 @@ def replay(
             raise
 
     threads = []
+    workers = []
     if publish is not None and evidence is not None:
         for worker, source in camera_workers(recording, site, publish, evidence, timeline, offset):
+            workers.append(worker)
             thread = threading.Thread(target=work, args=(worker, source), daemon=True)
             thread.start()
             threads.append(thread)
@@ -286,4 +292,4 @@ def replay(
             thread.join()
     if failures:
         raise ServiceError(f"a camera worker died: {failures[0]!r}") from failures[0]
-    return acked
+    return Replayed(acked, tuple(workers))

@@ -467,6 +467,19 @@ def devices_and_zones(
                 "fov_deg": 70.0,
             }
         )
+    # The farm cameras look out over their fields from the edge: the ground in view is farmland,
+    # so a fire they see is straw burning wherever its ground fix lands.
+    for camera, field_name in (
+        (cameras[3], "团结社区农田（一）"),
+        (cameras[4], "团结社区农田（二）"),
+    ):
+        camera["vision"] = {
+            "horizon": FARM_HORIZON,
+            "zones": [
+                FlowMap(kind="farmland", name=field_name,
+                        polygon=Flow(Flow(p) for p in FARM_IMAGE_ZONE))
+            ],
+        }  # fmt: skip
 
     # Two towers on the forest's long axis, far enough apart for their bearings to triangulate.
     box = forest.minimum_rotated_rectangle.exterior.coords
@@ -557,6 +570,8 @@ WATCH_RANGE_M = 900.0
 # lanes of the road camera (simulators.road_scenes.road_zone), in fractions of width and height.
 WATCH_IMAGE_ZONE = ((0.3, 0.4), (0.7, 0.4), (0.7, 0.85), (0.3, 0.85))
 ROAD_IMAGE_ZONE = ((0.0, 0.55), (1.0, 0.55), (1.0, 0.85), (0.0, 0.85))
+FARM_HORIZON = 0.32  # simulators.camera_scenes.HORIZON
+FARM_IMAGE_ZONE = ((0, FARM_HORIZON), (1, FARM_HORIZON), (1, 1), (0, 1))
 
 
 # -- checks --------------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ that preset's clip on both protocols. A scene that changes the view for good (a 
 compressed days, a car that stalls and stays: ``camera_scenes.CHANGES``) plays on the stream's
 clock instead, which starts with its first client (so a worker that connects late still sees
 the view before the change), whatever the head did meanwhile, once and then looping its part
-after the change. ``CameraSimulator`` is the API the CLI and the demo use::
+after the change. A scenario's events are ``Cue``s: from its time on a camera shows a fire at a
+given image point, or a watchtower's preset does (and its thermal stream the fire's hotspot),
+or a camera's stream goes down; ``CameraSimulator.schedule`` plays them. ``CameraSimulator`` is
+the API the CLI and the demo use::
 
     with CameraSimulator(feeds_for_site(site, {"CAM-004": "farm_fire"}), work_dir) as sim:
         sim.rtsp_url("cam-004"), sim.mjpeg_url("cam-004"), sim.ptz_url("WT-01")
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +43,35 @@ QUIET = "quiet"  # what a camera sees when nothing happens
 ROAD_ONSET_S = 20.0  # empty road before the car stops: the traffic detector learns the lanes
 # (its warm-up is 15 samples, at a road camera's 1 fps)
 ROAD_AFTER_S = 30.0  # the stalled car's clip runs this long past the stall time, then loops
+LOST = "lost"  # a cue that takes a camera's stream down
+RENDER_THREADS = 2
+
+
+@dataclass(frozen=True)
+class Cue:
+    """From ``at_s`` on, ``device`` shows ``scene`` standing at ``source`` (fractions of the
+    image) in its view, or at its preset ``preset``; a ``LOST`` scene takes its stream down."""
+
+    at_s: float
+    device: str
+    scene: str
+    source: tuple[float, float] = (0.5, 0.7)
+    preset: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The clip key of the cue's scene in its feed."""
+        return self.scene if self.preset is None else f"{self.preset}/{self.scene}"
+
+    @property
+    def thermal_key(self) -> str | None:
+        """The clip key of its hotspot in a watchtower's thermal feed, if the scene burns."""
+        if self.preset is None or POSITIVES.get(self.scene) not in FLAMES:
+            return None
+        return f"{self.preset}/hotspot"
+
+
+FLAMES = ("fire", "fire_and_smoke")  # scene labels a thermal camera sees as a hotspot
 
 
 @dataclass(frozen=True)
@@ -63,6 +97,7 @@ class ClipChannel:
     clips: dict[str, list[bytes]]
     key: str
     drops: int = 0
+    down: bool = False  # a connection then gets no frame at all
     clocked: Mapping[str, int] = field(default_factory=dict)  # key → frame its loop starts at
     started: float | None = None  # time.monotonic() of the first client: clocked frame 0
 
@@ -71,7 +106,7 @@ class ClipChannel:
             self.started = time.monotonic()
         started = self.started
         drops, key, i = self.drops, self.key, 0
-        while drops == self.drops:
+        while drops == self.drops and not self.down:
             if key != self.key:
                 key, i = self.key, 0
             frames = self.clips[key]
@@ -116,6 +151,8 @@ def feeds_for_site(
     size: tuple[int, int] = (640, 360),
     seed: int = 1,
     footage: bool = True,
+    cues: Iterable[Cue] = (),
+    fire_age_s: float = 0.0,
     road_onset_s: float = ROAD_ONSET_S,
 ) -> list[Feed]:
     """Every camera and watchtower of ``site``, quiet unless ``scenes`` says otherwise.
@@ -123,19 +160,30 @@ def feeds_for_site(
     ``scenes`` maps a camera id, or ``TOWER:PRESET``, to a scene element of
     ``simulators.camera_scenes`` (``fire``, ``smoke``, ``farm_fire``…). A fixed camera with a
     scene starts on it and can be switched to ``quiet``; a watchtower's thermal stream shows a
-    hotspot at every preset whose visible scene burns. With ``footage`` the flames and smoke
-    are real ones from the training images where those are present (``camera_footage``).
-    A ``road_obstruction`` road is empty for ``road_onset_s``; a ``construction`` preset
-    needs its tower's compressed day (``construction_change.day_s``).
+    hotspot at every preset whose visible scene burns. Each of ``cues`` adds the clip its
+    scene plays from its time on (``CameraSimulator.schedule``), its fire ``fire_age_s`` old
+    when it comes into view (a loop restarts it at that age). With ``footage`` the flames
+    and smoke are real ones from the training images where those are present
+    (``camera_footage``). A ``road_obstruction`` road is empty for ``road_onset_s``; a
+    ``construction`` preset needs its tower's compressed day (``construction_change.day_s``).
     """
     scenes = dict(scenes or {})
+    cues = [c for c in cues if c.scene != LOST]
     known = {c.id for c in site.cameras} | {
         f"{t.id}:{p.id}" for t in site.watchtowers for p in t.presets
     }
     if unknown := sorted(set(scenes) - known):
         raise ValueError(f"no camera or watchtower preset {', '.join(unknown)} in the site")
 
-    def scenario(name: str, element: str, n: int, *, thermal: bool = False) -> Scenario:
+    def scenario(
+        name: str,
+        element: str,
+        n: int,
+        *,
+        thermal: bool = False,
+        source: tuple[float, float] = (0.5, 0.7),
+        onset_s: float = 0.0,
+    ) -> Scenario:
         return Scenario(
             name=name,
             label=POSITIVES.get(element) or CHANGES.get(element, "none"),
@@ -143,8 +191,9 @@ def feeds_for_site(
             seed=seed * 1000 + n,
             duration_s=seconds,
             fps=fps,
-            onset_s=0.0 if element != QUIET else None,
+            onset_s=onset_s if element != QUIET else None,
             thermal=thermal,
+            source=source,
             size=size,
             footage=footage,
         )
@@ -162,6 +211,10 @@ def feeds_for_site(
         clips = {"quiet": scenario(f"{path}-quiet", QUIET, n)}
         if camera.id in scenes:
             clips[scenes[camera.id]] = event(camera, f"{path}-event", scenes[camera.id], n)
+        for cue in (c for c in cues if c.device == camera.id):
+            clips[cue.key] = scenario(
+                f"{path}-{cue.scene}", cue.scene, n, source=cue.source, onset_s=-fire_age_s
+            )
         feeds.append(Feed(camera.id, path, clips, scenes.get(camera.id, "quiet")))
         n += 1
     for tower in site.watchtowers:
@@ -175,6 +228,16 @@ def feeds_for_site(
             thermal[str(p.id)] = scenario(
                 f"{tower.id}-{p.id}-ir", hot or "thermal_quiet", n, thermal=True
             )
+            for cue in (c for c in cues if c.device == tower.id and c.preset == p.id):
+                age = -fire_age_s
+                visible[cue.key] = scenario(
+                    f"{tower.id}-{cue.key}", cue.scene, n, source=cue.source, onset_s=age
+                )
+                if cue.thermal_key is not None:
+                    thermal[cue.thermal_key] = scenario(
+                        f"{tower.id}-{cue.key}-ir", "hotspot", n, thermal=True,
+                        source=cue.source, onset_s=age,
+                    )  # fmt: skip
             n += 1
         first = str(tower.presets[0].id)
         base = tower.id.lower()
@@ -246,6 +309,8 @@ class CameraSimulator:
         self.work_dir = work_dir
         self.channels: dict[str, ClipChannel] = {}
         self.heads: dict[str, SimulatedPtz] = {}
+        self._shown: dict[tuple[str, int], Cue] = {}  # what a cue put at a tower's preset
+        self._timers: list[threading.Timer] = []
         self._stuck = stuck
         self._rtsp_wanted = rtsp
         self._rtsp_port = rtsp_port
@@ -255,12 +320,25 @@ class CameraSimulator:
 
     def start(self) -> None:
         mounts: dict[str, Mount] = {}
+        clips = [
+            (path, key, sc) for path, feed in self.feeds.items() for key, sc in feed.clips.items()
+        ]
+        # Rendering is most of the start-up, and OpenCV and NumPy let go of the GIL: two at once.
+
+        def render(clip: tuple[str, str, Scenario]) -> tuple[list[bytes], Path]:
+            path, key, sc = clip
+            return self._render(
+                sc, self.work_dir / "clips" / f"{path.replace('/', '-')}-{key}.gwh264"
+            )
+
+        with ThreadPoolExecutor(RENDER_THREADS) as pool:
+            done = pool.map(render, clips)
+            rendered = dict(zip([(path, key) for path, key, _ in clips], done, strict=True))
         for path, feed in self.feeds.items():
             jpegs: dict[str, list[bytes]] = {}
             files: dict[str, Path] = {}
-            for key, sc in feed.clips.items():
-                target = self.work_dir / "clips" / f"{path.replace('/', '-')}-{key}.gwh264"
-                jpegs[key], files[key] = self._render(sc, target)
+            for key in feed.clips:
+                jpegs[key], files[key] = rendered[path, key]
             clocked = {
                 key: round(sc.loop_from_s * sc.fps)
                 for key, sc in feed.clips.items()
@@ -270,7 +348,7 @@ class CameraSimulator:
             self.channels[path] = ClipChannel(fps, jpegs, feed.start, clocked=clocked)
             mounts[path] = Mount(fps, files, feed.start, clocked)
             if feed.ptz and feed.device not in self.heads:
-                first = {int(k): _first_frame(s) for k, s in feed.clips.items()}
+                first = {int(k): _first_frame(s) for k, s in feed.clips.items() if k.isdigit()}
                 head = SimulatedPtz(first, stuck=feed.device in self._stuck)
                 head.preset = int(feed.start)
                 self.heads[feed.device] = head
@@ -305,11 +383,42 @@ class CameraSimulator:
             head = self.heads[device]
             head.goto(preset)
             log.info("PTZ %s to preset %d (at %d)", device, preset, head.preset)
-            for path, feed in self.feeds.items():
-                if feed.device == device and feed.ptz:
-                    self.select(path, str(head.preset))
+            self._show(device, head.preset)
 
         return goto
+
+    def _show(self, device: str, preset: int) -> None:
+        """The head's streams show what is at ``preset`` now: a cue's scene, or its own clip."""
+        cue = self._shown.get((device, preset))
+        for path, feed in self.feeds.items():
+            if feed.device == device and feed.ptz:
+                cued = () if cue is None else (cue.key, cue.thermal_key)
+                self.select(path, next((k for k in cued if k and k in feed.clips), str(preset)))
+
+    def schedule(self, cues: Iterable[Cue]) -> None:
+        """Play each cue ``at_s`` seconds from now (on a timer thread)."""
+        for cue in cues:
+            timer = threading.Timer(cue.at_s, self.cue, args=(cue,))
+            timer.daemon = True
+            timer.start()
+            self._timers.append(timer)
+
+    def cue(self, cue: Cue) -> None:
+        """What ``cue`` says happens, now."""
+        paths = [p for p, f in self.feeds.items() if f.device == cue.device]
+        if not paths:
+            raise KeyError(f"no feed of {cue.device}")
+        log.info("cue at %.1f s: %s shows %s", cue.at_s, cue.device, cue.key)
+        if cue.scene == LOST:
+            for path in paths:
+                self.cut(path)
+        elif cue.preset is None:
+            for path in paths:
+                self.select(path, cue.key)
+        else:
+            self._shown[(cue.device, cue.preset)] = cue
+            if self.heads[cue.device].preset == cue.preset:
+                self._show(cue.device, cue.preset)
 
     def select(self, path: str, key: str) -> None:
         """The stream at ``path`` shows clip ``key`` from its next frame, on both protocols."""
@@ -325,6 +434,12 @@ class CameraSimulator:
         self.channels[path].drops += 1
         if self.rtsp is not None:
             self.rtsp.drop(path)
+
+    def cut(self, path: str) -> None:
+        """Take the stream at ``path`` down for good: its clients are cut off and find no
+        frame when they reconnect (MJPEG only: an RTSP client is only dropped)."""
+        self.channels[path].down = True
+        self.drop(path)
 
     def mjpeg_url(self, path: str) -> str:
         assert self.http is not None  # noqa: S101
@@ -351,6 +466,8 @@ class CameraSimulator:
         return out
 
     def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         if self.rtsp is not None:
             self.rtsp.stop()
             self.rtsp = None

@@ -57,11 +57,15 @@ class SourceState(Model):
 
 
 class Tracked(Model):
-    """An incident with the sources still raising it and the latest bearing of each tower."""
+    """An incident with the sources still raising it and the sharpest latest bearing of each
+    tower, with the width of the box it came from: a tower's visible and thermal streams both
+    report, and a thermal hotspot's few pixels give a truer bearing than a learned model's tile,
+    so a wider box's bearing never replaces a narrower one's."""
 
     incident: Incident
     active: dict[str, SourceState] = {}
     bearings: dict[str, float] = {}
+    bearing_widths: dict[str, int] = {}
 
 
 class FusionState(Model):
@@ -134,7 +138,7 @@ def fuse(
             fix = _pair(pending, det, ctx)
             if fix is None:
                 if not det.cleared:
-                    pending = [p for p in pending if p.source != det.source] + [det]
+                    pending = _pend(pending, det)
                 return _state(tracked, pending, corroborators), None
             partner, point, error = fix
             pending.remove(partner)
@@ -164,7 +168,7 @@ def expire(
                 update={"revision": t.incident.revision + 1, "ended": True}
             )
             ended.append(incident)
-            t = Tracked(incident=incident, bearings=t.bearings)
+            t = Tracked(incident=incident, bearings=t.bearings, bearing_widths=t.bearing_widths)
         tracked.append(t)
     return state.model_copy(update={"tracked": tuple(tracked)}), ended
 
@@ -334,9 +338,8 @@ def _start(
         first_seen=det.ts,
         last_seen=det.ts,
     )
-    bearings = {det.source.id: det.bearing_deg} if det.bearing_deg is not None else {}
-    new = Tracked(
-        incident=incident, active={_key(det.source): _source(det, None, False)}, bearings=bearings
+    new = _bearing_of(
+        Tracked(incident=incident, active={_key(det.source): _source(det, None, False)}), det
     )
     own = new.active[_key(det.source)]
     rule = kinds.detection(det.kind).corroboration
@@ -377,14 +380,13 @@ def _join(
         active.pop(_key(det.source), None)
     elif not late:
         active[_key(det.source)] = _source(det, active.get(_key(det.source)), corroborating)
-    bearings = dict(t.bearings)
+    aimed = _bearing_of(t, det)
+    bearings = aimed.bearings
     update: dict[str, object] = {}
-    if det.bearing_deg is not None:
-        bearings[det.source.id] = det.bearing_deg
-        if len(bearings) >= 2:
-            fix = _triangulate(ctx, _bearing_detections(bearings, det))
-            if fix is not None:
-                update.update(location=fix[0], location_error_m=fix[1])
+    if aimed is not t and len(bearings) >= 2:
+        fix = _triangulate(ctx, _bearing_detections(bearings, det))
+        if fix is not None:
+            update.update(location=fix[0], location_error_m=fix[1])
     own = [s for s in active.values() if not s.corroborating]
     if own:
         update.update(
@@ -408,7 +410,46 @@ def _join(
             "ended": late or not own,
         }
     )
-    return Tracked(incident=incident, active=active, bearings=bearings)
+    return Tracked(
+        incident=incident, active=active, bearings=bearings, bearing_widths=aimed.bearing_widths
+    )
+
+
+def _width(det: Detection) -> int | None:
+    return det.bbox[2] if det.bbox is not None else None
+
+
+def _coarser(width: int | None, kept: int | None) -> bool:
+    """Whether a bearing from a box ``width`` wide is coarser than one from a ``kept`` wide."""
+    return kept is not None and (width is None or width > kept)
+
+
+def _pend(pending: list[Detection], det: Detection) -> list[Detection]:
+    """``det`` waiting for another tower's bearing, in place of its tower's earlier one unless
+    that came from a narrower box."""
+    earlier = next((p for p in pending if p.source == det.source), None)
+    if earlier is not None and _coarser(_width(det), _width(earlier)):
+        return pending
+    return [p for p in pending if p.source != det.source] + [det]
+
+
+def _bearing_of(t: Tracked, det: Detection) -> Tracked:
+    """``t`` with ``det``'s bearing as its tower's, unless that tower's is from a narrower box
+    (``t`` itself then, as when ``det`` has no bearing)."""
+    if det.bearing_deg is None:
+        return t
+    tower = det.source.id
+    width = _width(det)
+    if tower in t.bearings and _coarser(width, t.bearing_widths.get(tower)):
+        return t
+    widths = dict(t.bearing_widths)
+    if width is None:
+        widths.pop(tower, None)
+    else:
+        widths[tower] = width
+    return t.model_copy(
+        update={"bearings": {**t.bearings, tower: det.bearing_deg}, "bearing_widths": widths}
+    )
 
 
 def _bearing_detections(bearings: dict[str, float], det: Detection) -> dict[str, Detection]:

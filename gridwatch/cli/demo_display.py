@@ -80,7 +80,8 @@ def print_summary(summary: DemoSummary) -> None:
         ("readings sent / stored", f"{summary.readings_sent} / {summary.readings_stored}"),
         ("lost readings", str(summary.lost_readings)),
         ("reading corrections (a second value for a stored time)", str(summary.corrections)),
-        ("tower detections sent", str(summary.tower_detections_sent)),
+        ("camera frames analysed", str(summary.camera_frames_analysed)),
+        *((f"  by {name}", str(frames)) for name, frames in sorted(summary.camera_workers.items())),
         ("detections", str(summary.detections)),
         ("incidents", str(summary.incidents)),
         (

@@ -16,9 +16,17 @@ from typing import Any, Protocol
 
 import psycopg
 
+from gridwatch.cli.demo_cameras import (
+    LiveCameras,
+    demo_cues,
+    road_scenes,
+    watched_site,
+    worker_name,
+)
 from gridwatch.cli.demo_summary import DemoSummary
 from gridwatch.cli.recordings import demo_recorder, demo_replay
 from gridwatch.scenario import Scenario as ScenarioFile
+from gridwatch.scenario import place_point
 from gridwatch.scenario_score import run_incidents, score
 from gridwatch.services import ServiceUrls
 from gridwatch.site import Site
@@ -33,7 +41,7 @@ class Approval(StrEnum):
 @dataclass(frozen=True)
 class Feeds:
     record: Path | None = None  # record the run's MQTT traffic and frames into this file
-    replay: Path | None = None  # play this recording instead of the scenario's sensors
+    replay: Path | None = None  # play this recording instead of the scenario's sensors and cameras
 
 
 class View(Protocol):
@@ -66,16 +74,12 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
     from alerts.sinks import BROADCAST, DISPATCH
     from gridwatch import kafka
     from gridwatch.xml_signature import load_signer, make_throwaway
+    from ingest.camera_worker import kafka_publish
     from ingest.mqtt_bridge import MqttBridge
+    from ingest.recorder import site_streams
     from simulators.broadcast_receiver import BroadcastReceiver
     from simulators.dispatch_desk import DeskPolicy, DispatchDesk
-    from simulators.fire_scenario import (
-        FireTruth,
-        fire_point,
-        publish_towers,
-        sensor_messages,
-        tower_detections,
-    )
+    from simulators.fire_scenario import sensor_messages
     from simulators.sensors import MqttPublisher, Truth, sensor_scenario
     from streams.app import build_app
     from streams.persist import run_persist
@@ -120,6 +124,20 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
     bridge = MqttBridge(site, producer, urls.mqtt_host, urls.mqtt_port)
     faust_app = build_app(site, urls.kafka_bootstrap, run_dir / "faust")
     db = urls.database_url
+    cues, scenes = demo_cues(site, spec), road_scenes(spec)
+    watched = watched_site(site, cues, scenes)
+    cameras = None
+    if feeds.replay is None:
+        cameras = LiveCameras(watched, cues, scenes, run_dir, kafka_publish(producer))
+        with view.starting(f"simulated cameras and {len(cues)} camera events"):
+            await asyncio.to_thread(cameras.start)
+        view.note(
+            f"[bold]camera workers[/bold] {', '.join(worker_name(w) for w in cameras.workers)}"
+        )
+    # Recording from the moment the streams are served: a road camera learns its empty road
+    # before the car stops, and so must the replay's.
+    streams = [] if cameras is None else site_streams(cameras.served)
+    recorder = demo_recorder(site, urls, feeds.record, streams)
     with view.starting("roles (MQTT bridge, streams, alerts, closed loop, writer)"):
         await asyncio.to_thread(bridge.start)
         await faust_app.start()
@@ -149,20 +167,19 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
         )
     assert spec.fire is not None  # noqa: S101 - checked by the command
     scenario = sensor_scenario(spec)
-    truth, fire = Truth(), FireTruth(fire_point(site, spec.fire))
+    truth, fire = Truth(), place_point(site, spec.fire.place)
     messages = sensor_messages(site, scenario, truth, spec.fire)
-    recorder = demo_recorder(site, urls, feeds.record)
     started, started_at = time.monotonic(), datetime.now(UTC)
-    if feeds.replay is None:
+    player: asyncio.Task[Any]
+    if cameras is not None:
         publisher = MqttPublisher(urls.mqtt_host, urls.mqtt_port)
         player = asyncio.create_task(asyncio.to_thread(publisher.play, messages))
+        cameras.play()
     else:
+        assert feeds.replay is not None  # noqa: S101
         collections.deque(messages, maxlen=0)  # the scenario's truth, without its messages
-        player = asyncio.create_task(demo_replay(site, urls, producer, run_dir, feeds.replay))
-    # The towers' detections stand in for camera workers, straight onto Kafka: no recording
-    # holds them, so a replay sends them again as the scenario says.
-    detections = tower_detections(site, fire, spec.fire)
-    towers = asyncio.create_task(publish_towers(producer, detections, fire))
+        # The towers' workers see what the live run's saw: the presets of the scenario's fire.
+        player = asyncio.create_task(demo_replay(watched, urls, producer, run_dir, feeds.replay))
     complete = False
     with psycopg.connect(db, autocommit=True) as conn:
         seen = datetime.fromtimestamp(0, UTC)
@@ -183,7 +200,7 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
             )
             caught_up = (
                 player.done()
-                and towers.done()
+                and (cameras is None or cameras.reported())
                 and now["readings_stored"] >= truth.readings_sent
                 and now["deadletters"] >= truth.bad_sent
                 and loop_now["cases"] > 0
@@ -207,13 +224,22 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
             "frames": recorder.writer.frames,
             "notes": list(manifest.notes),
         }
+    if cameras is not None:
+        await asyncio.to_thread(cameras.stop)
     await console_runner.cleanup()
     await asyncio.gather(*roles, return_exceptions=True)
     await faust_app.stop()
     await asyncio.to_thread(bridge.stop)
     for server in (desk, receiver, callbacks):
         await server.stop()
-    acked = await player if player.done() else 0
+    played = await player if player.done() else None
+    # Live, the player is the MQTT publisher (its acknowledged messages); a replay, the
+    # recording's player (``ingest.replay.Replayed``), which ran the camera workers itself.
+    if cameras is not None:
+        acked, workers, dead = played or 0, cameras.workers, [repr(e) for e in cameras.failures]
+    else:
+        acked = played.acked if played else 0
+        workers, dead = list(played.workers) if played else [], []
     figures.update(
         backend=plan.backend,
         complete=complete,
@@ -224,8 +250,10 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
         messages_acked_by_broker=acked,
         readings_sent=truth.readings_sent,
         bad_messages_sent=truth.bad_sent,
-        tower_detections_sent=fire.detections_sent,
-        fire={"lon": round(fire.fire.lon, 6), "lat": round(fire.fire.lat, 6)},
+        camera_frames_analysed=sum(w.stats.frames_analysed for w in workers),
+        camera_workers={worker_name(w): w.stats.frames_analysed for w in workers},
+        camera_workers_died=dead,
+        fire={"lon": round(fire.lon, 6), "lat": round(fire.lat, 6)},
         dispatch_messages_received=len(desk.received),
         broadcast_messages_received=len(receiver.received),
         broadcasts_played=len(receiver.played),

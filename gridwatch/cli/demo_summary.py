@@ -53,7 +53,9 @@ class DemoSummary(BaseModel):
     messages_acked_by_broker: int
     readings_sent: int
     bad_messages_sent: int
-    tower_detections_sent: int
+    camera_frames_analysed: int
+    camera_workers: dict[str, int]  # frames each camera worker analysed
+    camera_workers_died: list[str]
     fire: dict[str, float]
     lost_readings: int
     dispatch_messages_received: int
@@ -103,6 +105,8 @@ class DemoSummary(BaseModel):
             reasons.append("the pipeline did not catch up before the timeout")
         if self.lost_readings:
             reasons.append(f"{self.lost_readings} readings were not stored")
+        for error in self.camera_workers_died:
+            reasons.append(f"a camera worker died: {error}")
         score = self.score
         if score.missed:
             reasons.append(f"{score.missed} scenario events were missed")

@@ -125,7 +125,7 @@ def replay(
             evidence=EvidenceStore(settings.evidence_dir),
             access=mqtt_access(settings),
             stop=_stop_on_signals(),
-        )
+        ).acked
     except GridwatchError as err:
         raise fail(str(err)) from err
     finally:
@@ -136,25 +136,25 @@ def replay(
     console.print(f"replayed {acked} messages (acknowledged by the broker)")
 
 
-def demo_recorder(site: Site, urls: ServiceUrls, out: Path | None) -> Any:
-    """``gridwatch record`` inside the demo, on its broker, from before the scenario plays:
-    MQTT only, since the demo serves no camera stream (its towers' detections go straight to
-    Kafka)."""
+def demo_recorder(site: Site, urls: ServiceUrls, out: Path | None, streams: list[Any]) -> Any:
+    """``gridwatch record`` inside the demo, on its broker and the simulated cameras' streams
+    (``ingest.recorder.Stream``), from before the scenario plays."""
     if out is None:
         return None
     from ingest.recorder import Recorder
 
-    recorder = Recorder(site, Settings().site, out, urls.mqtt_host, urls.mqtt_port, streams=[])
+    recorder = Recorder(site, Settings().site, out, urls.mqtt_host, urls.mqtt_port, streams=streams)
     recorder.start()
     return recorder
 
 
 async def demo_replay(
     site: Site, urls: ServiceUrls, producer: Any, run_dir: Path, path: Path
-) -> int:
+) -> Any:
     """``gridwatch replay`` inside the demo: the recording at its own pace, frames included,
     its times rebased: a device whose newest reading is older than its heartbeat would be
-    offline, and the run that made the recording ended a while ago."""
+    offline, and the run that made the recording ended a while ago. Returns what
+    ``ingest.replay.replay`` does: the acknowledged messages and the camera workers."""
     from ingest.camera_evidence import EvidenceStore
     from ingest.camera_worker import kafka_publish
     from ingest.recording import Recording

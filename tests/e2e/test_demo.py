@@ -20,48 +20,78 @@ def test_demo_thin_path(demo_run: DemoRun) -> None:
 def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRun) -> None:
     s = demo_run.summary
     score = s["score"]
-    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 3
+    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 5
     assert all(e["detected"] and e["level_ok"] and e["sources_ok"] for e in score["per_event"])
     assert score["missed"] == score["false_incidents"] == 0 and score["passed"] is True
-    # Each incident names the sources that raised it, per kind.
+    # Each incident names the sources that raised it, per kind: every camera incident from
+    # the camera workers' own analysis of the simulated streams, none injected.
     raised = {i["kind"]: sorted(i["raised_by"]) for i in s["incident_list"]}
     assert raised == {
         "flood": ["sensor WL-001"],
         "forest_fire": ["sensor SM-001", "watchtower WT-01", "watchtower WT-02"],
-        "straw_burning": ["sensor PM-001"],
+        "straw_burning": ["camera CAM-004", "sensor PM-001"],
+        "device_fault": ["camera CAM-002"],
+        "traffic_safety": ["camera CAM-006"],
     }
     assert "incidents by kind" in demo_run.stdout and "watchtower WT-02" in demo_run.stdout
 
 
-def test_demo_fire_flood_and_plume_close_the_loop(demo_run: DemoRun) -> None:
+def test_demo_cameras_are_analysed_by_their_workers_with_snapshots(demo_run: DemoRun) -> None:
     s = demo_run.summary
-    # The scenario: a gauge rising through all three colours, a PM2.5 plume rising likewise,
-    # and a forest fire seen by two towers, then by the forest smoke sensor.
+    workers = s["camera_workers"]
+    assert sorted(workers) == [
+        "camera CAM-002",
+        "camera CAM-004",
+        "camera CAM-006",
+        "watchtower WT-01 thermal",
+        "watchtower WT-01 visible",
+        "watchtower WT-02 thermal",
+        "watchtower WT-02 visible",
+    ]
+    assert all(n > 0 for n in workers.values()) and s["camera_workers_died"] == []
+    assert s["camera_frames_analysed"] == sum(workers.values())
+    assert "camera frames analysed" in demo_run.stdout
+    # Every detection that saw something left its snapshot under the run's evidence.
+    for device in ("CAM-004", "CAM-006", "WT-01", "WT-02"):
+        assert list((demo_run.run_dir / "evidence" / device).rglob("*-crop.jpg")), device
+
+
+def test_demo_fire_flood_plume_and_fault_close_the_loop(demo_run: DemoRun) -> None:
+    s = demo_run.summary
+    # The scenario: a gauge rising through all three colours, straw burning seen by a camera
+    # and a PM2.5 plume rising likewise, a forest fire seen by two towers, then by the forest
+    # smoke sensor, a camera whose stream goes down and a car stalled on the ramp camera's lane.
     kinds = sorted(i["kind"] for i in s["incident_list"])
-    assert kinds == ["flood", "forest_fire", "straw_burning"] and s["incidents"] == 3
+    assert kinds == ["device_fault", "flood", "forest_fire", "straw_burning", "traffic_safety"]
+    assert s["incidents"] == 5
     fire = next(i for i in s["incident_list"] if i["kind"] == "forest_fire")
     assert fire["level"] == "red" and fire["sources"] == 3  # two towers and the smoke sensor
+    # Triangulated from the bearings the towers' thermal hotspots gave.
     assert fire["location_error_m"] is not None and fire["location_error_m"] < 150
     assert (
         abs(fire["lon"] - s["fire"]["lon"]) < 0.002 and abs(fire["lat"] - s["fire"]["lat"]) < 0.002
     )
-    # Gauge and plume notify each colour once; the fire is red at once (two towers and the
-    # forest zone), its yellow and orange inhibited.
-    assert s["alerts_by_level"] == {"yellow": 2, "orange": 2, "red": 3}
-    assert s["tower_detections_sent"] == 2
+    # The fire is red at once (two towers and the forest zone), its yellow and orange
+    # inhibited; the fault and the stalled car stay yellow; gauge and plume notify red, and
+    # yellow and orange unless alert grouping (on the wall clock) folded one into the next.
+    by_level = s["alerts_by_level"]
+    assert by_level["red"] == 3 and by_level["yellow"] == 4 and 1 <= by_level["orange"] <= 2
     # Every case is dispatched, worked by the desk (the flood once reworked) and closed.
-    assert s["cases_by_state"] == {"closed": 3}
+    assert s["cases_by_state"] == {"closed": 5}
     k = s["kpis"]
-    assert (k["due"], k["closed"], k["closed_on_time"]) == (3, 3, 3)
-    assert (k["closure_rate"], k["on_time_rate"], k["rework_rate"]) == (100.0, 100.0, 33.33)
-    assert k["community_share"] == 0.0  # red cases are held by the street command center
-    # Dispatch: one per case, plus a regrade per later colour of the gauge and the plume.
-    assert s["dispatch_messages_received"] == 7
+    assert (k["due"], k["closed"], k["closed_on_time"]) == (5, 5, 5)
+    assert (k["closure_rate"], k["on_time_rate"], k["rework_rate"]) == (100.0, 100.0, 20.0)
+    # Red cases are held by the street command center, the yellow ones by the community.
+    assert k["community_share"] == 40.0
+    # Dispatch: one per case, plus a regrade per later colour notified.
+    regrades = sum(by_level.values()) - s["incidents"]
+    assert s["dispatch_messages_received"] == s["cases"] + regrades
     # Broadcast, after the (recorded) approval: CAP + EBM to go on air, and again to cancel.
     assert s["broadcast_messages_received"] == 12 and s["outbox_dead"] == 0
     received = demo_run.run_dir / "received"
     caps = sorted((received / "broadcast").glob("*.xml"))
-    assert len(caps) == 6 and len(list((received / "dispatch").glob("*.json"))) == 7
+    dispatched = list((received / "dispatch").glob("*.json"))
+    assert len(caps) == 6 and len(dispatched) == s["dispatch_messages_received"]
     texts = [c.read_text() for c in caps]
     assert sum("<msgType>Cancel</msgType>" in t for t in texts) == 3
     assert all("<references>" in t for t in texts if "<msgType>Cancel</msgType>" in t)

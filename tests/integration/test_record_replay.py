@@ -105,7 +105,7 @@ def test_record_then_replay_gives_the_same_messages_and_the_same_fire(
             acked = replay(
                 recording, site, host, port, speed=4.0, rebase=False,
                 publish=found.append, evidence=EvidenceStore(tmp_path / "evidence"),
-            )  # fmt: skip
+            ).acked  # fmt: skip
             took = time.monotonic() - started
             deadline = time.monotonic() + 10
             while len(witness.got) < len(mine) and time.monotonic() < deadline:

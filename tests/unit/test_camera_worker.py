@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gridwatch.camera_geometry import bearing_deg, ground_point
 from gridwatch.events import Detection, Point
 from gridwatch.geo import LocalProjection
 from gridwatch.site_cameras import Preset, Watchtower
 from ingest.camera_evidence import EvidenceStore
-from ingest.camera_geometry import bearing_deg, ground_point
 from ingest.camera_source import Captured
 from ingest.camera_worker import CameraWorker, Sampler
 

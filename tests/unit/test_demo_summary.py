@@ -25,27 +25,36 @@ def _found(site: Site, names: dict[str, Level]) -> list[RunIncident]:
     return found
 
 
-def _verdict(site: Site, incidents: list[RunIncident]) -> list[str]:
+def _verdict(site: Site, incidents: list[RunIncident], died: tuple[str, ...] = ()) -> list[str]:
     result = score(load_scenario(), site, incidents)
-    return DemoSummary.model_construct(complete=True, lost_readings=0, score=result).failures
+    return DemoSummary.model_construct(
+        complete=True, lost_readings=0, camera_workers_died=list(died), score=result
+    ).failures
+
+
+EXPECTED = {e.name: e.expect.level for e in load_scenario().events}
 
 
 def test_a_run_finding_every_event_and_nothing_else_passes(site: Site) -> None:
-    red = {e.name: Level.RED for e in load_scenario().events}
-    assert _verdict(site, _found(site, red)) == []
+    assert _verdict(site, _found(site, EXPECTED)) == []
+
+
+def test_a_run_whose_camera_worker_died_fails(site: Site) -> None:
+    died = "RuntimeError('decoder gone')"
+    assert _verdict(site, _found(site, EXPECTED), (died,)) == [f"a camera worker died: {died}"]
 
 
 def test_a_missed_event_and_a_false_incident_fail_the_run(site: Site) -> None:
     found = _found(site, {"flood rise": Level.RED, "forest fire": Level.RED})
     stray = RunIncident(kind=IncidentKind.TRAFFIC_SAFETY, level=Level.YELLOW, lon=0.0, lat=0.0)
     assert _verdict(site, [*found, stray]) == [
-        "1 scenario events were missed",
+        "3 scenario events were missed",
         "1 false incidents were opened",
     ]
 
 
 def test_an_event_below_its_colour_fails_the_run(site: Site) -> None:
-    levels = {e.name: Level.RED for e in load_scenario().events} | {"flood rise": Level.ORANGE}
+    levels = EXPECTED | {"flood rise": Level.ORANGE}
     assert _verdict(site, _found(site, levels)) == [
         "not at the expected colour or sources: flood rise"
     ]

@@ -132,6 +132,38 @@ def test_two_tower_bearings_triangulate_and_a_sensor_corroborates(ctx: FusionCon
     assert again is not None and again.id == incident.id
 
 
+def test_a_towers_coarse_bearing_never_replaces_its_sharp_one(ctx: FusionContext) -> None:
+    """A tower's thermal hotspot (a few pixels) and its visible stream's learned tile (a quarter
+    of the view) both report: the tile's bearing, off by degrees, leaves the fix alone."""
+    fire = Point(lon=106.611, lat=26.607)
+
+    def seen(tower: str, minutes: float, width: int, off_deg: float = 0.0) -> Detection:
+        d = bearing(tower, fire, minutes, ctx)
+        assert d.bearing_deg is not None
+        return d.model_copy(
+            update={"bbox": (300, 160, width, width), "bearing_deg": d.bearing_deg + off_deg}
+        )
+
+    state, _ = fuse(FusionState(), seen("WT-A", 0, 4), ctx)
+    state, fixed = fuse(state, seen("WT-B", 0.1, 4), ctx)
+    assert fixed is not None and ctx.projection.distance_m(fixed.location, fire) < 5
+    state, coarse = fuse(state, seen("WT-A", 0.5, 213, off_deg=6.0), ctx)
+    assert coarse is not None and coarse.location == fixed.location
+    # A sharper bearing still moves the fix (the fire itself moved 3° as seen from WT-A).
+    state, sharper = fuse(state, seen("WT-A", 1, 2, off_deg=3.0), ctx)
+    assert sharper is not None and ctx.projection.distance_m(sharper.location, fire) > 50
+    # Waiting for a second tower, a tower's sharp bearing is kept over its later coarse one.
+    state, _ = fuse(FusionState(), seen("WT-A", 0, 4), ctx)
+    state, none = fuse(state, seen("WT-A", 0.2, 213, off_deg=6.0), ctx)
+    assert none is None and [_width_of(p) for p in state.pending] == [4]
+    state, paired = fuse(state, seen("WT-B", 0.4, 4), ctx)
+    assert paired is not None and ctx.projection.distance_m(paired.location, fire) < 5
+
+
+def _width_of(det: Detection) -> int | None:
+    return det.bbox[2] if det.bbox is not None else None
+
+
 def test_a_clear_with_nothing_open_emits_nothing(ctx: FusionContext) -> None:
     state, incident = fuse(FusionState(), gauge("WL-1", None, 0), ctx)
     assert incident is None and state.tracked == ()

@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 from gridwatch.cli import app
 from gridwatch.errors import ConfigError
 from gridwatch.site import Site
-from ingest.camera_source import Captured
+from ingest.camera_source import Captured, Lost, Restored
 from ingest.recording import (
     Manifest,
     RecordedFrame,
     RecordedMessage,
+    RecordedOutage,
     Recording,
     RecordingWriter,
 )
@@ -161,6 +162,30 @@ def test_recorded_frames_play_as_a_camera_source_on_the_timeline(tmp_path: Path)
         T0 + offset + timedelta(seconds=0.1 * (i + 1)) for i in range(5)
     ]
     assert elapsed >= 0.5 / 10  # the last frame, at 0.5 s, was due at 0.05 s on a ×10 timeline
+
+
+def test_a_recorded_outage_plays_as_the_stream_lost_between_its_frames(tmp_path: Path) -> None:
+    path = tmp_path / "outage.gwrec"
+    writer = RecordingWriter(
+        path,
+        Manifest(street="520199003", site_file="s", started_at=T0, versions={}, subscriptions=()),
+    )
+    jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    for at_s in (0.1, 0.2, 0.6):
+        writer.frame(RecordedFrame(at_s=at_s, device="CAM-001", stream="visible", jpeg=jpeg))
+    writer.outage(RecordedOutage(at_s=0.3, device="CAM-001", stream="visible", lost=True,
+                                 reason="no frames from http://cam"))  # fmt: skip
+    writer.outage(RecordedOutage(at_s=0.5, device="CAM-001", stream="visible", lost=False))
+    writer.outage(RecordedOutage(at_s=0.4, device="CAM-002", stream="visible", lost=True))
+    writer.close(T0 + timedelta(seconds=1))
+    recording = Recording(path)
+    try:
+        source = RecordedSource(recording, "CAM-001", "visible", Timeline(100.0, time.monotonic()))
+        events = list(source.frames(threading.Event()))
+    finally:
+        recording.close()
+    assert [type(e) for e in events] == [Captured, Captured, Lost, Restored, Captured]
+    assert events[2] == Lost("no frames from http://cam")
 
 
 def _text(output: str) -> str:

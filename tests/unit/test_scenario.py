@@ -11,10 +11,17 @@ import pytest
 from gridwatch.errors import ConfigError
 from gridwatch.events import IncidentKind, Level
 from gridwatch.geo import LocalProjection
-from gridwatch.scenario import DEMO_SCENARIO, ForestFire, load_scenario, place_point
+from gridwatch.scenario import (
+    DEMO_SCENARIO,
+    ForestFire,
+    RoadObstruction,
+    SensorRise,
+    StreamLost,
+    load_scenario,
+    place_point,
+)
 from gridwatch.scenario_score import RunIncident, run_incidents, score
 from gridwatch.site import Site
-from simulators.fire_scenario import FireTruth, fire_point, tower_detections
 from simulators.sensors import Scenario, Truth, messages, plan_events, sensor_scenario
 
 
@@ -56,19 +63,24 @@ def test_the_demo_fire_is_where_and_when_it_was(site: Site) -> None:
     assert isinstance(fire, ForestFire)
     smoke = site.sensor("SM-001")
     assert smoke is not None
-    assert fire_point(site, fire) == LocalProjection(smoke.location).point(120.0, 60.0)
-    truth = FireTruth(fire_point(site, fire))
-    sent = tower_detections(site, truth, fire)
-    assert [(at, d.source.id) for at, d in sent] == [(1.0, "WT-01"), (1.5, "WT-02")]
+    assert place_point(site, fire.place) == LocalProjection(smoke.location).point(120.0, 60.0)
+    assert [(t.tower, t.at_s, t.preset) for t in fire.towers] == [
+        ("WT-01", 1.0, None),
+        ("WT-02", 1.5, None),
+    ]
     assert fire.smoke_rise_s == (4.0, 7.0) and fire.start == 1.0
 
 
 def test_stretching_scales_every_event_time(site: Site) -> None:
     spec = load_scenario().stretched(10.0)
     assert spec.duration_s == 10.0
-    flood = spec.events[0]
+    flood, straw, _, lost, car = spec.events
     assert (flood.start, getattr(flood, "peak_s", None)) == (2.0, 7.0)
     assert spec.fire is not None and spec.fire.smoke_rise_s == (2.0, 3.5)
+    assert [t.at_s for t in spec.fire.towers] == [0.5, 0.75]
+    assert isinstance(straw, SensorRise) and straw.cameras[0].at_s == 3.5 and straw.start == 2.0
+    assert isinstance(lost, StreamLost) and lost.at_s == 3.0
+    assert isinstance(car, RoadObstruction) and car.start == 0.0  # on the simulator's clock
 
 
 @pytest.mark.parametrize(
@@ -78,7 +90,9 @@ def test_stretching_scales_every_event_time(site: Site) -> None:
         ("peak_s: 14", "peak_s: 1", "events[0].sensor_rise: Value error, peak_s (1.0) must come"),
         ("metric: water_level_m", "metric: water_level_m\n    colour: red",
          "events[0].sensor_rise.colour"),
-        ("within_m: 200", "within_m: -5", "events[2].forest_fire.expect.within_m"),
+        ("within_m: 150, sources: 3", "within_m: -5", "events[2].forest_fire.expect.within_m"),
+        ("scene: farm_fire", "scene: rainbow", "events[1].sensor_rise.cameras[0].scene"),
+        ("kind: stream_lost", "kind: stream_lost\n    preset: 2", "events[3].stream_lost.preset"),
     ],
 )  # fmt: skip
 def test_a_bad_scenario_file_names_the_path(
@@ -91,10 +105,23 @@ def test_a_bad_scenario_file_names_the_path(
     assert problem in str(err.value)
 
 
-def test_a_scenario_naming_a_device_the_site_lacks_is_refused(site: Site, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("sensor: WL-001", "sensor: WL-999", "flood rise.*WL-999"),
+        ("camera: CAM-004", "camera: CAM-999", "PM2.5 plume.*no camera 'CAM-999'"),
+        ("camera: CAM-002", "camera: WT-01", "uplink lost.*no camera 'WT-01'"),
+        ("camera: CAM-006", "camera: CAM-009", "stalled car.*no camera 'CAM-009'"),
+        ("tower: WT-02, at_s: 1.5", "tower: WT-02, at_s: 1.5, preset: 9", "WT-02 has no preset 9"),
+        ("tower: WT-02", "tower: SM-001", "forest fire.*no watchtower 'SM-001'"),
+    ],
+)
+def test_a_scenario_naming_a_device_the_site_lacks_is_refused(
+    site: Site, tmp_path: Path, old: str, new: str, problem: str
+) -> None:
     path = tmp_path / "ghost.yaml"
-    path.write_text(DEMO_SCENARIO.read_text().replace("sensor: WL-001", "sensor: WL-999"))
-    with pytest.raises(ConfigError, match="flood rise.*WL-999"):
+    path.write_text(DEMO_SCENARIO.read_text().replace(old, new, 1))
+    with pytest.raises(ConfigError, match=problem):
         load_scenario(path).check(site)
 
 
@@ -118,7 +145,7 @@ def test_a_run_is_scored_by_event_with_its_false_incidents(site: Site) -> None:
         {"kind": "flood", "level": "yellow", "lon": far_lon, "lat": far_lat, "sources": 1},
     ]  # fmt: skip
     result = score(spec, site, run_incidents(listed))
-    flood, plume, fire = result.events
+    flood, plume, fire, lost, car = result.events
     assert flood.detected and flood.location_error_m == pytest.approx(30.0, abs=0.5)
     assert flood.level is Level.ORANGE and not flood.level_ok  # the gauge went red
     assert flood.time_to_first_alert_s == pytest.approx(2.5)  # started at 4 s
@@ -126,8 +153,10 @@ def test_a_run_is_scored_by_event_with_its_false_incidents(site: Site) -> None:
     assert fire.detected and fire.level_ok and fire.sources_ok
     assert fire.location_error_m == pytest.approx(50.0, abs=0.5)
     assert fire.time_to_first_alert_s == pytest.approx(0.7)
+    assert not lost.detected and lost.expected is IncidentKind.DEVICE_FAULT
+    assert not car.detected and car.expected is IncidentKind.TRAFFIC_SAFETY
     assert [i.kind for i in result.false_incidents] == [IncidentKind.FLOOD]  # 400 m off
-    assert (result.detected, result.missed, result.passed) == (2, 1, False)
+    assert (result.detected, result.missed, result.passed) == (2, 3, False)
     report = result.report()
     assert report["false_incidents"] == 1 and report["per_event"][1]["detected"] is False
 
@@ -147,4 +176,4 @@ def test_a_perfect_run_passes(site: Site) -> None:
             )
         )
     result = score(spec, site, incidents)
-    assert result.passed and result.detected == 3 and not result.false_incidents
+    assert result.passed and result.detected == 5 and not result.false_incidents
