@@ -376,10 +376,15 @@ def test_a_dead_network_thread_stops_the_bridge(
         raise RuntimeError("a fault in the network thread")
 
     with running(bridge):
+        network = bridge.client._thread
+        assert network is not None
         bridge.client.on_message = explode  # what any uncaught error did to the old handler
         publish(host, port, [(TELEMETRY, reading())])
         with pytest.raises(ServiceError, match="the MQTT network thread died"):
             bridge.run_until_stopped(poll_s=0.1)
+    # paho lets go of its thread before the exception ends it: wait, so that the exception
+    # is reported here (where it is expected) and not in whichever test runs next
+    network.join(10)
 
 
 def test_a_dead_producer_thread_stops_the_bridge(
