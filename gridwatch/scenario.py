@@ -194,6 +194,21 @@ class Scenario(Model):
                 sighting["at_s"] *= k
         return Scenario.model_validate({**raw, "duration_s": duration_s})
 
+    def without_camera_sightings(self) -> Scenario:
+        """The scenario with no camera seeing a sensor's fire, each event expecting those cameras
+        fewer: what holds where the real footage the cameras would show is absent (the learned
+        model rightly sees no fire in drawn flames)."""
+        events: list[ScenarioEvent] = []
+        for event in self.events:
+            if isinstance(event, SensorRise) and event.cameras:
+                sources = event.expect.sources
+                if sources is not None:
+                    sources -= len({c.camera for c in event.cameras})
+                expect = event.expect.model_copy(update={"sources": sources or None})
+                event = event.model_copy(update={"cameras": (), "expect": expect})
+            events.append(event)
+        return self.model_copy(update={"events": tuple(events)})
+
     def check(self, site: Site) -> None:
         """Every device an event names is in ``site``."""
         known = {s.id for s in site.sensors}

@@ -152,11 +152,14 @@ DEMO_ARGS = ("--duration", "12", "--rate", "4")
 
 def run_demo(database_url: str, path: Path, *extra: str) -> DemoRun:
     """`gridwatch demo` with ``DEMO_ARGS`` and ``extra``, its run directory under ``path``."""
-    # No service URL of the suite's: the demo starts its own. The real media stay where they are.
+    # No service URL of the suite's: the demo starts its own. The real media stay where they are,
+    # and the suite's group timeouts hold for the demo's roles too.
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("GRIDWATCH_") or k == "GRIDWATCH_SHARED_DATA"
+        if not k.startswith("GRIDWATCH_")
+        or k == "GRIDWATCH_SHARED_DATA"
+        or k.startswith("GRIDWATCH_CONSUMER_GROUPS__")
     }
     env["GRIDWATCH_DATABASE_URL"] = database_url
     summary_file = path / "summary.json"

@@ -27,6 +27,7 @@ from gridwatch.errors import GridwatchError
 from gridwatch.scenario import DEMO_SCENARIO, load_scenario
 from gridwatch.services import create_topics
 from gridwatch.settings import Settings
+from gridwatch.shared_data import FIRE_SMOKE
 from gridwatch.store.schema import ensure_schema
 
 
@@ -74,6 +75,16 @@ def demo(
     if spec.fire is None:
         raise fail(f"{scenario}: the demo needs a forest_fire event")
     spec = spec.stretched(duration).model_copy(update={"rate_hz": rate})
+    from simulators import camera_footage
+
+    if camera_footage.load() is None:
+        console.print(
+            f"[yellow]no real fire footage in {FIRE_SMOKE / 'train'}"
+            " (GRIDWATCH_SHARED_DATA):[/yellow] the cameras would show drawn flames, in which the"
+            " learned model sees no fire, so no camera is expected to see a sensor's fire;"
+            " the watchtowers' thermal streams still see the forest fire"
+        )
+        spec = spec.without_camera_sightings()
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         directory = run_dir.resolve()
@@ -94,6 +105,7 @@ def demo(
             feeds=Feeds(record=record, replay=replay),
             approve=approve,
             backend=backend.value,
+            groups=settings.consumer_groups,
         )
         with LiveView() as view:
             summary = asyncio.run(run_demo(plan, view))

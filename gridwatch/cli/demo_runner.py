@@ -8,7 +8,7 @@ import collections
 import contextlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +29,7 @@ from gridwatch.scenario import Scenario as ScenarioFile
 from gridwatch.scenario import place_point
 from gridwatch.scenario_score import run_incidents, score
 from gridwatch.services import ServiceUrls
+from gridwatch.settings import ConsumerGroups
 from gridwatch.site import Site
 from gridwatch.store.summary import NewAlert, closed_loop_counts, collect, counts, new_alerts
 
@@ -65,6 +66,7 @@ class DemoPlan:
     feeds: Feeds
     backend: str
     approve: Approval = Approval.AUTO
+    groups: ConsumerGroups = field(default_factory=ConsumerGroups)  # the roles' group timeouts
 
 
 async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
@@ -122,7 +124,7 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
     )
     site = site.model_copy(update={"policy": policy})
     bridge = MqttBridge(site, producer, urls.mqtt_host, urls.mqtt_port)
-    faust_app = build_app(site, urls.kafka_bootstrap, run_dir / "faust")
+    faust_app = build_app(site, urls.kafka_bootstrap, run_dir / "faust", groups=plan.groups)
     db = urls.database_url
     cues, scenes = demo_cues(site, spec), road_scenes(spec)
     watched = watched_site(site, cues, scenes)
@@ -145,12 +147,28 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
         roles = [
             asyncio.create_task(
                 run_engine(
-                    site, urls.kafka_bootstrap, producer, stop, database_url=db, ready=ready[0]
-                )
+                    site,
+                    urls.kafka_bootstrap,
+                    producer,
+                    stop,
+                    database_url=db,
+                    ready=ready[0],
+                    groups=plan.groups,
+                )  # fmt: skip
             ),
-            asyncio.create_task(run_persist(db, urls.kafka_bootstrap, stop, ready=ready[1])),
             asyncio.create_task(
-                run_closed_loop(site, db, urls.kafka_bootstrap, producer, stop, ready=ready[2])
+                run_persist(db, urls.kafka_bootstrap, stop, ready=ready[1], groups=plan.groups)
+            ),
+            asyncio.create_task(
+                run_closed_loop(
+                    site,
+                    db,
+                    urls.kafka_bootstrap,
+                    producer,
+                    stop,
+                    ready=ready[2],
+                    groups=plan.groups,
+                )  # fmt: skip
             ),
             asyncio.create_task(run_relay(site, db, producer, keys, stop, cap_signer=cap_signer)),
         ]

@@ -177,3 +177,15 @@ def test_a_perfect_run_passes(site: Site) -> None:
         )
     result = score(spec, site, incidents)
     assert result.passed and result.detected == 5 and not result.false_incidents
+
+
+def test_without_camera_sightings_no_camera_is_expected_to_see_a_sensor_s_fire() -> None:
+    spec = load_scenario(DEMO_SCENARIO)
+    straw = next(e for e in spec.events if isinstance(e, SensorRise) and e.cameras)
+    bare = spec.without_camera_sightings()
+    left = next(e for e in bare.events if isinstance(e, SensorRise) and e.name == straw.name)
+    assert left.cameras == ()
+    assert straw.expect.sources is not None
+    assert left.expect.sources == straw.expect.sources - len({c.camera for c in straw.cameras})
+    assert bare.fire == spec.fire  # the towers still see the forest fire
+    assert len(bare.events) == len(spec.events)
