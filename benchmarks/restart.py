@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 import time
 from concurrent.futures import Future
@@ -69,6 +70,7 @@ class Restart:
     restart_to_first_judged_s: float | None  # None: no detection (see ``error``)
     # Seconds from the restart until the worker logged each of PHASES.
     phases_s: dict[str, float] = field(default_factory=dict)
+    replayed: int | None = None  # device-state changelog records its recovery applied, as logged
     error: str = ""  # why the restarted worker judged nothing, if it died
 
 
@@ -221,6 +223,7 @@ def measure(base: Site, devices: int, store: TableStore) -> Restart:
                 finally:
                     roles.stop()
                     watching.cancel()
+                replayed = _replayed(log, logged)
             finally:
                 loop.close()
     return Restart(
@@ -231,8 +234,17 @@ def measure(base: Site, devices: int, store: TableStore) -> Restart:
         site_load_s=round(site_load_s, 2),
         restart_to_first_judged_s=None if at is None else round(at - restarted, 2),
         phases_s=phases,
+        replayed=replayed,
         error=error,
     )
+
+
+def _replayed(log: Path, start: int) -> int | None:
+    """The device-state changelog records the store says its recovery applied after byte
+    ``start`` of ``log``."""
+    text = log.read_bytes()[start:].decode(errors="replace")
+    found = re.search(r"table device-state: (\d+) changelog records replayed", text)
+    return int(found.group(1)) if found else None
 
 
 def _cause(log: Path) -> str:
@@ -250,14 +262,16 @@ def report(results: list[Restart], json_path: Path | None) -> str:
         document = [asdict(r) for r in results]
         json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     head = f"{'store':8} {'devices':>8} {'changelog':>9} {'its end':>8} {'site load s':>11}"
-    lines = [f"{head} {'restart → judged s':>19}  then: " + ", ".join(PHASES) + " s"]
+    lines = [
+        f"{head} {'replayed':>8} {'restart → judged s':>19}  then: " + ", ".join(PHASES) + " s"
+    ]
     for r in results:
         judged = (
             "-" if r.restart_to_first_judged_s is None else f"{r.restart_to_first_judged_s:.2f}"
         )
         lines.append(
             f"{r.store:8} {r.devices:>8} {r.changelog_messages:>9} {r.changelog_end:>8} "
-            f"{r.site_load_s:>11.2f} "
+            f"{r.site_load_s:>11.2f} {'-' if r.replayed is None else r.replayed:>8} "
             f"{judged:>19}  "
             + ", ".join(f"{r.phases_s.get(p, '-')}" for p in PHASES)
             + (f"  {r.error}" if r.error else "")
