@@ -11,17 +11,30 @@ With the memory store the worker first replays the whole changelog; with RocksDB
 its files under ``--datadir`` and replays only what was written after its last flush.
 
 Reading and validating the site file is part of every start and of the figure; it is also
-timed apart in this process (``site_load_s``), to show what the store leaves to it.
+timed apart in this process (``site_load_s``), to show what the store leaves to it. Where the
+rest goes is read off the restarted worker's log: when it has joined the consumer group and
+been given its partitions, when its tables are recovered (the changelog replayed, or the
+RocksDB files opened and the changelog's tail read), and when it is ready.
+
+The embedded broker (Tansu) reports as a partition's end the first offset of its last record
+batch + 1, which Faust takes as the changelog's end: a restarted RocksDB store finds its own
+offset beyond it and stops, and a memory store would replay short of the real end. A worker
+can send every record in a batch of its own (``GRIDWATCH_STREAMS_ONE_RECORD_PER_BATCH``), but
+that took over 300 s here to fill 100,000 devices' changelog. Here the worker
+batches as in production, and the last device's reading comes alone after the others are
+judged: the changelog's last batch is then that one record, and its end offset the true one,
+for both stores alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -38,6 +51,12 @@ from gridwatch.site import Site, load_site
 CHANGELOG = "gridwatch-streams-device-state-changelog"
 PER_BATCH = 100  # device reports per ``gw.readings`` record, as the bridge packs a gateway's
 START_TIMEOUT_S = 300.0
+# What the restarted worker logs on its way to judging, in order.
+PHASES = {
+    "joined": "Executing _on_partitions_assigned",
+    "recovered": "Recovery complete",
+    "ready": "Worker ready",
+}
 T = TypeVar("T")
 
 
@@ -45,11 +64,13 @@ T = TypeVar("T")
 class Restart:
     store: str
     devices: int
-    # The device-state changelog when the worker restarts, read up to the broker's high
-    # watermark (on Tansu, the last batch's first offset + 1: a few records short).
-    changelog_messages: int
+    changelog_messages: int  # the device-state changelog when the worker restarts
+    changelog_end: int  # its end as the broker lists it, which Faust recovers up to
     site_load_s: float  # reading and validating the site file, in every start
     restart_to_first_judged_s: float | None  # None: no detection (see ``error``)
+    # Seconds from the restart until the worker logged each of PHASES.
+    phases_s: dict[str, float] = field(default_factory=dict)
+    replayed: int | None = None  # device-state changelog records its recovery applied, as logged
     error: str = ""  # why the restarted worker judged nothing, if it died
 
 
@@ -57,10 +78,9 @@ def _report(device_id: str, value: float) -> Report:
     return Report.trusted(device_id, utcnow(), 0, {str(RULE["metric"]): (value, "-")})
 
 
-def _fill(bootstrap: str, site: Site) -> None:
-    """One reading of every device, in the bridge's batches."""
+def _fill(bootstrap: str, ids: list[str]) -> None:
+    """One reading of each of ``ids``, in the bridge's batches."""
     producer = kafka.producer(bootstrap)
-    ids = [sensor.id for sensor in site.sensors]
     for first in range(0, len(ids), PER_BATCH):
         batch = ReadingBatch(reports=tuple(_report(i, 1.0) for i in ids[first : first + PER_BATCH]))
         producer.send(topics.READINGS, key=batch.key, value=batch.to_bytes())
@@ -68,7 +88,7 @@ def _fill(bootstrap: str, site: Site) -> None:
     producer.close()
 
 
-async def _end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     reader = AIOKafkaConsumer(bootstrap_servers=kafka.servers(bootstrap))
     await reader.start()
     try:
@@ -86,7 +106,7 @@ async def _wait_changelog(bootstrap: str, quiet_s: float, timeout_s: float) -> i
     deadline = time.monotonic() + timeout_s
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        end = sum((await _end_offsets(bootstrap, CHANGELOG)).values())
+        end = sum((await end_offsets(bootstrap, CHANGELOG)).values())
         if end != last:
             last, since = end, time.monotonic()
         elif end > 0 and time.monotonic() - since >= quiet_s:
@@ -95,10 +115,16 @@ async def _wait_changelog(bootstrap: str, quiet_s: float, timeout_s: float) -> i
     return len(await kafka.read_topic(bootstrap, CHANGELOG, timeout_s=timeout_s))
 
 
-async def _first_detection(
-    bootstrap: str, since: dict[TopicPartition, int], device_id: str, timeout_s: float
+async def first_detection(
+    bootstrap: str,
+    since: dict[TopicPartition, int],
+    device_id: str,
+    timeout_s: float,
+    *,
+    cleared: bool = False,
 ) -> float | None:
-    """The monotonic time the first detection of ``device_id`` after ``since`` arrives."""
+    """The monotonic time the first detection of ``device_id`` after ``since`` arrives (one
+    that clears a condition, if ``cleared``)."""
     reader = AIOKafkaConsumer(
         bootstrap_servers=kafka.servers(bootstrap), fetch_max_wait_ms=kafka.FETCH_MAX_WAIT_MS
     )
@@ -111,11 +137,23 @@ async def _first_detection(
         while time.monotonic() < deadline:
             for records in (await reader.getmany(timeout_ms=200)).values():
                 for record in records:
-                    if decode(Detection, record.value or b"").source.id == device_id:
+                    detection = decode(Detection, record.value or b"")
+                    if detection.source.id == device_id and detection.cleared == cleared:
                         return time.monotonic()
         return None
     finally:
         await reader.stop()
+
+
+async def _phases(log: Path, start: int, t0: float, seen: dict[str, float]) -> None:
+    """Fill ``seen`` with the seconds from ``t0`` until each of PHASES first appears in ``log``
+    after byte ``start``."""
+    while len(seen) < len(PHASES):
+        text = log.read_bytes()[start:].decode(errors="replace") if log.exists() else ""
+        for name, marker in PHASES.items():
+            if name not in seen and marker in text:
+                seen[name] = round(time.monotonic() - t0, 2)
+        await asyncio.sleep(0.1)
 
 
 def _while_alive(roles: Roles, future: Future[T], timeout_s: float) -> T:
@@ -149,13 +187,18 @@ def measure(base: Site, devices: int, store: TableStore) -> Restart:
                 try:
                     if not roles.wait_logged("streams-worker", "Worker ready", START_TIMEOUT_S):
                         raise RuntimeError(f"the worker did not start (logs: {work})")
-                    _fill(urls.kafka_bootstrap, site)
-                    filled = loop.spawn(_wait_changelog(urls.kafka_bootstrap, 5.0, 300))
-                    held = _while_alive(roles, filled, 310)
+                    # The last device alone, after the others are judged: its state is the
+                    # changelog's last batch, of one record, so the broker's end is the true one.
+                    ids = [sensor.id for sensor in site.sensors]
+                    for part in (ids[:-1], ids[-1:]):
+                        _fill(urls.kafka_bootstrap, part)
+                        filled = loop.spawn(_wait_changelog(urls.kafka_bootstrap, 5.0, 300))
+                        held = _while_alive(roles, filled, 310)
+                    end = sum(loop.run(end_offsets(urls.kafka_bootstrap, CHANGELOG)).values())
                     time.sleep(3)  # the worker commits its offsets
                 finally:
                     roles.stop()
-                since = loop.run(_end_offsets(urls.kafka_bootstrap, topics.DETECTIONS))
+                since = loop.run(end_offsets(urls.kafka_bootstrap, topics.DETECTIONS))
                 probe = site.sensors[0].id
                 producer = kafka.producer(urls.kafka_bootstrap)
                 batch = ReadingBatch(reports=(_report(probe, cast(float, RULE["yellow"]) + 0.2),))
@@ -163,11 +206,15 @@ def measure(base: Site, devices: int, store: TableStore) -> Restart:
                 producer.flush()
                 producer.close()
                 judged = loop.spawn(
-                    _first_detection(urls.kafka_bootstrap, since, probe, START_TIMEOUT_S)
+                    first_detection(urls.kafka_bootstrap, since, probe, START_TIMEOUT_S)
                 )
                 time.sleep(1.0)  # the detection reader is in place before the start
+                log = work / "streams-worker.log"
+                logged = log.stat().st_size if log.exists() else 0
                 restarted = time.monotonic()
                 roles = Roles(["streams-worker"], env, work, max_restarts=0)
+                phases: dict[str, float] = {}
+                watching = loop.spawn(_phases(log, logged, restarted, phases))
                 at, error = None, ""
                 try:
                     at = _while_alive(roles, judged, START_TIMEOUT_S + 10)
@@ -175,16 +222,29 @@ def measure(base: Site, devices: int, store: TableStore) -> Restart:
                     error = f"{err} ({_cause(roles.roles['streams-worker'].log)})"
                 finally:
                     roles.stop()
+                    watching.cancel()
+                replayed = _replayed(log, logged)
             finally:
                 loop.close()
     return Restart(
         store=store,
         devices=devices,
         changelog_messages=held,
+        changelog_end=end,
         site_load_s=round(site_load_s, 2),
         restart_to_first_judged_s=None if at is None else round(at - restarted, 2),
+        phases_s=phases,
+        replayed=replayed,
         error=error,
     )
+
+
+def _replayed(log: Path, start: int) -> int | None:
+    """The device-state changelog records the store says its recovery applied after byte
+    ``start`` of ``log``."""
+    text = log.read_bytes()[start:].decode(errors="replace")
+    found = re.search(r"table device-state: (\d+) changelog records replayed", text)
+    return int(found.group(1)) if found else None
 
 
 def _cause(log: Path) -> str:
@@ -201,14 +261,19 @@ def report(results: list[Restart], json_path: Path | None) -> str:
     if json_path is not None:
         document = [asdict(r) for r in results]
         json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    head = f"{'store':8} {'devices':>8} {'changelog':>9} {'site load s':>11}"
-    lines = [f"{head} {'restart → judged s':>19}"]
+    head = f"{'store':8} {'devices':>8} {'changelog':>9} {'its end':>8} {'site load s':>11}"
+    lines = [
+        f"{head} {'replayed':>8} {'restart → judged s':>19}  then: " + ", ".join(PHASES) + " s"
+    ]
     for r in results:
         judged = (
             "-" if r.restart_to_first_judged_s is None else f"{r.restart_to_first_judged_s:.2f}"
         )
         lines.append(
-            f"{r.store:8} {r.devices:>8} {r.changelog_messages:>9} {r.site_load_s:>11.2f} "
-            f"{judged:>19}" + (f"  {r.error}" if r.error else "")
+            f"{r.store:8} {r.devices:>8} {r.changelog_messages:>9} {r.changelog_end:>8} "
+            f"{r.site_load_s:>11.2f} {'-' if r.replayed is None else r.replayed:>8} "
+            f"{judged:>19}  "
+            + ", ".join(f"{r.phases_s.get(p, '-')}" for p in PHASES)
+            + (f"  {r.error}" if r.error else "")
         )
     return "\n".join(lines)

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         " changelog on every start) or rocksdb (on disk under --datadir, so a restart replays"
         " only the changelog written since)",
     )
+    streams_one_record_per_batch: bool = Field(
+        default=False,
+        description="the streams worker sends every record in a produce batch of its own, for a"
+        " broker whose end offset counts batches instead of records (the embedded Tansu reports"
+        " the last batch's first offset + 1, which a restarted RocksDB store finds behind its"
+        " own); costs most of the worker's producer throughput",
+    )
     evidence_dir: Path = Field(default=Path("evidence"), description="snapshot store")
     liveness_dir: Path = Field(
         default=Path("liveness"), description="the roles' heartbeat files (gridwatch health)"

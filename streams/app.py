@@ -22,7 +22,7 @@ from streams import stores
 from streams.context import StreamContext
 from streams.fusion_agents import register_fusion
 from streams.sensor_agents import register_sensor_rules
-from streams.transport import Transport
+from streams.transport import PRODUCER_MAX_BATCH_BYTES, Transport
 
 
 def build_app(
@@ -38,11 +38,13 @@ def build_app(
     partitions: int = 1,
     store: TableStore = "memory",
     groups: ConsumerGroups | None = None,
+    one_record_per_batch: bool = False,
 ) -> faust.App:
     """The app on every server of ``bootstrap``. Its own topics (the tables' changelogs, the
     placed detections) get the source topics' ``partitions``: Faust assigns a table's changelog
     partition with the source partition of the same number, so the counts must agree for
-    several workers to share the partitions."""
+    several workers to share the partitions. ``one_record_per_batch``: see
+    ``Settings.streams_one_record_per_batch``."""
     groups = groups or ConsumerGroups()
     app = faust.App(
         app_id,
@@ -57,6 +59,8 @@ def build_app(
         broker_session_timeout=groups.session_timeout_s,
         broker_heartbeat_interval=groups.heartbeat_interval_s,
         producer_acks=-1,
+        # aiokafka closes a batch once it is over the size, so 1 byte is one record a batch.
+        producer_max_batch_size=1 if one_record_per_batch else PRODUCER_MAX_BATCH_BYTES,
         agent_supervisor=CrashingSupervisor,
     )
     app.transport = Transport(app.conf.broker_consumer, app)

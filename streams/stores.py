@@ -12,10 +12,15 @@ none to go by when an agent writes after a batch of events (the sensor rules wri
 device's state once per batch). A table partitioned by key (``use_partitioner``) has its
 changelog entry in the key's partition whatever the event, so its write is filed there: the
 same place a restarted worker finds it and a rebalance hands it over from.
+
+Both count the changelog records a recovery applies and log them when it completes: all of a
+table's changelog for the memory store, only what was written after its files for RocksDB.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import Any
 
 from faust import stores
@@ -32,7 +37,26 @@ def _key_partition(store: Any, key: bytes) -> int:
     return partition_of(key, store.table.partitions or store.app.conf.topic_partitions)
 
 
-class MemoryStore(memory.Store[Any, Any]):
+log = logging.getLogger(__name__)
+
+
+class _CountsReplay:
+    """Counts the changelog records a recovery applies (``replayed``), and logs them."""
+
+    replayed = 0
+    table: Any
+
+    def apply_changelog_batch(self, batch: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+        events = list(batch)
+        self.replayed += len(events)
+        super().apply_changelog_batch(events, *args, **kwargs)  # type: ignore[misc]
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        log.info("table %s: %d changelog records replayed", self.table.name, self.replayed)
+        await super().on_recovery_completed(active_tps, standby_tps)  # type: ignore[misc]
+
+
+class MemoryStore(_CountsReplay, memory.Store[Any, Any]):
     def __setitem__(self, key: Any, value: Any) -> None:
         if self.table.use_partitioner and isinstance(key, bytes):
             self._key_partition[key] = _key_partition(self, key)
@@ -55,7 +79,7 @@ class MemoryStore(memory.Store[Any, Any]):
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
 
-class RocksDBStore(rocksdb.Store):
+class RocksDBStore(_CountsReplay, rocksdb.Store):
     def _set(self, key: bytes, value: bytes | None) -> None:
         if not self.table.use_partitioner:
             super()._set(key, value)

@@ -7,7 +7,8 @@ only knob for it, so this transport sets it after Faust has built the consumer.
 
 Faust's producer lingers 0 ms by default, so every table write (a changelog message per
 reading) and every detection became its own produce request: a third of the rule worker's time
-went on socket writes. A few milliseconds of linger and larger batches send them together,
+went on socket writes. A few milliseconds of linger and larger batches (the app's
+``producer_max_batch_size``, ``PRODUCER_MAX_BATCH_BYTES`` here) send them together,
 lz4-compressed (as the bridge's producer does) since a device's state is kilobytes of JSON.
 """
 
@@ -39,10 +40,9 @@ class _Consumer(faust_aiokafka.Consumer):
 class _Producer(faust_aiokafka.Producer):
     def __post_init__(self) -> None:
         super().__post_init__()
-        # Only Faust's defaults are raised: a linger or batch size the app sets is kept.
+        # Only Faust's default is raised: a linger the app sets is kept.
         if not self.linger_ms:
             self.linger_ms = PRODUCER_LINGER_MS
-        self.max_batch_size = max(self.max_batch_size, PRODUCER_MAX_BATCH_BYTES)
         if self.compression_type is None:
             self.compression_type = kafka.compression()
 

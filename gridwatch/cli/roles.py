@@ -114,7 +114,8 @@ def streams_worker(
     settings = ctx.settings
     rules = build_app(ctx.site, ctx.kafka_bootstrap, datadir, heartbeat=ctx.heartbeat,
                       partitions=settings.topic_partitions, store=settings.table_store,
-                      groups=settings.consumer_groups)  # fmt: skip
+                      groups=settings.consumer_groups,
+                      one_record_per_batch=settings.streams_one_record_per_batch)  # fmt: skip
     Worker(rules, override_logging=False).execute_from_commandline()
 
 

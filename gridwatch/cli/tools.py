@@ -455,7 +455,7 @@ def bench_restart(
         raise fail(f"no table store {', '.join(unknown)}; there are memory and rocksdb")
     chosen = cast("list[TableStore]", stores)
     results = run(site_or_fail(Settings()), devices or [10_000, 100_000], chosen)
-    console.print(report(results, json_path), markup=False, highlight=False)
+    console.print(report(results, json_path), markup=False, highlight=False, soft_wrap=True)
 
 
 @bench_app.command("store")
