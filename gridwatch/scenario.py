@@ -4,8 +4,9 @@ A scenario is YAML validated strictly, like a site file. Each event names what t
 do and what the pipeline should make of it (``expect``: the incident kind, its colour, how far
 from the event's place the incident may be). The simulators play the events; ``gridwatch eval
 scenario`` scores a run against the ``expect`` of each. The bundled ``scenarios/demo.yaml`` is
-the demo's: a flood rise, a PM2.5 plume over farmland and a forest fire seen by two towers and a
-smoke sensor, on the bundled sample street.
+the demo's: a flood rise, a PM2.5 plume over farmland, a forest fire seen by two towers and a
+smoke sensor, a lost camera stream, a stalled car and a building rising on the new-city works over
+a rooftop tower's compressed days, on the bundled sample street.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from gridwatch.errors import ConfigError
-from gridwatch.events import IncidentKind, Level, Model, Point, describe_validation_error
+from gridwatch.events import (
+    IncidentKind,
+    Level,
+    Model,
+    Point,
+    ZoneKind,
+    describe_validation_error,
+)
 from gridwatch.geo import LocalProjection
 from gridwatch.site import Site, yaml_problem
 
@@ -146,8 +154,28 @@ class RoadObstruction(Model):
         return 0.0  # the car stops on the simulator's clock, from before the run plays
 
 
+class Construction(Model):
+    """A building rises on the plot that ``tower`` watches at its preset ``preset``, at
+    ``place``, and stands. The tower's patrol counts compressed days of ``day_s`` in the run;
+    the building rises on the simulator's clock once the patrol has its baseline of the empty
+    plot (``simulators.camera_feeds``), and is confirmed after ``construction_change.days``."""
+
+    kind: Literal["construction"]
+    name: str
+    tower: str
+    preset: int
+    day_s: float = Field(gt=0, description="the tower's compressed day in the run, s")
+    place: Place
+    expect: Expect
+
+    @property
+    def start(self) -> float:
+        return 0.0  # the building rises on the simulator's clock, from before the run plays
+
+
 ScenarioEvent = Annotated[
-    SensorRise | ForestFire | StreamLost | RoadObstruction, Field(discriminator="kind")
+    SensorRise | ForestFire | StreamLost | RoadObstruction | Construction,
+    Field(discriminator="kind"),
 ]
 
 
@@ -177,6 +205,10 @@ class Scenario(Model):
         return tuple(e for e in self.events if isinstance(e, RoadObstruction))
 
     @property
+    def constructions(self) -> tuple[Construction, ...]:
+        return tuple(e for e in self.events if isinstance(e, Construction))
+
+    @property
     def expected_deadletters(self) -> int:
         return 2 if self.bad_messages else 0
 
@@ -185,7 +217,7 @@ class Scenario(Model):
         k = duration_s / self.duration_s
         raw = self.model_dump(mode="json")
         for event in raw["events"]:
-            for key in ("start_s", "peak_s", "at_s"):
+            for key in ("start_s", "peak_s", "at_s", "day_s"):
                 if key in event:
                     event[key] *= k
             if "smoke_rise_s" in event:
@@ -226,6 +258,8 @@ class Scenario(Model):
                         raise ConfigError(
                             f"{where}: watchtower {seen.tower} has no preset {seen.preset}"
                         )
+            if isinstance(event, Construction):
+                _check_watch(site, event, where)
             watched = [c.camera for c in getattr(event, "cameras", ())]
             if isinstance(event, StreamLost | RoadObstruction):
                 watched.append(event.camera)
@@ -235,6 +269,24 @@ class Scenario(Model):
             for device in named:
                 if device not in known | cameras | set(towers):
                     raise ConfigError(f"{where}: the site has no {device!r}")
+
+
+def _check_watch(site: Site, event: Construction, where: str) -> None:
+    """The event's tower watches its preset for construction."""
+    tower = next((t for t in site.watchtowers if t.id == event.tower), None)
+    if tower is None:
+        raise ConfigError(f"{where}: the site has no watchtower {event.tower!r}")
+    if event.preset not in {p.id for p in tower.presets}:
+        raise ConfigError(f"{where}: watchtower {tower.id} has no preset {event.preset}")
+    watched = any(
+        z.kind is ZoneKind.CONSTRUCTION_WATCH and z.preset in (None, event.preset)
+        for z in tower.vision.zones
+    )
+    if tower.vision.detectors.construction_change is None or not watched:
+        raise ConfigError(
+            f"{where}: watchtower {tower.id} does not watch preset {event.preset} for"
+            " construction (a construction_watch zone and detectors.construction_change)"
+        )
 
 
 def place_point(site: Site, place: Place) -> Point:

@@ -533,6 +533,35 @@ def devices_and_zones(
         "detectors": {"construction_change": FlowMap(days=3)},
     }  # fmt: skip
 
+    # An urban 高空瞭望 on a tall building in the town, looking out over the new-city works for
+    # illegal building (and straw burning beyond): four presets, the second across the works, its
+    # image zone naming the works' map zone, which its bearing crosses.
+    rooftop = nearest_points(urban.buffer(-ROOFTOP_INSET_M), works.centroid)[0]
+    aim = heading(rooftop, works.centroid)
+    towers.append(
+        {
+            "id": "WT-03",
+            "name": "新城高空瞭望点",
+            "location": at(proj, rooftop.x, rooftop.y),
+            "height_m": 80.0,
+            "visible_url": f"{RTSP}/wt-03/visible",
+            "thermal_url": f"{RTSP}/wt-03/thermal",
+            "ptz_url": f"{PTZ}/WT-03/preset/{{preset}}",
+            "presets": [
+                FlowMap(id=k, pan_deg=round((aim + 90 * (k - WORKS_PRESET)) % 360, 1),
+                        tilt_deg=-4.0, zoom=1.0, fov_deg=64.0)
+                for k in range(4)
+            ],
+            "vision": {
+                "zones": [
+                    FlowMap(kind="construction_watch", preset=WORKS_PRESET, name="新城建设监控区",
+                            polygon=Flow(Flow(p) for p in WATCH_IMAGE_ZONE))
+                ],
+                "detectors": {"construction_change": FlowMap(days=3)},
+            },
+        }
+    )  # fmt: skip
+
     # A road camera at the town's ramp, beside the rain gauge: a stalled car or water in a lane
     # is a traffic-safety case, the gauge corroborates water.
     ramp = shapely.Point(town.x + 250, town.y + 150)
@@ -566,6 +595,8 @@ def devices_and_zones(
 
 WATCH_PRESET = 2  # of the first tower
 WATCH_RANGE_M = 900.0
+WORKS_PRESET = 1  # of the rooftop tower, across the new-city works
+ROOFTOP_INSET_M = 150.0  # the rooftop stands this far inside the built-up area
 # Where the plot lies in that preset's image (simulators.camera_sites draws it there), and the
 # lanes of the road camera (simulators.road_scenes.road_zone), in fractions of width and height.
 WATCH_IMAGE_ZONE = ((0.3, 0.4), (0.7, 0.4), (0.7, 0.85), (0.3, 0.85))

@@ -11,6 +11,7 @@ from typing import Any
 
 from gridwatch.scenario import Scenario
 from gridwatch.site import Site
+from gridwatch.site_detectors import REAL_DAY_S
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +38,43 @@ ROAD_SAMPLE_FPS = 2.0
 ROAD_ONSET_S = 10.0
 
 
-def road_scenes(spec: Scenario) -> dict[str, str]:
-    """The scenes the simulator plays on its own clock, by camera: the stalled cars."""
-    return {e.camera: "road_obstruction" for e in spec.road_obstructions}
+# A tower watching for construction patrols only the watched presets, quickly, so each visit
+# falls in a compressed day of its own (a round of one preset, 1.5 s).
+PATROL_SETTLE_S = 0.5
+PATROL_DWELL_S = 1.0
+PATROL_SAMPLE_FPS = 2.0
 
 
-def watched_site(site: Site, cues: Sequence[Any], scenes: dict[str, str]) -> Site:
-    """``site`` with only the cameras and towers the cues and scenes name, each tower patrolling
-    only the presets a cue shows a fire at (a round of seven presets, 2 s to settle and 30 s of
-    dwell each, takes nearly four minutes, longer than the whole demo), each road camera with
-    the demo's stall time."""
-    cameras = {c.device for c in cues if c.preset is None} | set(scenes)
+def clocked_scenes(spec: Scenario) -> dict[str, str]:
+    """The scenes the simulator plays on its own clock: the stalled cars by camera, the
+    buildings by ``TOWER:PRESET``."""
+    scenes = {e.camera: "road_obstruction" for e in spec.road_obstructions}
+    return scenes | {f"{e.tower}:{e.preset}": "construction" for e in spec.constructions}
+
+
+def watched_site(site: Site, cues: Sequence[Any], spec: Scenario) -> Site:
+    """``site`` with only the cameras and towers the scenario's camera events name, each tower
+    patrolling only the presets a cue shows a fire at or a building rises on (a round of seven
+    presets, 2 s to settle and 30 s of dwell each, takes nearly four minutes, longer than the
+    whole demo), each road camera with the demo's stall time, each construction tower on the
+    event's compressed days (``day_s``) and without the thermal stream where no fire is cued."""
+    cameras = {c.device for c in cues if c.preset is None} | {
+        e.camera for e in spec.road_obstructions
+    }
     presets: dict[str, set[int]] = {}
     for cue in cues:
         if cue.preset is not None:
             presets.setdefault(cue.device, set()).add(cue.preset)
+    for event in spec.constructions:
+        presets.setdefault(event.tower, set()).add(event.preset)
+    days = {e.tower: e.day_s for e in spec.constructions}
+    burning = {c.device for c in cues if c.preset is not None}
     towers = tuple(
-        t.model_copy(update={"presets": tuple(p for p in t.presets if p.id in presets[t.id])})
+        _demo_tower(
+            t.model_copy(update={"presets": tuple(p for p in t.presets if p.id in presets[t.id])}),
+            days.get(t.id),
+            t.id in burning,
+        )
         for t in site.watchtowers
         if t.id in presets
     )
@@ -63,6 +84,32 @@ def watched_site(site: Site, cues: Sequence[Any], scenes: dict[str, str]) -> Sit
             "watchtowers": towers,
         }
     )
+
+
+def _demo_tower(tower: Any, day_s: float | None, burning: bool) -> Any:
+    if day_s is None:
+        return tower
+    watch = tower.vision.detectors.construction_change
+    detectors = tower.vision.detectors.model_copy(
+        update={"construction_change": watch.model_copy(update={"day_s": day_s})}
+    )
+    vision = tower.vision.model_copy(update={"detectors": detectors})
+    patrol = {
+        "vision": vision,
+        "settle_s": PATROL_SETTLE_S,
+        "dwell_s": PATROL_DWELL_S,
+        "sample_fps": PATROL_SAMPLE_FPS,
+    }
+    return tower.model_copy(update=patrol if burning else patrol | {"thermal_url": None})
+
+
+def compressed_days(site: Site) -> dict[str, float]:
+    """The towers of ``site`` whose construction watch counts compressed days: their day, s."""
+    return {
+        t.id: watch.day_s
+        for t in site.watchtowers
+        if (watch := t.vision.detectors.construction_change) and watch.day_s < REAL_DAY_S
+    }
 
 
 def _demo_road(camera: Any) -> Any:
@@ -100,7 +147,7 @@ class LiveCameras:
         from simulators.camera_feeds import CameraSimulator, feeds_for_site
 
         self.site, self.cues, self.publish = site, list(cues), publish
-        self.expected = {c.device for c in self.cues} | set(scenes)
+        self.expected = {c.device for c in self.cues} | {k.partition(":")[0] for k in scenes}
         self.evidence = EvidenceStore(run_dir / "evidence")
         feeds = feeds_for_site(
             site,
@@ -157,7 +204,8 @@ class LiveCameras:
             base = t.id.lower()
             urls = {
                 "visible_url": sim.mjpeg_url(stream_path(t.visible_url, f"{base}/visible")),
-                "thermal_url": sim.mjpeg_url(stream_path(t.thermal_url, f"{base}/thermal")),
+                "thermal_url": t.thermal_url
+                and sim.mjpeg_url(stream_path(t.thermal_url, f"{base}/thermal")),
                 "ptz_url": sim.ptz_url(t.id),
             }
             towers.append(t.model_copy(update=urls))
@@ -172,7 +220,7 @@ class LiveCameras:
 
     def reported(self) -> bool:
         """Whether every device of a camera event has published: its fire seen, its stream
-        lost, its stalled car."""
+        lost, its stalled car, its building confirmed."""
         published = {w.source.id for w in self.workers if w.stats.published}
         return self.expected <= published
 

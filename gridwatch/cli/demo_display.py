@@ -82,6 +82,10 @@ def print_summary(summary: DemoSummary) -> None:
         ("reading corrections (a second value for a stored time)", str(summary.corrections)),
         ("camera frames analysed", str(summary.camera_frames_analysed)),
         *((f"  by {name}", str(frames)) for name, frames in sorted(summary.camera_workers.items())),
+        *(
+            (f"  {tower}: a construction day is (compressed) s", f"{day_s:g}")
+            for tower, day_s in sorted(summary.compressed_days_s.items())
+        ),
         ("detections", str(summary.detections)),
         ("incidents", str(summary.incidents)),
         (

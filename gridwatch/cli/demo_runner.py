@@ -18,8 +18,9 @@ import psycopg
 
 from gridwatch.cli.demo_cameras import (
     LiveCameras,
+    clocked_scenes,
+    compressed_days,
     demo_cues,
-    road_scenes,
     watched_site,
     worker_name,
 )
@@ -126,8 +127,12 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
     bridge = MqttBridge(site, producer, urls.mqtt_host, urls.mqtt_port)
     faust_app = build_app(site, urls.kafka_bootstrap, run_dir / "faust", groups=plan.groups)
     db = urls.database_url
-    cues, scenes = demo_cues(site, spec), road_scenes(spec)
-    watched = watched_site(site, cues, scenes)
+    cues, scenes = demo_cues(site, spec), clocked_scenes(spec)
+    watched = watched_site(site, cues, spec)
+    for tower, day_s in compressed_days(watched).items():
+        view.note(
+            f"[bold]compressed time[/bold] {tower}'s construction watch: a day is {day_s:g} s"
+        )
     cameras = None
     if feeds.replay is None:
         cameras = LiveCameras(watched, cues, scenes, run_dir, kafka_publish(producer))
@@ -271,6 +276,7 @@ async def run_demo(plan: DemoPlan, view: View) -> DemoSummary:
         camera_frames_analysed=sum(w.stats.frames_analysed for w in workers),
         camera_workers={worker_name(w): w.stats.frames_analysed for w in workers},
         camera_workers_died=dead,
+        compressed_days_s=compressed_days(watched),
         fire={"lon": round(fire.lon, 6), "lat": round(fire.lat, 6)},
         dispatch_messages_received=len(desk.received),
         broadcast_messages_received=len(receiver.received),

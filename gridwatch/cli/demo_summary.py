@@ -56,6 +56,7 @@ class DemoSummary(BaseModel):
     camera_frames_analysed: int
     camera_workers: dict[str, int]  # frames each camera worker analysed
     camera_workers_died: list[str]
+    compressed_days_s: dict[str, float]  # by tower: its construction watch's day in the run
     fire: dict[str, float]
     lost_readings: int
     dispatch_messages_received: int

@@ -20,7 +20,7 @@ def test_demo_thin_path(demo_run: DemoRun) -> None:
 def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRun) -> None:
     s = demo_run.summary
     score = s["score"]
-    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 5
+    assert score["scenario"] == "demo" and score["events"] == score["detected"] == 6
     assert all(e["detected"] and e["level_ok"] and e["sources_ok"] for e in score["per_event"])
     assert score["missed"] == score["false_incidents"] == 0 and score["passed"] is True
     # Each incident names the sources that raised it, per kind: every camera incident from
@@ -32,6 +32,7 @@ def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRu
         "straw_burning": ["camera CAM-004", "sensor PM-001"],
         "device_fault": ["camera CAM-002"],
         "traffic_safety": ["camera CAM-006"],
+        "illegal_construction": ["watchtower WT-03"],
     }
     assert "incidents by kind" in demo_run.stdout and "watchtower WT-02" in demo_run.stdout
 
@@ -47,12 +48,16 @@ def test_demo_cameras_are_analysed_by_their_workers_with_snapshots(demo_run: Dem
         "watchtower WT-01 visible",
         "watchtower WT-02 thermal",
         "watchtower WT-02 visible",
+        "watchtower WT-03 visible",  # no fire at the rooftop tower: its thermal stream is idle
     ]
     assert all(n > 0 for n in workers.values()) and s["camera_workers_died"] == []
     assert s["camera_frames_analysed"] == sum(workers.values())
     assert "camera frames analysed" in demo_run.stdout
+    # The rooftop tower's construction watch counts compressed days, and the run says so.
+    assert s["compressed_days_s"] == {"WT-03": 1.5}
+    assert "WT-03's construction watch: a day is 1.5 s" in demo_run.stdout
     # Every detection that saw something left its snapshot under the run's evidence.
-    for device in ("CAM-004", "CAM-006", "WT-01", "WT-02"):
+    for device in ("CAM-004", "CAM-006", "WT-01", "WT-02", "WT-03"):
         assert list((demo_run.run_dir / "evidence" / device).rglob("*-crop.jpg")), device
 
 
@@ -60,10 +65,14 @@ def test_demo_fire_flood_plume_and_fault_close_the_loop(demo_run: DemoRun) -> No
     s = demo_run.summary
     # The scenario: a gauge rising through all three colours, straw burning seen by a camera
     # and a PM2.5 plume rising likewise, a forest fire seen by two towers, then by the forest
-    # smoke sensor, a camera whose stream goes down and a car stalled on the ramp camera's lane.
+    # smoke sensor, a camera whose stream goes down, a car stalled on the ramp camera's lane and
+    # a building on the new-city works, confirmed by the rooftop tower after its three days.
     kinds = sorted(i["kind"] for i in s["incident_list"])
-    assert kinds == ["device_fault", "flood", "forest_fire", "straw_burning", "traffic_safety"]
-    assert s["incidents"] == 5
+    assert kinds == [
+        "device_fault", "flood", "forest_fire", "illegal_construction", "straw_burning",
+        "traffic_safety",
+    ]  # fmt: skip
+    assert s["incidents"] == 6
     fire = next(i for i in s["incident_list"] if i["kind"] == "forest_fire")
     assert fire["level"] == "red" and fire["sources"] == 3  # two towers and the smoke sensor
     # Triangulated from the bearings the towers' thermal hotspots gave.
@@ -72,17 +81,18 @@ def test_demo_fire_flood_plume_and_fault_close_the_loop(demo_run: DemoRun) -> No
         abs(fire["lon"] - s["fire"]["lon"]) < 0.002 and abs(fire["lat"] - s["fire"]["lat"]) < 0.002
     )
     # The fire is red at once (two towers and the forest zone), its yellow and orange
-    # inhibited; the fault and the stalled car stay yellow; gauge and plume notify red, and
+    # inhibited; the fault, the stalled car and the building stay yellow; gauge and plume
+    # notify red, and
     # yellow and orange unless alert grouping (on the wall clock) folded one into the next.
     by_level = s["alerts_by_level"]
-    assert by_level["red"] == 3 and by_level["yellow"] == 4 and 1 <= by_level["orange"] <= 2
+    assert by_level["red"] == 3 and by_level["yellow"] == 5 and 1 <= by_level["orange"] <= 2
     # Every case is dispatched, worked by the desk (the flood once reworked) and closed.
-    assert s["cases_by_state"] == {"closed": 5}
+    assert s["cases_by_state"] == {"closed": 6}
     k = s["kpis"]
-    assert (k["due"], k["closed"], k["closed_on_time"]) == (5, 5, 5)
-    assert (k["closure_rate"], k["on_time_rate"], k["rework_rate"]) == (100.0, 100.0, 20.0)
+    assert (k["due"], k["closed"], k["closed_on_time"]) == (6, 6, 6)
+    assert (k["closure_rate"], k["on_time_rate"], k["rework_rate"]) == (100.0, 100.0, 16.67)
     # Red cases are held by the street command center, the yellow ones by the community.
-    assert k["community_share"] == 40.0
+    assert k["community_share"] == 50.0
     # Dispatch: one per case, plus a regrade per later colour notified.
     regrades = sum(by_level.values()) - s["incidents"]
     assert s["dispatch_messages_received"] == s["cases"] + regrades

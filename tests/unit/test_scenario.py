@@ -4,15 +4,18 @@ files are refused with the path, and a run is scored against the ground truth.""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import shapely
 
 from gridwatch.errors import ConfigError
-from gridwatch.events import IncidentKind, Level
-from gridwatch.geo import LocalProjection
+from gridwatch.events import IncidentKind, Level, ZoneKind
+from gridwatch.geo import LocalProjection, ray_through
 from gridwatch.scenario import (
     DEMO_SCENARIO,
+    Construction,
     ForestFire,
     RoadObstruction,
     SensorRise,
@@ -74,13 +77,15 @@ def test_the_demo_fire_is_where_and_when_it_was(site: Site) -> None:
 def test_stretching_scales_every_event_time(site: Site) -> None:
     spec = load_scenario().stretched(10.0)
     assert spec.duration_s == 10.0
-    flood, straw, _, lost, car = spec.events
+    flood, straw, _, lost, car, building = spec.events
     assert (flood.start, getattr(flood, "peak_s", None)) == (2.0, 7.0)
     assert spec.fire is not None and spec.fire.smoke_rise_s == (2.0, 3.5)
     assert [t.at_s for t in spec.fire.towers] == [0.5, 0.75]
     assert isinstance(straw, SensorRise) and straw.cameras[0].at_s == 3.5 and straw.start == 2.0
     assert isinstance(lost, StreamLost) and lost.at_s == 3.0
     assert isinstance(car, RoadObstruction) and car.start == 0.0  # on the simulator's clock
+    # the tower's compressed day shrinks with the run; the building rises on the simulator's clock
+    assert isinstance(building, Construction) and building.day_s == 1.25 and building.start == 0.0
 
 
 @pytest.mark.parametrize(
@@ -93,6 +98,8 @@ def test_stretching_scales_every_event_time(site: Site) -> None:
         ("within_m: 150, sources: 3", "within_m: -5", "events[2].forest_fire.expect.within_m"),
         ("scene: farm_fire", "scene: rainbow", "events[1].sensor_rise.cameras[0].scene"),
         ("kind: stream_lost", "kind: stream_lost\n    preset: 2", "events[3].stream_lost.preset"),
+        ("day_s: 2.5", "day_s: 0", "events[5].construction.day_s"),
+        ("    preset: 1\n", "", "events[5].construction.preset"),
     ],
 )  # fmt: skip
 def test_a_bad_scenario_file_names_the_path(
@@ -114,6 +121,10 @@ def test_a_bad_scenario_file_names_the_path(
         ("camera: CAM-006", "camera: CAM-009", "stalled car.*no camera 'CAM-009'"),
         ("tower: WT-02, at_s: 1.5", "tower: WT-02, at_s: 1.5, preset: 9", "WT-02 has no preset 9"),
         ("tower: WT-02", "tower: SM-001", "forest fire.*no watchtower 'SM-001'"),
+        ("tower: WT-03", "tower: WT-09", "illegal construction.*no watchtower 'WT-09'"),
+        ("    preset: 1\n", "    preset: 7\n", "illegal construction.*WT-03 has no preset 7"),
+        ("    preset: 1\n", "    preset: 0\n", "WT-03 does not watch preset 0 for construction"),
+        ("tower: WT-03", "tower: WT-02", "WT-02 does not watch preset 1 for construction"),
     ],
 )
 def test_a_scenario_naming_a_device_the_site_lacks_is_refused(
@@ -145,7 +156,7 @@ def test_a_run_is_scored_by_event_with_its_false_incidents(site: Site) -> None:
         {"kind": "flood", "level": "yellow", "lon": far_lon, "lat": far_lat, "sources": 1},
     ]  # fmt: skip
     result = score(spec, site, run_incidents(listed))
-    flood, plume, fire, lost, car = result.events
+    flood, plume, fire, lost, car, building = result.events
     assert flood.detected and flood.location_error_m == pytest.approx(30.0, abs=0.5)
     assert flood.level is Level.ORANGE and not flood.level_ok  # the gauge went red
     assert flood.time_to_first_alert_s == pytest.approx(2.5)  # started at 4 s
@@ -155,8 +166,9 @@ def test_a_run_is_scored_by_event_with_its_false_incidents(site: Site) -> None:
     assert fire.time_to_first_alert_s == pytest.approx(0.7)
     assert not lost.detected and lost.expected is IncidentKind.DEVICE_FAULT
     assert not car.detected and car.expected is IncidentKind.TRAFFIC_SAFETY
+    assert not building.detected and building.expected is IncidentKind.ILLEGAL_CONSTRUCTION
     assert [i.kind for i in result.false_incidents] == [IncidentKind.FLOOD]  # 400 m off
-    assert (result.detected, result.missed, result.passed) == (2, 3, False)
+    assert (result.detected, result.missed, result.passed) == (2, 4, False)
     report = result.report()
     assert report["false_incidents"] == 1 and report["per_event"][1]["detected"] is False
 
@@ -176,7 +188,7 @@ def test_a_perfect_run_passes(site: Site) -> None:
             )
         )
     result = score(spec, site, incidents)
-    assert result.passed and result.detected == 5 and not result.false_incidents
+    assert result.passed and result.detected == 6 and not result.false_incidents
 
 
 def test_without_camera_sightings_no_camera_is_expected_to_see_a_sensor_s_fire() -> None:
@@ -189,3 +201,19 @@ def test_without_camera_sightings_no_camera_is_expected_to_see_a_sensor_s_fire()
     assert left.expect.sources == straw.expect.sources - len({c.camera for c in straw.cameras})
     assert bare.fire == spec.fire  # the towers still see the forest fire
     assert len(bare.events) == len(spec.events)
+
+
+def test_the_demo_building_stands_where_the_watched_preset_s_bearing_crosses_its_plot(
+    site: Site,
+) -> None:
+    building = next(e for e in load_scenario().events if isinstance(e, Construction))
+    tower = next(t for t in site.watchtowers if t.id == building.tower)
+    preset = next(p for p in tower.presets if p.id == building.preset)
+    (watch,) = (z for z in tower.vision.zones if z.kind is ZoneKind.CONSTRUCTION_WATCH)
+    assert watch.preset == building.preset
+    plot = shapely.Polygon(next(z.polygon for z in site.zones if z.name == watch.name))
+    crossing = ray_through(tower.location, preset.pan_deg, plot)
+    assert crossing is not None
+    where = place_point(site, building.place)
+    assert plot.contains(shapely.Point(where.lon, where.lat))
+    assert math.hypot(*LocalProjection(crossing[0]).xy(where)) < 2.0

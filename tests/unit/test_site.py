@@ -14,7 +14,7 @@ import yaml
 
 from gridwatch.errors import ConfigError
 from gridwatch.events import IncidentKind, Level, Point
-from gridwatch.geo import GridIndex
+from gridwatch.geo import GridIndex, ray_through
 from gridwatch.settings import SAMPLE_SITE
 from gridwatch.site import Site, load_site
 
@@ -144,11 +144,19 @@ def test_devices_and_zones_sit_where_they_belong(site: Site, index: GridIndex) -
         zones.setdefault(zone.kind, []).append(shapely.Polygon(zone.polygon))
     assert set(zones) == {"forest", "farmland", "construction_watch", "school", "dense_housing"}
     (forest,) = zones["forest"]
-    assert len(site.watchtowers) == 2
-    for tower in site.watchtowers:
+    forest_towers = [t for t in site.watchtowers if t.id in ("WT-01", "WT-02")]
+    assert len(forest_towers) == 2
+    for tower in forest_towers:
         assert forest.contains(shapely.Point(tower.location.lon, tower.location.lat))
         assert index.locate(tower.location).community_code in rural
         assert len(tower.presets) >= 3
+    # the rooftop tower in the town watches the new-city works across one of its presets
+    (rooftop,) = (t for t in site.watchtowers if t not in forest_towers)
+    assert index.locate(rooftop.location).community_code not in rural
+    (watch,) = (z for z in rooftop.vision.zones if z.kind == "construction_watch")
+    works = next(shapely.Polygon(z.polygon) for z in site.zones if z.name == watch.name)
+    preset = next(p for p in rooftop.presets if p.id == watch.preset)
+    assert ray_through(rooftop.location, preset.pan_deg, works) is not None
     for kind, expect_rural in (("farmland", True), ("school", False), ("dense_housing", False)):
         for zone in zones[kind]:
             spot = zone.representative_point()
