@@ -174,7 +174,7 @@ def run_shape(
                     timer.join()
                 want = sent * METRICS
                 complete = _wait_stored(urls.database_url, want, timeout_s)
-                time.sleep(2)  # the last detections
+                _wait_detections_settled(urls.database_url, timeout_s)
                 with psycopg.connect(urls.database_url) as conn:
                     rows, distinct, first = conn.execute(READINGS_SQL).fetchone() or (0, 0, None)
                     found = conn.execute(DETECTIONS_SQL).fetchall()
@@ -217,6 +217,21 @@ def _wait_stored(database_url: str, want: int, timeout_s: float) -> bool:
                 return True
             time.sleep(1.0)
     return False
+
+
+def _wait_detections_settled(database_url: str, timeout_s: float, quiet_s: float = 5.0) -> None:
+    """Until no detection has been stored for ``quiet_s``: a worker that took partitions over
+    may still be restoring their state when the writer has stored every reading."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            (count,) = conn.execute("SELECT count(*) FROM detections").fetchone() or (0,)
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.5)
 
 
 def _ms(delta: timedelta) -> int:
