@@ -56,6 +56,9 @@ class IncidentKindInfo:
     sensitive_zones: tuple[ZoneKind, ...]  # ground that raises its grade one level
     routing: tuple[str, ...]  # department ids, in order of precedence
     floor: Level | None = None  # the least level it is graded
+    # Detection kinds that say where it is: the first of them to join moves an incident opened
+    # by another kind to its own place (a river gauge over the rain gauge that read the storm).
+    placed_by: tuple[DetectionKind, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ INCIDENT_KINDS: dict[IncidentKind, IncidentKindInfo] = {
         quiet_after=720 * _MIN,
         sensitive_zones=(ZoneKind.SCHOOL, ZoneKind.DENSE_HOUSING),
         routing=("water", "emergency"),
+        placed_by=(DetectionKind.WATER_LEVEL,),
     ),
     IncidentKind.TRAFFIC_SAFETY: IncidentKindInfo(
         label=Text("交通安全", "traffic safety"),

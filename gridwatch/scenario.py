@@ -64,10 +64,17 @@ class CameraSighting(Model):
     scene: Burning = "farm_fire"
 
 
+class AlongRise(Model):
+    """Another sensor's metric rising with an event's own: the rain over a rising river."""
+
+    sensor: str
+    metric: str
+
+
 class SensorRise(Model):
     """A sensor's metric rises from its baseline at ``start_s`` to just past red at ``peak_s``
-    (a smoke metric falls back as fast as it rose); the ``cameras`` see the fire that raises it
-    burn at the sensor, each from its time on."""
+    (a smoke metric falls back as fast as it rose), and each of ``along`` likewise; the
+    ``cameras`` see the fire that raises it burn at the sensor, each from its time on."""
 
     kind: Literal["sensor_rise"]
     name: str
@@ -75,6 +82,7 @@ class SensorRise(Model):
     metric: str
     start_s: Seconds
     peak_s: Seconds
+    along: tuple[AlongRise, ...] = ()
     cameras: tuple[CameraSighting, ...] = ()
     expect: Expect
 
@@ -249,6 +257,8 @@ class Scenario(Model):
         for i, event in enumerate(self.events):
             where = f"events[{i}] ({event.name})"
             named = [event.place.device]
+            if isinstance(event, SensorRise):
+                named += [a.sensor for a in event.along]
             if isinstance(event, ForestFire):
                 named.append(event.smoke_sensor)
                 for seen in event.towers:

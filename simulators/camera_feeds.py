@@ -265,12 +265,16 @@ def _road_obstruction(sc: Scenario, camera: Camera, onset_s: float) -> Scenario:
     )
 
 
+WORKER_START_S = 10.0
+
+
 def _construction(sc: Scenario, tower: Watchtower, preset: int) -> Scenario:
     """A building on the preset's watched plot over the tower's compressed days.
 
     The plot is empty through the patrol's first visit to the preset (the view's baseline)
-    and a day more, counted from the stream's first client; the building then stands for the
-    ``days`` a change needs and two more, which loop."""
+    and a day more, counted from the stream's first client plus ``WORKER_START_S`` (a worker
+    connects before it has loaded its models, longer on a busy machine); the building then
+    stands for the ``days`` a change needs and two more, which loop."""
     watch = tower.vision.detectors.construction_change
     if watch is None or watch.day_s >= REAL_DAY_S:
         raise ValueError(
@@ -279,7 +283,7 @@ def _construction(sc: Scenario, tower: Watchtower, preset: int) -> Scenario:
         )
     visit = tower.settle_s + tower.dwell_s
     index = next(i for i, p in enumerate(tower.presets) if p.id == preset)
-    seen = (index + 1) * visit + watch.day_s  # the first visit is over, and a day more
+    seen = WORKER_START_S + (index + 1) * visit + watch.day_s  # the first visit, a day more
     start = math.ceil(seen / watch.day_s) * watch.day_s
     return replace(
         sc,

@@ -299,15 +299,16 @@ def sensor_scenario(spec: ScenarioFile) -> Scenario:
     """The sensor half of a scenario file: its rises, rate, seed and bad messages."""
     events = tuple(
         Event(
-            name=e.name,
-            sensor_id=e.sensor,
-            metric=e.metric,
+            name=e.name if sensor == e.sensor else f"{e.name} ({sensor})",
+            sensor_id=sensor,
+            metric=metric,
             start_s=e.start_s,
             peak_s=e.peak_s,
             peak_level=e.expect.level,
         )
         for e in spec.events
         if isinstance(e, SensorRise)
+        for sensor, metric in ((e.sensor, e.metric), *((a.sensor, a.metric) for a in e.along))
     )
     return Scenario(
         duration_s=spec.duration_s,

@@ -322,14 +322,9 @@ def _start(
 ) -> tuple[Tracked, Incident]:
     """A new incident from ``det``, with the waiting ``corroborators`` that corroborate it
     (taken out of that list)."""
-    cell = ctx.locate(point)
     incident = Incident(
         kind=kind,
-        location=point,
-        location_error_m=error,
-        community_code=cell.community_code,
-        grid_code=cell.grid_code,
-        micro_grid_code=cell.micro_grid_code if cell.inside else None,
+        **_placed(point, error, ctx),
         level=det.level or Level.YELLOW,
         confidence=det.confidence,
         sources=(det.source,),
@@ -386,7 +381,15 @@ def _join(
     if aimed is not t and len(bearings) >= 2:
         fix = _triangulate(ctx, _bearing_detections(bearings, det))
         if fix is not None:
-            update.update(location=fix[0], location_error_m=fix[1])
+            update.update(_placed(fix[0], fix[1], ctx))
+    placing = kinds.incident(current.kind).placed_by
+    if (
+        det.kind in placing
+        and det.location is not None
+        and not det.cleared
+        and not any(s.kind in placing for s in t.active.values())
+    ):
+        update.update(_placed(det.location, None, ctx))
     own = [s for s in active.values() if not s.corroborating]
     if own:
         update.update(
@@ -413,6 +416,18 @@ def _join(
     return Tracked(
         incident=incident, active=active, bearings=bearings, bearing_widths=aimed.bearing_widths
     )
+
+
+def _placed(point: Point, error: float | None, ctx: FusionContext) -> dict[str, object]:
+    """An incident's fields for a new place: the point, its error and the grid cell there."""
+    cell = ctx.locate(point)
+    return {
+        "location": point,
+        "location_error_m": error,
+        "community_code": cell.community_code,
+        "grid_code": cell.grid_code,
+        "micro_grid_code": cell.micro_grid_code if cell.inside else None,
+    }
 
 
 def _width(det: Detection) -> int | None:

@@ -27,7 +27,7 @@ def test_demo_summary_scores_every_event_found_and_nothing_more(demo_run: DemoRu
     # the camera workers' own analysis of the simulated streams, none injected.
     raised = {i["kind"]: sorted(i["raised_by"]) for i in s["incident_list"]}
     assert raised == {
-        "flood": ["sensor WL-001"],
+        "flood": ["sensor RG-002", "sensor WL-001"],
         "forest_fire": ["sensor SM-001", "watchtower WT-01", "watchtower WT-02"],
         "straw_burning": ["camera CAM-004", "sensor PM-001"],
         "device_fault": ["camera CAM-002"],

@@ -86,6 +86,19 @@ def test_one_incident_grows_corroborates_and_ends(ctx: FusionContext) -> None:
     assert last is not None and last.ended and last.revision == 4
 
 
+def test_a_flood_opened_by_the_rain_moves_to_the_first_river_gauge(ctx: FusionContext) -> None:
+    rain = gauge("RG-1", Level.YELLOW, 0, Point(lon=106.615, lat=26.605)).model_copy(
+        update={"kind": DetectionKind.RAINFALL}
+    )
+    state, opened = fuse(FusionState(), rain, ctx)
+    assert opened is not None and opened.location == rain.location
+    state, placed = fuse(state, gauge("WL-1", Level.ORANGE, 1), ctx)
+    assert placed is not None and placed.id == opened.id and placed.location == WEST
+    assert placed.micro_grid_code == "5201990030010101"  # the cell moved with it
+    state, kept = fuse(state, gauge("WL-2", Level.RED, 2, Point(lon=106.606, lat=26.605)), ctx)
+    assert kept is not None and kept.location == WEST  # the first gauge keeps it
+
+
 def test_far_apart_or_after_the_window_is_another_incident(ctx: FusionContext) -> None:
     state, first = fuse(FusionState(), gauge("WL-1", Level.YELLOW, 0), ctx)
     state, later = fuse(state, gauge("WL-1", Level.ORANGE, 45), ctx)

@@ -35,8 +35,17 @@ def test_the_demo_scenario_plays_the_messages_the_coded_scenario_played(site: Si
     others = site.model_copy(
         update={"sensors": tuple(s for s in site.sensors if s.id != spec.fire.smoke_sensor)}
     )
+    # The rain that rises along with the river is the file's own; the rest is the coded one's.
+    alone = spec.model_copy(
+        update={
+            "events": tuple(
+                e.model_copy(update={"along": ()}) if isinstance(e, SensorRise) else e
+                for e in spec.events
+            )
+        }
+    )
     for duration in (20.0, 12.0):
-        file_scenario = sensor_scenario(spec.stretched(duration).model_copy(update={"rate_hz": 4}))
+        file_scenario = sensor_scenario(alone.stretched(duration).model_copy(update={"rate_hz": 4}))
         coded = Scenario(duration, 4.0)  # events chosen per metric, at 20 % and 70 % of the run
         planned, chosen = plan_events(others, file_scenario), plan_events(others, coded)
         assert [(e.name, e.sensor_id, e.metric, e.peak_level) for e in planned] == [
@@ -217,3 +226,20 @@ def test_the_demo_building_stands_where_the_watched_preset_s_bearing_crosses_its
     where = place_point(site, building.place)
     assert plot.contains(shapely.Point(where.lon, where.lat))
     assert math.hypot(*LocalProjection(crossing[0]).xy(where)) < 2.0
+
+
+def test_a_sensor_rising_along_plays_the_event_s_rise_and_must_be_in_the_site(site: Site) -> None:
+    spec = load_scenario(DEMO_SCENARIO)
+    flood = next(e for e in spec.events if isinstance(e, SensorRise) and e.along)
+    rises = {e.sensor_id: e for e in sensor_scenario(spec).events or ()}
+    for along in flood.along:
+        rise = rises[along.sensor]
+        assert (rise.metric, rise.start_s, rise.peak_s, rise.peak_level) == (
+            along.metric, flood.start_s, flood.peak_s, flood.expect.level
+        )  # fmt: skip
+    raw = spec.model_dump(mode="json")
+    for event in raw["events"]:
+        if event.get("along"):
+            event["along"] = [{"sensor": "RG-999", "metric": "rainfall_mm_h"}]
+    with pytest.raises(ConfigError, match="RG-999"):
+        type(spec).model_validate(raw).check(site)
