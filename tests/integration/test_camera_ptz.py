@@ -5,6 +5,7 @@ not stuck; a head that ignores moves keeps one view on the stream, and stuck-PTZ
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ TOWER = "WT-T"
 
 
 def _patrol(
-    tmp_path: Path, *, stuck: bool, seconds: float, settle_s: float = 1.0
+    tmp_path: Path, *, stuck: bool, moves: int, settle_s: float = 1.0
 ) -> tuple[list[Detection], list[int]]:
+    """The worker's patrol until it has asked for ``moves`` moves and the last has settled."""
     views = {
         str(p): Scenario(f"p{p}", "none", "quiet", seed=p, duration_s=4.0, fps=5.0, size=(320, 180))
         for p in range(3)
@@ -51,21 +53,30 @@ def _patrol(
         found: list[Detection] = []
         worker = CameraWorker.for_watchtower(tower, found.append, EvidenceStore(tmp_path))
         stop = threading.Event()
-        threading.Timer(seconds, stop.set).start()  # moves every settle_s + dwell_s
+        head = sim.heads[TOWER]
+
+        def watch() -> None:  # a busy machine may take longer to connect: count moves, not time
+            deadline = time.monotonic() + 60
+            while len(head.moves) < moves and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(settle_s + 0.5)  # the last view compared with the one before
+            stop.set()
+
+        threading.Thread(target=watch, daemon=True).start()
         worker.run(VideoSource(tower.visible_url), stop)
-        return found, list(sim.heads[TOWER].moves)
+        return found, list(head.moves)
 
 
 def test_ptz_api_moves_the_head_and_the_stream_follows(tmp_path: Path) -> None:
     # Two seconds to settle: on a busy machine the RTSP picture trails the head by more than one,
     # and a view still showing the last preset is rightly taken for a stuck head.
-    found, moves = _patrol(tmp_path, stuck=False, seconds=9.8, settle_s=2.0)  # 0, 3, 6, 9 s
+    found, moves = _patrol(tmp_path, stuck=False, moves=4, settle_s=2.0)
     assert moves[:4] == [0, 1, 2, 0]
     assert not [d for d in found if d.rule == "camera_health:stuck_ptz"], found
 
 
 def test_a_stuck_head_keeps_its_view_and_raises_stuck_ptz(tmp_path: Path) -> None:
-    found, moves = _patrol(tmp_path, stuck=True, seconds=4.0)
+    found, moves = _patrol(tmp_path, stuck=True, moves=2)
     assert moves[:2] == [0, 1]  # the worker asked; the head did not move
     stuck = [d for d in found if d.rule == "camera_health:stuck_ptz"]
     assert stuck and not stuck[0].cleared
