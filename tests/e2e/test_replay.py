@@ -20,6 +20,9 @@ from ingest.recording import Recording
 from tests.conftest import DemoRun, run_demo
 
 PLACE_TOLERANCE_M = 5.0  # the same readings and tower bearings: the same fused place
+# A building's place is where the bearing of its change's box crosses the watched zone, 230 m
+# out: the box of a change registered on another compressed day's frame moves it a few metres.
+CONSTRUCTION_TOLERANCE_M = 20.0
 
 
 def _apart_m(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -75,7 +78,10 @@ def test_a_replayed_demo_opens_the_incidents_the_demo_opened(
             first["grid_code"],
             sorted(first["raised_by"]),
         ), kind
-        assert _apart_m(first, second) < PLACE_TOLERANCE_M, kind
+        tolerance = (
+            CONSTRUCTION_TOLERANCE_M if kind == "illegal_construction" else PLACE_TOLERANCE_M
+        )
+        assert _apart_m(first, second) < tolerance, kind
     # Which colours were notified is left out: alert grouping waits on the wall clock, so a
     # colour passed within a group's wait may go unnotified in one run and not in the other.
     # The same score for both: every event detected at its colour, no false incident.
