@@ -12,13 +12,15 @@ one. A setting that cannot take effect (a password without a user, certificates 
 from __future__ import annotations
 
 import ssl
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
-from gridwatch.errors import ConfigError
+from gridwatch.errors import ConfigError, ServiceError
 from gridwatch.settings import Settings
 
 # Scheme -> (TLS, default port).
@@ -112,3 +114,23 @@ class MqttAccess:
             client.username_pw_set(self.username, self.password)
         if self.tls:
             client.tls_set_context(self.tls_context())
+
+
+def connect_subscribed(
+    client: mqtt.Client,
+    host: str,
+    port: int,
+    subscribed: threading.Event,
+    timeout: float,
+    on_failure: Callable[[], object],
+) -> None:
+    """Connect, start the network loop and wait until the subscriptions are acknowledged
+    (``subscribed``, set by the client's on_subscribe); ``on_failure`` undoes the loop."""
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as err:
+        raise ServiceError(f"MQTT broker {host}:{port}: {err}") from err
+    client.loop_start()
+    if not subscribed.wait(timeout):
+        on_failure()
+        raise ServiceError(f"MQTT broker {host}:{port}: no SUBACK in {timeout}s")

@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gridwatch import kafka, topics
 from gridwatch.errors import PayloadError, ServiceError
 from gridwatch.events import DeadLetter, ReadingBatch, Report, reason_of, utcnow
-from gridwatch.mqtt_access import MqttAccess
+from gridwatch.mqtt_access import MqttAccess, connect_subscribed
 from gridwatch.settings import MessageLimits
 from gridwatch.site import Site
 from ingest.telemetry import parse_status, parse_telemetry
@@ -140,14 +140,7 @@ class MqttBridge:
                 f"the Kafka producer takes records up to {self.record_limit} bytes; a dead letter"
                 f" needs {DEADLETTER_RECORD_MAX} (max_request_size)"
             )
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except OSError as err:
-            raise ServiceError(f"MQTT broker {self.host}:{self.port}: {err}") from err
-        self.client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.stop()
-            raise ServiceError(f"MQTT broker {self.host}:{self.port}: no SUBACK in {timeout}s")
+        connect_subscribed(self.client, self.host, self.port, self._subscribed, timeout, self.stop)
         log.info("bridge subscribed to %s", [t for t, _ in self.subscriptions])
 
     def run_until_stopped(

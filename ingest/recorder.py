@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gridwatch.errors import ServiceError
-from gridwatch.mqtt_access import MqttAccess
+from gridwatch.mqtt_access import MqttAccess, connect_subscribed
 from gridwatch.site import Site
 from ingest.camera_source import Captured, Lost, Restored, VideoSource
 from ingest.camera_worker import Sampler
@@ -153,14 +153,9 @@ class Recorder:
         )
 
     def start(self, timeout: float = 10.0) -> None:
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except OSError as err:
-            raise ServiceError(f"MQTT broker {self.host}:{self.port}: {err}") from err
-        self.client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.client.loop_stop()
-            raise ServiceError(f"MQTT broker {self.host}:{self.port}: no SUBACK in {timeout}s")
+        connect_subscribed(
+            self.client, self.host, self.port, self._subscribed, timeout, self.client.loop_stop
+        )
         for stream in self.streams:
             thread = threading.Thread(
                 target=self._sample, args=(stream,), name=f"record-{stream.device}", daemon=True
