@@ -3,8 +3,9 @@
 Readings are buffered until the device's watermark (its newest reading time minus the allowed
 lateness) passes them, then judged in time order; a repeated reading, or one older than the
 last judged, does not move the state. So any arrival order within the lateness, and any number
-of redeliveries, give the same detections as clean input. The state is a small record a stream
-processor keeps, as JSON, in a changelogged table.
+of redeliveries, give the same detections as clean input, and a detection's id derives from
+its device, rule, level and time: judged again after a crash, it is the same message. The
+state is a small record a stream processor keeps, as JSON, in a changelogged table.
 
 The first value for a time is the one judged, as it is the one the store keeps. A second,
 different value for that time changes no decision that was made or is pending on the first:
@@ -32,6 +33,7 @@ from gridwatch.events import (
     Reading,
     SourceRef,
     SourceType,
+    derived_id,
 )
 from gridwatch.site_sensors import Sensor, SensorRule
 
@@ -263,6 +265,7 @@ def _detection(
 ) -> Detection:
     newest = history[-1]
     return Detection(
+        id=derived_id(newest.ts, rule.detection_kind, sensor.id, rule.name, level),
         kind=rule.detection_kind,
         source=SourceRef(type=SourceType.SENSOR, id=sensor.id),
         ts=newest.ts,
@@ -277,6 +280,7 @@ def _detection(
 
 def _offline(sensor: Sensor, ts: datetime, cause: str, *, cleared: bool) -> Detection:
     return Detection(
+        id=derived_id(ts, DetectionKind.DEVICE_OFFLINE, sensor.id, cause, cleared),
         kind=DetectionKind.DEVICE_OFFLINE,
         source=SourceRef(type=SourceType.SENSOR, id=sensor.id),
         ts=ts,

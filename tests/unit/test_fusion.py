@@ -145,6 +145,29 @@ def test_two_tower_bearings_triangulate_and_a_sensor_corroborates(ctx: FusionCon
     assert again is not None and again.id == incident.id
 
 
+def test_a_detection_fused_again_after_a_crash_gives_the_same_revisions(
+    ctx: FusionContext,
+) -> None:
+    """A worker killed after publishing but before writing its state is followed by one that
+    fuses the same detections into the old state; one killed after writing it, by one that
+    fuses them into the new. Either way the revisions are those already published."""
+    fire = Point(lon=106.611, lat=26.607)
+    a, b = bearing("WT-A", fire, 0, ctx), bearing("WT-B", fire, 0.5, ctx)
+    rise = gauge("WL-1", Level.YELLOW, 1)
+    published = []
+    state = FusionState()
+    for det in (a, b, rise):
+        state, out = fuse(state, det, ctx, kinds_fed(det, ctx)[0])
+        published.append(out)
+    assert all(p is not None for p in published[1:])
+    old = FusionState()
+    for det, before in zip((a, b, rise), published, strict=True):
+        old, again = fuse(old, det, ctx, kinds_fed(det, ctx)[0])
+        assert again == before  # the same ids and revisions, so consumers take them once
+    for det in (a, b, rise):
+        assert fuse(state, det, ctx, kinds_fed(det, ctx)[0]) == (state, None)
+
+
 def test_a_towers_coarse_bearing_never_replaces_its_sharp_one(ctx: FusionContext) -> None:
     """A tower's thermal hotspot (a few pixels) and its visible stream's learned tile (a quarter
     of the view) both report: the tile's bearing, off by degrees, leaves the fix alone."""

@@ -171,16 +171,19 @@ def test_disorder_and_duplicates_within_the_lateness_change_nothing(
 def test_a_state_stored_only_when_decisive_changes_replays_to_the_same_detections(
     values: list[float], data: st.DataObject
 ) -> None:
-    """A worker stores a threshold gauge's state only when ``decisive`` changes. Restarted at any
-    reading from what it stored, and fed from any offset it may have committed, it emits exactly
-    the detections the live worker emitted after the crash, and none for readings before it."""
+    """A worker stores a threshold gauge's state only when ``decisive`` changes, after sending
+    the reading's detections. Restarted from the last state it stored, and fed from any offset
+    it may have committed, it emits exactly the detections, ids and all, that the live worker
+    emitted after that state, and none for readings before it."""
     sensor = gauge(THRESHOLD, {"type": "out_of_range", "metric": "water_level_m", "low": 0.5,
                                "high": 3.5, "level": "yellow"})  # fmt: skip
     live, emitted, stored = DeviceState(), [], []
     mark, kept = decisive(sensor, live, 0.0), encode(live)
     assert mark is not None
     for i, value in enumerate(values):
-        emitted.append([(d.rule, d.level) for d in on_reading(sensor, live, reading(value, i))])
+        emitted.append(
+            [(d.rule, d.level, d.id) for d in on_reading(sensor, live, reading(value, i))]
+        )
         if decisive(sensor, live, 0.0) != mark:
             mark, kept = decisive(sensor, live, 0.0), encode(live)
         stored.append(kept)
@@ -188,7 +191,9 @@ def test_a_state_stored_only_when_decisive_changes_replays_to_the_same_detection
     committed = data.draw(st.integers(0, crash + 1), label="first reading replayed")
     restored = decode(stored[crash])
     for i in range(committed, len(values)):
-        found = [(d.rule, d.level) for d in on_reading(sensor, restored, reading(values[i], i))]
+        found = [
+            (d.rule, d.level, d.id) for d in on_reading(sensor, restored, reading(values[i], i))
+        ]
         assert found == (emitted[i] if i > crash else [])
 
 
