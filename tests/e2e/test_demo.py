@@ -82,10 +82,11 @@ def test_demo_fire_flood_plume_and_fault_close_the_loop(demo_run: DemoRun) -> No
     )
     # The fire is red at once (two towers and the forest zone), its yellow and orange
     # inhibited; the fault, the stalled car and the building stay yellow; gauge and plume
-    # notify red, and
-    # yellow and orange unless alert grouping (on the wall clock) folded one into the next.
+    # notify red and yellow, and orange unless red came within orange's group wait (a sixth
+    # of a second on the demo's clock) and folded it: the flood's revisions, from two
+    # gauges, can come milliseconds apart.
     by_level = s["alerts_by_level"]
-    assert by_level["red"] == 3 and by_level["yellow"] == 5 and 1 <= by_level["orange"] <= 2
+    assert by_level["red"] == 3 and by_level["yellow"] == 5 and by_level.get("orange", 0) <= 2
     # Every case is dispatched, worked by the desk (the flood once reworked) and closed.
     assert s["cases_by_state"] == {"closed": 6}
     k = s["kpis"]
