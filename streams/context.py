@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,3 +42,12 @@ class StreamContext:
         log.warning("dead-lettering %s message: %s", source, reason)
         letter = DeadLetter.of(f"kafka:{source}", payload, reason)
         await self.topic(topics.DEADLETTER).send(key=source.encode(), value=letter.to_bytes())
+
+    async def send_acknowledged(self, topic: Any, messages: Iterable[tuple[bytes, bytes]]) -> None:
+        """Send (key, value) ``messages`` now and wait for Kafka's acknowledgement. A send in an
+        agent otherwise waits for the commit of its input's offsets, while a table write (its
+        changelog) goes out at once: an agent that writes its state only after this leaves,
+        when killed in between, the old state, and its successor derives the same messages
+        again (with the same ids, which the consumers take once) instead of none."""
+        sent = [await topic.send(key=key, value=value, force=True) for key, value in messages]
+        await asyncio.gather(*sent)

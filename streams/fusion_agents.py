@@ -13,7 +13,6 @@ except an unavailable broker, which stops the worker before its offset moves pas
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -142,16 +141,11 @@ def register_fusion(
                         incident.location,
                         incident.location_error_m,
                     )
-                # Sent and acknowledged before the state is written, which goes out at once
-                # (see the sensor rules): a worker killed in between leaves the old state, and
-                # its successor fuses the message again into the same revisions.
-                sent = [
-                    await incidents.send(
-                        key=str(incident.id).encode(), value=incident.to_bytes(), force=True
-                    )
-                    for incident in out
-                ]
-                await asyncio.gather(*sent)
+                # Acknowledged before the state is written: fused again after a kill, the
+                # message gives the same revisions.
+                await ctx.send_acknowledged(
+                    incidents, ((str(i.id).encode(), i.to_bytes()) for i in out)
+                )
                 text = new_state.model_dump_json()
                 fusion_state[kind] = text
                 decoded[kind] = (text, new_state)

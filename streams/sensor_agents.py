@@ -87,12 +87,9 @@ def register_sensor_rules(
     async def sensor_rules(stream: faust.StreamT[bytes]) -> None:
         # Events are judged one by one, in order, but in small batches: a device's state is
         # written to the table (and its changelog) at most once per batch, and only when the
-        # table would otherwise lose something (``StateCache.changed``). The changelog goes
-        # out at once, while a send in an agent waits for the offsets' commit: so the batch's
-        # detections are sent, and acknowledged, before its states are written. A worker
-        # killed in between leaves the old states, and its successor judges the readings
-        # again into the same detections, with the same ids, which the store and fusion take
-        # once; never states that have seen a level no detection announced.
+        # table would otherwise lose something (``StateCache.changed``). The batch's
+        # detections are acknowledged before its states are written (``send_acknowledged``):
+        # never states that have seen a level no detection announced.
         batches = cast("faust.Stream[bytes]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
         async for events in batches:
             judged = judge_events(
@@ -100,11 +97,9 @@ def register_sensor_rules(
             )
             for topic, raw, reason in judged.dead:
                 await ctx.dead(topic, raw, reason)
-            sent = [
-                await detections.send(key=key, value=detection.to_bytes(), force=True)
-                for key, detection in judged.found
-            ]
-            await asyncio.gather(*sent)
+            await ctx.send_acknowledged(
+                detections, ((key, detection.to_bytes()) for key, detection in judged.found)
+            )
             for key, stored in judged.writes.items():
                 states[key] = stored
 
